@@ -1,0 +1,37 @@
+# Two commands a new user needs: `make up` (service + sample corpus) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --progress-bar off -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test quick lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing torch (CPU) first, then FreshRAG and its dependencies…"
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(VENV)/bin/freshrag up
+
+test: install
+	$(VENV)/bin/pytest
+
+quick: install
+	$(VENV)/bin/pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) bench/ingest.py
+	$(PY) bench/retrieve.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,256 @@
+"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sample."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from retrieval.settings import Settings
+
+log = logging.getLogger("freshrag")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("kafka", "httpx", "sentence_transformers", "unstructured"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:  # noqa: ANN001
+        log.info("received %s, finishing the batch in hand…", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """FreshRAG: fresh, grounded retrieval over documents that change.
+
+    Every setting is an environment variable with the FRESHRAG_ prefix (see README).
+    """
+    _logging(verbose)
+
+
+@cli.command()
+@click.option(
+    "--sample/--no-sample",
+    default=True,
+    show_default=True,
+    help="Publish the Django docs sample corpus once the service is up.",
+)
+@click.option(
+    "--sample-limit", type=int, default=None, help="Publish only the first N sample pages."
+)
+def up(sample: bool, sample_limit: int | None) -> None:
+    """Start broker, worker and API in one process on embedded defaults."""
+    from api.app import create_app
+    from api.auth import KeyStore, ensure_dev_keys
+    from api.runtime import Core, EmbeddedBroker, ServerThread, _host_port
+    from ingest.consumer import ensure_topics
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = _stop_on_signals()
+    broker = None
+    if settings.embedded_broker:
+        host, port = _host_port(settings.kafka_bootstrap_servers)
+        broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
+        log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
+    ensure_topics(settings)
+    key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
+    keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
+    log.info("loading the embedding model and opening the index…")
+    core = Core.open(settings)
+    log.info(
+        "index: %s backend, model %s (%d-d)", core.index.backend, settings.model, core.dense.dim
+    )
+    worker = core.worker()
+    worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    worker_thread.start()
+    server = ServerThread(create_app(core.services(keys)), settings.host, settings.port).start()
+    try:
+        if sample:
+            _publish_sample(settings, core, stop, sample_limit)
+        _banner(server.url, key)
+        while not stop.wait(0.5):
+            if not worker_thread.is_alive():
+                log.error("the ingest worker stopped unexpectedly; shutting down")
+                break
+    finally:
+        worker.stop()
+        worker_thread.join(30)
+        server.stop()
+        core.index.close()
+        if broker:
+            broker.stop()
+        log.info("bye")
+
+
+def _publish_sample(settings: Settings, core, stop: threading.Event, limit: int | None) -> None:  # noqa: ANN001
+    from ingest.publisher import Publisher, build_events
+    from ingest.sample import django_docs, doc_files, release_version
+
+    docs = django_docs(settings.sample_django_version, settings.data_dir / "samples")
+    files = doc_files(docs, limit)
+    version = release_version(settings.sample_django_version)
+    events = build_events(
+        files,
+        root=docs,
+        mime="text/x-rst",
+        prefix="django/",
+        version=version,
+        metadata={"corpus": "django-docs", "release": settings.sample_django_version},
+    )
+    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+    try:
+        publisher.publish(events, desc=f"publishing Django {settings.sample_django_version} docs")
+    finally:
+        publisher.close()
+    pending = {e.doc_id for e in events}
+    with tqdm(total=len(pending), desc="indexing", unit="doc") as bar:
+        while pending and not stop.is_set():
+            done = {
+                d
+                for d in pending
+                if (s := core.index.get_document("default", d)) and s.version >= version
+            }
+            pending -= done
+            bar.update(len(done))
+            if pending:
+                time.sleep(0.5)
+
+
+def _banner(url: str, key: str | None) -> None:
+    shown = key or "<your key>"
+    print(
+        f"""
+FreshRAG is up.
+  API      {url}        (OpenAPI docs: {url}/docs, metrics: {url}/metrics)
+  API key  {shown}
+
+Try:
+  curl -s {url}/retrieve -H 'Authorization: Bearer {shown}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"query": "How do I use Django with Gunicorn?", "top_k": 3}}'
+
+Ctrl-C stops everything (the index stays under ./data).
+""",
+        flush=True,
+    )
+
+
+@cli.command()
+def serve() -> None:
+    """Run the API only (pair it with `freshrag worker` and FRESHRAG_QDRANT_URL)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.auth import KeyStore
+    from api.runtime import Core
+
+    settings = Settings()
+    if not settings.qdrant_url:
+        log.warning(
+            "no FRESHRAG_QDRANT_URL: serving from the embedded shard; no worker may open it"
+        )
+    keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
+    core = Core.open(settings)
+    uvicorn.run(create_app(core.services(keys)), host=settings.host, port=settings.port)
+
+
+@cli.command()
+def worker() -> None:
+    """Run one ingest worker (a consumer-group member). SIGTERM finishes the batch, then exits."""
+    from api.runtime import Core
+    from ingest.consumer import ensure_topics
+
+    settings = Settings()
+    stop = _stop_on_signals()
+    ensure_topics(settings)
+    core = Core.open(settings)
+    w = core.worker()
+    threading.Thread(target=lambda: (stop.wait(), w.stop()), daemon=True).start()
+    try:
+        w.run()
+    finally:
+        core.index.close()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--delete", is_flag=True, help="Publish delete events instead of upserts.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--acl", multiple=True, help="Group allowed to read (repeatable). Default: public.")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Document version. Default: milliseconds since the epoch.",
+)
+@click.option("--mime", default=None, help="Override the type guessed from the file name.")
+@click.option(
+    "--prefix", default="", help="Prefix for doc ids (ids are paths relative to each folder)."
+)
+def publish(
+    paths: tuple[Path, ...],
+    delete: bool,
+    tenant: str,
+    acl: tuple[str, ...],
+    version: int | None,
+    mime: str | None,
+    prefix: str,
+) -> None:
+    """Publish files or folders as document events."""
+    from ingest.publisher import Publisher, build_events
+
+    settings = Settings()
+    events = build_events(
+        paths,
+        op="delete" if delete else "upsert",
+        tenant=tenant,
+        acl=list(acl) or None,
+        version=version,
+        mime=mime,
+        prefix=prefix,
+    )
+    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+    try:
+        sent = publisher.publish(events)
+    finally:
+        publisher.close()
+    for e in events:
+        click.echo(
+            f"{e.op:6} {e.doc_id}  v{e.version}  {e.mime}  tenant={e.tenant} acl={','.join(e.acl)}"
+        )
+    click.echo(f"sent {sent} event(s) to {settings.topic} on {settings.kafka_bootstrap_servers}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except RuntimeError as exc:  # startup problems the user can fix: say so, no traceback
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

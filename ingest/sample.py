@@ -1,0 +1,53 @@
+"""The sample corpus: the `docs/` folder of a pinned Django release, from its PyPI sdist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+
+def django_docs(version: str, cache_dir: Path) -> Path:
+    """Download (once) and unpack Django's sdist; return its docs folder."""
+    target = cache_dir / f"django-{version}"
+    docs = target / "docs"
+    if docs.is_dir():
+        return docs
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sdist = cache_dir / f"django-{version}.tar.gz"
+    if not sdist.exists():
+        print(f"downloading the Django {version} source distribution from PyPI…", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"django=={version}",
+                "-d",
+                str(cache_dir),
+            ],
+            check=True,
+        )
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(f"django-{version}/docs/")]
+        tar.extractall(cache_dir, members=members, filter="data")
+    return docs
+
+
+def doc_files(docs: Path, limit: int | None = None) -> list[Path]:
+    """The reST pages (Django names them .txt), skipping Sphinx build internals."""
+    skip = {"_ext", "_theme", "requirements.txt"}
+    files = [p for p in sorted(docs.rglob("*.txt")) if not skip & set(p.relative_to(docs).parts)]
+    return files[:limit] if limit else files
+
+
+def release_version(version: str) -> int:
+    """5.2.8 → 50208: a later release is a newer document version, so upgrades re-index."""
+    parts = [int(x) for x in (version.split(".") + ["0", "0"])[:3]]
+    return parts[0] * 10_000 + parts[1] * 100 + parts[2]

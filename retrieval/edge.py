@@ -1,0 +1,240 @@
+"""Qdrant Edge adapter: the Qdrant engine in-process, one shard directory per collection.
+
+A shard belongs to one process, so in embedded mode the worker and the API share it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from retrieval.encoders import SparseVec
+from retrieval.index import (
+    DENSE,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    RRF_K,
+    SPARSE,
+    ChunkPoint,
+    Condition,
+    DocumentState,
+    Match,
+    MatchAny,
+    Range,
+    SearchHit,
+    SearchMode,
+    StoredChunk,
+    document_point_id,
+    prefetch_limit,
+)
+
+_PAGE = 512
+
+
+def _condition(c: Condition) -> qe.FieldCondition:
+    if isinstance(c, Match):
+        return qe.FieldCondition(c.field, match=qe.MatchValue(c.value))
+    if isinstance(c, MatchAny):
+        return qe.FieldCondition(c.field, match=qe.MatchAny(list(c.values)))
+    if isinstance(c, Range):
+        return qe.FieldCondition(
+            c.field, range=qe.RangeFloat(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
+        )
+    raise TypeError(f"unknown condition {c!r}")
+
+
+def to_edge_filter(conditions: list[Condition]) -> qe.Filter | None:
+    return qe.Filter(must=[_condition(c) for c in conditions]) if conditions else None
+
+
+def _sparse(v: SparseVec) -> qe.SparseVector:
+    return qe.SparseVector(indices=v.indices, values=v.values)
+
+
+class EdgeIndex:
+    backend = "edge"
+
+    def __init__(self, root: Path, collection: str, registry: str) -> None:
+        self.root = Path(root)
+        self._chunks_path = self.root / collection
+        self._registry_path = self.root / registry
+        self._chunks: qe.EdgeShard | None = None
+        self._registry: qe.EdgeShard | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def ensure_schema(self, dense_dim: int) -> None:
+        if self._chunks is not None:
+            return
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        self._chunks = self._open(self._chunks_path, config)
+        # The registry needs no vectors; Edge wants at least one declared, so: an unused one.
+        reg_config = qe.EdgeConfig(sparse_vectors={"unused": qe.EdgeSparseVectorParams()})
+        self._registry = self._open(self._registry_path, reg_config)
+        existing = set(self._chunks.info().payload_schema)
+        for name in KEYWORD_INDEXES:
+            if name not in existing:
+                self._chunks.update(
+                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+                )
+        for name in INTEGER_INDEXES:
+            if name not in existing:
+                self._chunks.update(
+                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer)
+                )
+
+    @staticmethod
+    def _open(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+        if (path / "edge_config.json").exists():
+            return qe.EdgeShard.load(str(path), config)
+        path.mkdir(parents=True, exist_ok=True)
+        return qe.EdgeShard.create(str(path), config)
+
+    @property
+    def chunks(self) -> qe.EdgeShard:
+        if self._chunks is None:
+            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
+        return self._chunks
+
+    @property
+    def registry(self) -> qe.EdgeShard:
+        if self._registry is None:
+            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
+        return self._registry
+
+    def ping(self) -> bool:
+        try:
+            self.chunks.info()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        for shard in (self._chunks, self._registry):
+            if shard is not None:
+                shard.flush()
+                shard.close()
+        self._chunks = self._registry = None
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def _scroll(self, conditions: list[Condition], with_vector: bool) -> list[qe.Record]:
+        records: list[qe.Record] = []
+        offset = None
+        while True:
+            page, offset = self.chunks.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=_PAGE,
+                    filter=to_edge_filter(conditions),
+                    with_payload=["hash", "chunk_index"],
+                    with_vector=[DENSE] if with_vector else False,
+                )
+            )
+            records.extend(page)
+            if offset is None:
+                return records
+
+    def chunks_of(self, tenant: str, doc_id: str) -> list[StoredChunk]:
+        recs = self._scroll([Match("tenant", tenant), Match("doc_id", doc_id)], False)
+        return [
+            StoredChunk(
+                str(r.id), (r.payload or {}).get("hash", ""), (r.payload or {}).get("chunk_index")
+            )
+            for r in recs
+        ]
+
+    def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
+        if not hashes:
+            return {}
+        out: dict[str, list[float]] = {}
+        for r in self._scroll([MatchAny("hash", tuple(hashes))], True):
+            vec = r.vector
+            if isinstance(vec, dict) and DENSE in vec:
+                out[(r.payload or {})["hash"]] = list(vec[DENSE])
+        return out
+
+    def upsert_chunks(self, points: list[ChunkPoint]) -> None:
+        if not points:
+            return
+        self.chunks.update(
+            qe.UpdateOperation.upsert_points(
+                [
+                    qe.Point(p.id, {DENSE: p.dense, SPARSE: _sparse(p.sparse)}, p.payload)
+                    for p in points
+                ]
+            )
+        )
+
+    def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
+        if point_ids:
+            self.chunks.update(qe.UpdateOperation.set_payload(point_ids, payload))
+
+    def delete_chunks(self, point_ids: list[str]) -> None:
+        if point_ids:
+            self.chunks.update(qe.UpdateOperation.delete_points(point_ids))
+
+    def delete_document_chunks(self, tenant: str, doc_id: str) -> None:
+        flt = to_edge_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
+        self.chunks.update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def count_chunks(self, conditions: list[Condition]) -> int:
+        return self.chunks.count(qe.CountRequest(filter=to_edge_filter(conditions), exact=True))
+
+    # --- registry ----------------------------------------------------------------------
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentState | None:
+        recs = self.registry.retrieve([document_point_id(tenant, doc_id)], True, False)
+        return DocumentState.from_payload(recs[0].payload) if recs and recs[0].payload else None
+
+    def put_document(self, state: DocumentState) -> None:
+        point = qe.Point(document_point_id(state.tenant, state.doc_id), {}, state.to_payload())
+        self.registry.update(qe.UpdateOperation.upsert_points([point]))
+
+    # --- search ------------------------------------------------------------------------
+
+    def search(
+        self,
+        mode: SearchMode,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        conditions: list[Condition],
+        limit: int,
+    ) -> list[SearchHit]:
+        flt = to_edge_filter(conditions)
+        if mode == "dense":
+            req = qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(dense, using=DENSE),
+                filter=flt,
+                with_payload=True,
+            )
+        elif mode == "sparse":
+            req = qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(_sparse(sparse), using=SPARSE),
+                filter=flt,
+                with_payload=True,
+            )
+        else:
+            n = prefetch_limit(limit)
+            req = qe.QueryRequest(
+                limit=limit,
+                prefetches=[
+                    qe.Prefetch(limit=n, query=qe.Query.Nearest(dense, using=DENSE), filter=flt),
+                    qe.Prefetch(
+                        limit=n, query=qe.Query.Nearest(_sparse(sparse), using=SPARSE), filter=flt
+                    ),
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                filter=flt,
+                with_payload=True,
+            )
+        return [
+            SearchHit(str(p.id), float(p.score), p.payload or {}) for p in self.chunks.query(req)
+        ]

@@ -1,0 +1,189 @@
+"""The small index interface both Qdrant backends implement, and its data types.
+
+Everything above this line (ingest, retrieval, API) is backend-blind: it speaks
+`ChunkPoint`, `DocumentState` and the neutral `Condition`s below; `edge.py` and
+`server.py` translate them for Qdrant Edge and for a Qdrant server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from retrieval.encoders import SparseVec
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+
+DENSE = "dense"
+SPARSE = "sparse"
+RRF_K = 60
+
+# Payload fields with an index; doc_id/tenant/acl/hash are keywords, version an integer.
+KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "hash")
+INTEGER_INDEXES = ("version",)
+
+_NAMESPACE = uuid.UUID("6f1f6c1e-7d0b-4c55-9a7e-1f0c2b7e9a11")
+
+
+def chunk_point_id(tenant: str, doc_id: str, content_hash: str) -> str:
+    """Stable id: an unchanged chunk keeps its id (and so its vector) across versions."""
+    return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}\x00{content_hash}"))
+
+
+def document_point_id(tenant: str, doc_id: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}"))
+
+
+# --- neutral filter conditions (all must hold) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    field: str
+    value: str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class MatchAny:
+    field: str
+    values: tuple[str, ...] | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    field: str
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+Condition = Match | MatchAny | Range
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ChunkPoint:
+    id: str
+    dense: list[float]
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StoredChunk:
+    id: str
+    hash: str
+    chunk_index: int | None = None
+
+
+@dataclass(slots=True)
+class DocumentState:
+    """Registry entry: the newest version seen per (tenant, doc_id), tombstones included."""
+
+    tenant: str
+    doc_id: str
+    version: int
+    deleted: bool
+    chunk_count: int
+    indexed_at: str
+    event_time: str | None = None
+    title: str | None = None
+    source: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "doc_id": self.doc_id,
+            "version": self.version,
+            "deleted": self.deleted,
+            "chunk_count": self.chunk_count,
+            "indexed_at": self.indexed_at,
+            "event_time": self.event_time,
+            "title": self.title,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> DocumentState:
+        return cls(
+            tenant=p["tenant"],
+            doc_id=p["doc_id"],
+            version=int(p["version"]),
+            deleted=bool(p["deleted"]),
+            chunk_count=int(p.get("chunk_count", 0)),
+            indexed_at=p["indexed_at"],
+            event_time=p.get("event_time"),
+            title=p.get("title"),
+            source=p.get("source"),
+        )
+
+
+@dataclass(slots=True)
+class SearchHit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class Index(Protocol):
+    """What ingest and retrieval need from Qdrant; implemented by EdgeIndex and ServerIndex."""
+
+    backend: str
+
+    def ensure_schema(self, dense_dim: int) -> None: ...
+
+    def chunks_of(self, tenant: str, doc_id: str) -> list[StoredChunk]: ...
+
+    def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]: ...
+
+    def upsert_chunks(self, points: list[ChunkPoint]) -> None: ...
+
+    def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None: ...
+
+    def delete_chunks(self, point_ids: list[str]) -> None: ...
+
+    def delete_document_chunks(self, tenant: str, doc_id: str) -> None: ...
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentState | None: ...
+
+    def put_document(self, state: DocumentState) -> None: ...
+
+    def search(
+        self,
+        mode: SearchMode,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        conditions: list[Condition],
+        limit: int,
+    ) -> list[SearchHit]: ...
+
+    def count_chunks(self, conditions: list[Condition]) -> int: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def prefetch_limit(limit: int) -> int:
+    """Candidates each side of a hybrid query contributes to RRF."""
+    return max(limit * 4, 40)
+
+
+def open_index(settings: Any) -> Index:
+    """Qdrant server when `qdrant_url` is set, else the embedded Edge shard."""
+    if settings.qdrant_url:
+        from retrieval.server import ServerIndex
+
+        return ServerIndex.connect(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            collection=settings.collection,
+            registry=settings.registry_collection,
+        )
+    from retrieval.edge import EdgeIndex
+
+    return EdgeIndex(settings.data_dir / "edge", settings.collection, settings.registry_collection)

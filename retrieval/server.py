@@ -1,0 +1,234 @@
+"""Qdrant server adapter through qdrant-client (`FRESHRAG_QDRANT_URL`).
+
+Same data model as the Edge adapter: named `dense` + `sparse` (IDF) vectors, payload
+indexes, prefetch + RRF inside the server. Tests run it against qdrant-client's local
+mode, which implements the server API in Python; never serve from local mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from retrieval.encoders import SparseVec
+from retrieval.index import (
+    DENSE,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    RRF_K,
+    SPARSE,
+    ChunkPoint,
+    Condition,
+    DocumentState,
+    Match,
+    MatchAny,
+    Range,
+    SearchHit,
+    SearchMode,
+    StoredChunk,
+    document_point_id,
+    prefetch_limit,
+)
+
+_PAGE = 512
+
+
+def _condition(c: Condition) -> qm.FieldCondition:
+    if isinstance(c, Match):
+        return qm.FieldCondition(key=c.field, match=qm.MatchValue(value=c.value))
+    if isinstance(c, MatchAny):
+        return qm.FieldCondition(key=c.field, match=qm.MatchAny(any=list(c.values)))
+    if isinstance(c, Range):
+        return qm.FieldCondition(
+            key=c.field, range=qm.Range(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
+        )
+    raise TypeError(f"unknown condition {c!r}")
+
+
+def to_server_filter(conditions: list[Condition]) -> qm.Filter | None:
+    return qm.Filter(must=[_condition(c) for c in conditions]) if conditions else None
+
+
+def _sparse(v: SparseVec) -> qm.SparseVector:
+    return qm.SparseVector(indices=v.indices, values=v.values)
+
+
+class ServerIndex:
+    backend = "server"
+
+    def __init__(self, client: QdrantClient, collection: str, registry: str) -> None:
+        self.client = client
+        self.collection = collection
+        self.registry = registry
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, collection: str, registry: str) -> ServerIndex:
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=30), collection, registry)
+
+    def ensure_schema(self, dense_dim: int) -> None:
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config={
+                    DENSE: qm.VectorParams(size=dense_dim, distance=qm.Distance.COSINE)
+                },
+                sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            )
+            for name in KEYWORD_INDEXES:
+                self.client.create_payload_index(
+                    self.collection, name, qm.PayloadSchemaType.KEYWORD, wait=True
+                )
+            for name in INTEGER_INDEXES:
+                self.client.create_payload_index(
+                    self.collection, name, qm.PayloadSchemaType.INTEGER, wait=True
+                )
+        if not self.client.collection_exists(self.registry):
+            self.client.create_collection(self.registry, vectors_config={})
+
+    def ping(self) -> bool:
+        try:
+            self.client.get_collections()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def _scroll(self, conditions: list[Condition], with_vector: bool) -> list[qm.Record]:
+        out: list[qm.Record] = []
+        offset = None
+        while True:
+            page, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=to_server_filter(conditions),
+                limit=_PAGE,
+                offset=offset,
+                with_payload=["hash", "chunk_index"],
+                with_vectors=[DENSE] if with_vector else False,
+            )
+            out.extend(page)
+            if offset is None:
+                return out
+
+    def chunks_of(self, tenant: str, doc_id: str) -> list[StoredChunk]:
+        recs = self._scroll([Match("tenant", tenant), Match("doc_id", doc_id)], False)
+        return [
+            StoredChunk(
+                str(r.id), (r.payload or {}).get("hash", ""), (r.payload or {}).get("chunk_index")
+            )
+            for r in recs
+        ]
+
+    def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
+        if not hashes:
+            return {}
+        out: dict[str, list[float]] = {}
+        for r in self._scroll([MatchAny("hash", tuple(hashes))], True):
+            if isinstance(r.vector, dict) and DENSE in r.vector:
+                out[(r.payload or {})["hash"]] = list(r.vector[DENSE])
+        return out
+
+    def upsert_chunks(self, points: list[ChunkPoint]) -> None:
+        if not points:
+            return
+        self.client.upsert(
+            self.collection,
+            points=[
+                qm.PointStruct(
+                    id=p.id, vector={DENSE: p.dense, SPARSE: _sparse(p.sparse)}, payload=p.payload
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
+        if point_ids:
+            self.client.set_payload(self.collection, payload=payload, points=point_ids, wait=True)
+
+    def delete_chunks(self, point_ids: list[str]) -> None:
+        if point_ids:
+            self.client.delete(
+                self.collection, points_selector=qm.PointIdsList(points=point_ids), wait=True
+            )
+
+    def delete_document_chunks(self, tenant: str, doc_id: str) -> None:
+        flt = to_server_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
+        self.client.delete(
+            self.collection, points_selector=qm.FilterSelector(filter=flt), wait=True
+        )
+
+    def count_chunks(self, conditions: list[Condition]) -> int:
+        return self.client.count(
+            self.collection, count_filter=to_server_filter(conditions), exact=True
+        ).count
+
+    # --- registry ----------------------------------------------------------------------
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentState | None:
+        recs = self.client.retrieve(
+            self.registry, [document_point_id(tenant, doc_id)], with_payload=True
+        )
+        return DocumentState.from_payload(recs[0].payload) if recs and recs[0].payload else None
+
+    def put_document(self, state: DocumentState) -> None:
+        self.client.upsert(
+            self.registry,
+            points=[
+                qm.PointStruct(
+                    id=document_point_id(state.tenant, state.doc_id),
+                    vector={},
+                    payload=state.to_payload(),
+                )
+            ],
+            wait=True,
+        )
+
+    # --- search ------------------------------------------------------------------------
+
+    def search(
+        self,
+        mode: SearchMode,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        conditions: list[Condition],
+        limit: int,
+    ) -> list[SearchHit]:
+        flt = to_server_filter(conditions)
+        if mode == "dense":
+            res = self.client.query_points(
+                self.collection,
+                query=dense,
+                using=DENSE,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        elif mode == "sparse":
+            res = self.client.query_points(
+                self.collection,
+                query=_sparse(sparse),
+                using=SPARSE,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        else:
+            n = prefetch_limit(limit)
+            res = self.client.query_points(
+                self.collection,
+                prefetch=[
+                    qm.Prefetch(query=dense, using=DENSE, filter=flt, limit=n),
+                    qm.Prefetch(query=_sparse(sparse), using=SPARSE, filter=flt, limit=n),
+                ],
+                query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        return [SearchHit(str(p.id), float(p.score), p.payload or {}) for p in res.points]

