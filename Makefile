@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "installing torch (CPU) first, then FreshRAG and its dependencies…"
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps unstructured-inference==1.6.14
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,6 +42,7 @@ class _Prepared:
     chunks: list[Chunk]
     ids: list[str]
     plan: ChunkPlan
+    title: str | None = None
     stored_index: dict[str, int | None] = field(default_factory=dict)
 
 
@@ -92,14 +93,17 @@ class Indexer:
 
     def _prepare(self, event: DocumentEvent) -> _Prepared:
         body = load_body(event.content, event.source, self.max_document_bytes)
-        chunks = self.chunker.chunk(parse(body, event.mime))
+        elements = parse(body, event.mime)
+        chunks = self.chunker.chunk(elements)
         ids = [chunk_point_id(event.tenant, event.doc_id, c.hash) for c in chunks]
         stored = self.index.chunks_of(event.tenant, event.doc_id)
+        title = event.title or next((e.text[:300] for e in elements if e.category == "Title"), None)
         return _Prepared(
             event,
             chunks,
             ids,
             plan_chunks(ids, chunks, stored),
+            title,
             {s.id: s.chunk_index for s in stored},
         )
 
@@ -116,13 +120,13 @@ class Indexer:
         metrics.CHUNKS.labels("reused_vector").inc(len(texts) - len(missing))
         return vectors
 
-    def _payload(self, event: DocumentEvent, indexed_at: str) -> dict:
+    def _payload(self, event: DocumentEvent, indexed_at: str, title: str | None) -> dict:
         return {
             "doc_id": event.doc_id,
             "tenant": event.tenant,
             "acl": list(event.acl),
             "version": event.version,
-            "title": event.title,
+            "title": title,
             "source": event.source,
             "mime": event.mime,
             "event_time": _rfc3339(event.event_time),
@@ -133,7 +137,7 @@ class Indexer:
     def _write(self, p: _Prepared, vectors: dict[str, list[float]]) -> Outcome:
         event, plan = p.event, p.plan
         now = utc_now()
-        common = self._payload(event, now)
+        common = self._payload(event, now, p.title)
         new_texts = [c.text for _, c in plan.new]
         sparse = self.sparse.encode_documents(new_texts)
         points = [
@@ -167,7 +171,7 @@ class Indexer:
                 chunk_count=len(p.chunks),
                 indexed_at=now,
                 event_time=common["event_time"],
-                title=event.title,
+                title=p.title,
                 source=event.source,
             )
         )

@@ -139,8 +139,13 @@ def parse(body: str | bytes, mime: str) -> list[Element]:
         raise UnsupportedDocument(
             f"could not parse {mime} document: {type(exc).__name__}: {exc}"
         ) from exc
-    return [
+    out = [
         Element(getattr(e, "category", type(e).__name__), str(e).strip())
         for e in elements
         if str(e).strip()
     ]
+    if not out and mime == "application/pdf":
+        raise UnsupportedDocument(
+            "no text found in the PDF (scanned? the fast strategy does not OCR)"
+        )
+    return out

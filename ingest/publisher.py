@@ -75,7 +75,6 @@ def build_events(
             version=version,
             tenant=tenant,
             acl=acl or ["public"],
-            title=f.stem.replace("_", " ").replace("-", " "),
             source=f.resolve().as_uri(),
             mime=kind,
             metadata=metadata or {},

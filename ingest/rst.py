@@ -80,4 +80,4 @@ _SETTINGS = {
 
 def rst_to_html(text: str) -> str:
     _install()
-    return publish_parts(text, writer_name="html5", settings_overrides=_SETTINGS)["html_body"]
+    return publish_parts(text, writer="html5", settings_overrides=_SETTINGS)["html_body"]

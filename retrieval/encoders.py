@@ -40,7 +40,10 @@ class DenseEncoder:
         self.model_name = model
         self.batch_size = batch_size
         self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
-        self.dim: int = int(self._model.get_sentence_embedding_dimension())
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dim: int = int(get_dim())
         self.texts_encoded = 0
         self._lock = threading.Lock()
 

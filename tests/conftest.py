@@ -1,0 +1,201 @@
+"""Real components: the bundled Tansu broker, Qdrant Edge in-process, and the server adapter
+against qdrant-client's local mode (which implements the Qdrant server API)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from api.runtime import EmbeddedBroker
+from ingest.chunker import Chunker
+from ingest.consumer import IngestWorker, ensure_topics
+from ingest.events import DocumentEvent
+from ingest.indexer import Indexer, Outcome
+from retrieval.encoders import DenseEncoder, SparseEncoder
+from retrieval.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.1
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    b = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
+    b.start()
+    yield b.bootstrap
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def dense() -> DenseEncoder:
+    return DenseEncoder("all-MiniLM-L6-v2", batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def sparse() -> SparseEncoder:
+    return SparseEncoder()
+
+
+def make_settings(tmp_path: Path, bootstrap: str = "127.0.0.1:1", **overrides) -> Settings:  # noqa: ANN003
+    tag = uuid.uuid4().hex[:8]
+    values = dict(
+        data_dir=tmp_path / "data",
+        kafka_bootstrap_servers=bootstrap,
+        topic=f"documents-{tag}",
+        dlq_topic=f"documents-{tag}.dlq",
+        consumer_group=f"ingest-{tag}",
+        topic_partitions=4,
+        kafka_session_timeout_ms=3000,
+        kafka_max_poll_interval_ms=3000,
+        poll_timeout_ms=200,
+        api_keys={
+            "key-a": {"tenant": "acme", "groups": ["eng"]},
+            "key-a-sales": {"tenant": "acme", "groups": ["sales"]},
+            "key-b": {"tenant": "globex", "groups": ["eng"]},
+        },
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker: str) -> Settings:
+    s = make_settings(tmp_path, broker)
+    ensure_topics(s)
+    return s
+
+
+def open_backend(kind: str, tmp_path: Path, dim: int):  # noqa: ANN201
+    if kind == "edge":
+        from retrieval.edge import EdgeIndex
+
+        index = EdgeIndex(tmp_path / "edge", "chunks", "documents")
+    else:
+        from qdrant_client import QdrantClient
+
+        from retrieval.server import ServerIndex
+
+        index = ServerIndex(QdrantClient(location=":memory:"), "chunks", "documents")
+    index.ensure_schema(dim)
+    return index
+
+
+@pytest.fixture(params=["edge", "server"])
+def index(request: pytest.FixtureRequest, tmp_path: Path, dense: DenseEncoder):  # noqa: ANN201
+    idx = open_backend(request.param, tmp_path, dense.dim)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def edge_index(tmp_path: Path, dense: DenseEncoder):  # noqa: ANN201
+    idx = open_backend("edge", tmp_path, dense.dim)
+    yield idx
+    idx.close()
+
+
+def make_indexer(
+    index, dense: DenseEncoder, sparse: SparseEncoder, chunk_size: int = 128
+) -> Indexer:  # noqa: ANN001
+    return Indexer(index, dense, sparse, Chunker(chunk_size, 0))
+
+
+class Recorder:
+    """Collects worker outcomes across threads."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        with self._lock:
+            self.outcomes.extend(outcomes)
+
+    def statuses(self, doc_id: str) -> list[str]:
+        with self._lock:
+            return [o.status for o in self.outcomes if o.event.doc_id == doc_id]
+
+
+@contextmanager
+def running_worker(
+    settings: Settings, indexer: Indexer, name: str = "w1"
+) -> Iterator[tuple[IngestWorker, Recorder]]:
+    recorder = Recorder()
+    worker = IngestWorker(settings, indexer, client_id=name, on_batch=recorder)
+    thread = threading.Thread(target=worker.run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield worker, recorder
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+def produce(settings: Settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    for key, value in items:
+        producer.send(settings.topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def publish_events(settings: Settings, events: list[DocumentEvent]) -> None:
+    produce(settings, [(e.key(), e.to_bytes()) for e in events])
+
+
+def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    records: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def upsert(doc_id: str, content: str, version: int = 1, **kw) -> DocumentEvent:  # noqa: ANN003
+    return DocumentEvent(
+        op="upsert",
+        doc_id=doc_id,
+        version=version,
+        content=content,
+        mime=kw.pop("mime", "text/markdown"),
+        **kw,
+    )
+
+
+def delete(doc_id: str, version: int, **kw) -> DocumentEvent:  # noqa: ANN003
+    return DocumentEvent(op="delete", doc_id=doc_id, version=version, **kw)

@@ -1,0 +1,90 @@
+"""The index contract, run against Qdrant Edge and the server adapter (qdrant-client local mode)."""
+
+from retrieval.index import ChunkPoint, DocumentState, Match, MatchAny, Range, chunk_point_id
+
+
+def point(dense, sparse, tenant, doc_id, text, acl=("eng",), version=1, **extra):
+    h = f"h-{doc_id}-{text}"[:32]
+    payload = {
+        "tenant": tenant,
+        "doc_id": doc_id,
+        "acl": list(acl),
+        "version": version,
+        "text": text,
+        "hash": h,
+        "chunk_index": 0,
+        **extra,
+    }
+    return ChunkPoint(
+        chunk_point_id(tenant, doc_id, h),
+        dense.encode_query(text),
+        sparse.encode_documents([text])[0],
+        payload,
+    )
+
+
+def test_modes_filters_tenancy_and_registry(index, dense, sparse):
+    index.upsert_chunks(
+        [
+            point(
+                dense,
+                sparse,
+                "acme",
+                "cats",
+                "Cats purr and sleep all day.",
+                metadata={"lang": "en"},
+            ),
+            point(
+                dense,
+                sparse,
+                "acme",
+                "dogs",
+                "Dogs bark at the mail carrier.",
+                version=3,
+                metadata={"lang": "de"},
+            ),
+            point(
+                dense, sparse, "acme", "secret", "Cats in the secret sales plan.", acl=("sales",)
+            ),
+            point(dense, sparse, "globex", "cats", "Cats purr loudly at globex.", acl=("eng",)),
+        ]
+    )
+    acme_eng = [Match("tenant", "acme"), MatchAny("acl", ("eng",))]
+    q = "purring cats"
+    for mode in ("dense", "sparse", "hybrid"):
+        hits = index.search(mode, dense.encode_query(q), sparse.encode_query(q), acme_eng, 10)
+        docs = [h.payload["doc_id"] for h in hits]
+        assert docs[0] == "cats", mode
+        assert all(h.payload["tenant"] == "acme" and "eng" in h.payload["acl"] for h in hits), mode
+        assert "secret" not in docs
+    only_de = index.search(
+        "dense", dense.encode_query(q), None, acme_eng + [Match("metadata.lang", "de")], 10
+    )
+    assert [h.payload["doc_id"] for h in only_de] == ["dogs"]
+    newer = index.search(
+        "dense", dense.encode_query(q), None, acme_eng + [Range("version", gte=2)], 10
+    )
+    assert [h.payload["doc_id"] for h in newer] == ["dogs"]
+    assert index.count_chunks([Match("tenant", "acme")]) == 3
+
+    stored = index.chunks_of("acme", "cats")
+    assert len(stored) == 1 and stored[0].hash.startswith("h-cats")
+    assert set(index.vectors_by_hash([stored[0].hash])) == {stored[0].hash}
+
+    index.set_payload([stored[0].id], {"version": 7})
+    hit = index.search(
+        "dense", dense.encode_query(q), None, acme_eng + [Match("doc_id", "cats")], 1
+    )[0]
+    assert hit.payload["version"] == 7 and hit.payload["text"].startswith("Cats purr")
+
+    index.delete_document_chunks("acme", "cats")
+    assert index.chunks_of("acme", "cats") == [] and len(index.chunks_of("globex", "cats")) == 1
+    index.delete_chunks([index.chunks_of("acme", "dogs")[0].id])
+    assert index.count_chunks([Match("tenant", "acme")]) == 1
+
+    assert index.get_document("acme", "cats") is None
+    index.put_document(DocumentState("acme", "cats", 4, True, 0, "2026-01-01T00:00:00Z"))
+    state = index.get_document("acme", "cats")
+    assert state.version == 4 and state.deleted
+    assert index.get_document("globex", "cats") is None
+    assert index.ping()
