@@ -146,6 +146,8 @@ def create_app(services: Services) -> FastAPI:
         deadline = time.monotonic() + min(wait, settings.wait_max_seconds)
         while True:
             state = services.index.get_document(who.tenant, doc_id)
+            if state is not None and not set(state.acl) & set(who.groups):
+                state = None  # not readable by this caller: indistinguishable from absent
             reached = state is not None and (min_version is None or state.version >= min_version)
             if reached or min_version is None or time.monotonic() >= deadline:
                 break

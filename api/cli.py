@@ -82,13 +82,16 @@ def up(sample: bool, sample_limit: int | None) -> None:
     log.info(
         "index: %s backend, model %s (%d-d)", core.index.backend, settings.model, core.dense.dim
     )
-    worker = core.worker()
+    failed: set[str] = set()
+    worker = core.worker(
+        on_batch=lambda outs: failed.update(o.event.doc_id for o in outs if o.status == "failed")
+    )
     worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     worker_thread.start()
     server = ServerThread(create_app(core.services(keys)), settings.host, settings.port).start()
     try:
         if sample:
-            _publish_sample(settings, core, stop, sample_limit)
+            _publish_sample(settings, core, stop, sample_limit or settings.sample_limit, failed)
         _banner(server.url, key)
         while not stop.wait(0.5):
             if not worker_thread.is_alive():
@@ -104,7 +107,10 @@ def up(sample: bool, sample_limit: int | None) -> None:
         log.info("bye")
 
 
-def _publish_sample(settings: Settings, core, stop: threading.Event, limit: int | None) -> None:  # noqa: ANN001
+def _publish_sample(
+    settings: Settings, core, stop: threading.Event, limit: int | None, failed: set[str]
+) -> None:  # noqa: ANN001
+    """Publish the Django docs, then follow the worker until every page is indexed or dead-lettered."""
     from ingest.publisher import Publisher, build_events
     from ingest.sample import django_docs, doc_files, release_version
 
@@ -136,6 +142,10 @@ def _publish_sample(settings: Settings, core, stop: threading.Event, limit: int 
             bar.update(len(done))
             if pending:
                 time.sleep(0.5)
+    if failed:
+        log.warning(
+            "%d sample page(s) went to the dead-letter topic %s", len(failed), settings.dlq_topic
+        )
 
 
 def _banner(url: str, key: str | None) -> None:

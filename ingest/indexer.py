@@ -173,6 +173,7 @@ class Indexer:
                 event_time=common["event_time"],
                 title=p.title,
                 source=event.source,
+                acl=list(event.acl),
             )
         )
         metrics.CHUNKS.labels("new").inc(len(plan.new))
@@ -193,6 +194,7 @@ class Indexer:
                 event_time=_rfc3339(event.event_time),
                 title=event.title,
                 source=event.source,
+                acl=list(event.acl),
             )
         )
         return Outcome(event, "deleted")

@@ -93,6 +93,7 @@ class DocumentState:
     event_time: str | None = None
     title: str | None = None
     source: str | None = None
+    acl: list[str] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -105,6 +106,7 @@ class DocumentState:
             "event_time": self.event_time,
             "title": self.title,
             "source": self.source,
+            "acl": list(self.acl),
         }
 
     @classmethod
@@ -119,6 +121,7 @@ class DocumentState:
             event_time=p.get("event_time"),
             title=p.get("title"),
             source=p.get("source"),
+            acl=list(p.get("acl") or []),
         )
 
 

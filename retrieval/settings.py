@@ -78,6 +78,9 @@ class Settings(BaseSettings):
 
     # --- sample corpus ----------------------------------------------------------------
     sample_django_version: str = Field("5.2.8", description="Django release for the sample.")
+    sample_limit: int | None = Field(
+        None, ge=1, description="Publish only the first N sample pages (all of them when unset)."
+    )
 
     @property
     def resolved_api_keys_file(self) -> Path:
