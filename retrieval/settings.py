@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("documents.dlq", description="Dead-letter topic.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when FreshRAG creates topics.")
     consumer_group: str = Field("freshrag-ingest", description="Ingest consumer group id.")
-    poll_max_records: int = Field(64, ge=1, description="Events per worker batch.")
+    poll_max_records: int = Field(
+        32, ge=1, description="Events per worker batch; keep a batch well inside max_poll_interval."
+    )
     poll_timeout_ms: int = Field(500, ge=10)
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
     kafka_max_poll_interval_ms: int = Field(
