@@ -90,6 +90,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
     worker_thread.start()
     server = ServerThread(create_app(core.services(keys)), settings.host, settings.port).start()
     try:
+        log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
         if sample:
             _publish_sample(settings, core, stop, sample_limit or settings.sample_limit, failed)
         _banner(server.url, key)

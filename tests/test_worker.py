@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
@@ -182,3 +183,31 @@ def test_stop_finishes_the_batch_in_hand_and_commits(settings, edge_index, dense
     worker.close()
     assert handled >= 1
     assert _committed(settings, settings.consumer_group) == handled
+
+
+class SlowIndex:
+    """The real index, with one write slower than the group's max_poll_interval (3 s here)."""
+
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def put_document(self, state):
+        time.sleep(self.delay)
+        self.delay = 0
+        return self.inner.put_document(state)
+
+
+def test_a_batch_longer_than_max_poll_interval_keeps_the_partition(
+    settings, edge_index, dense, sparse
+):
+    with running_worker(settings, make_indexer(SlowIndex(edge_index, 6.0), dense, sparse)) as (
+        _,
+        rec,
+    ):
+        publish_events(settings, [upsert("slow", "# Slow\n\nA very slow sloth document.", 1)])
+        wait_for(lambda: _committed(settings, settings.consumer_group) == 1, timeout=60)
+        time.sleep(1)
+    assert rec.statuses("slow") == ["indexed"], "no eviction, so no redelivery"
