@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from prometheus_client import Histogram, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import KeyStore
+from retrieval.answers import AnswerService
 from retrieval.filters import FilterError, parse_filters
-from retrieval.index import Index
+from retrieval.index import Condition, Index
+from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
 from retrieval.settings import Settings
 
@@ -32,6 +36,8 @@ class Services:
     retriever: Retriever
     keys: KeyStore
     broker_ready: Callable[[], bool]
+    answers: AnswerService | None = None
+    prompts: PromptRegistry | None = None
 
 
 class RetrieveRequest(BaseModel):
@@ -48,6 +54,51 @@ class RetrieveRequest(BaseModel):
         'range {"version": {"gte": 2}}. Fields: doc_id, title, source, mime, version, '
         "chunk_index, metadata.<key>.",
     )
+
+
+class PromptSelector(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Default: grounded-answer.")
+    label: str | None = Field(None, description="Release label; default: production.")
+    version: int | None = Field(None, ge=1, description="Exact version (wins over label).")
+
+
+class AnswerRequest(RetrieveRequest):
+    prompt: PromptSelector | None = None
+    stream: bool = Field(
+        False, description="Server-Sent Events; citations come in the final event."
+    )
+
+
+class Citation(BaseModel):
+    n: int
+    doc_id: str
+    version: int
+    chunk_index: int | None = None
+    title: str | None = None
+    source: str | None = None
+    text: str = ""
+
+
+class AnswerResponse(BaseModel):
+    answer: str
+    citations: list[Citation]
+    provider: str
+    model: str
+    prompt: str
+    cached: bool
+    refused: bool
+    attempts: list[dict[str, str]] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    cache_similarity: float | None = None
+
+
+class PromptInfo(BaseModel):
+    name: str
+    version: int
+    labels: list[str]
+    description: str
 
 
 class Hit(BaseModel):
@@ -94,6 +145,21 @@ def create_app(services: Services) -> FastAPI:
     def principal(request: Request) -> Principal:
         return services.keys.authenticate(request)
 
+    def validated(body: RetrieveRequest) -> tuple[str, list[Condition]]:
+        query = body.query.strip()
+        if not query:
+            raise HTTPException(422, "query is empty")
+        if len(query) > settings.max_query_chars:
+            raise HTTPException(
+                422, f"query is {len(query)} characters; the limit is {settings.max_query_chars}"
+            )
+        if body.top_k > settings.max_top_k:
+            raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
+        try:
+            return query, parse_filters(body.filters)
+        except FilterError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
         return {"status": "ok"}
@@ -112,19 +178,7 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/retrieve", response_model=RetrieveResponse, tags=["search"])
     def retrieve(body: RetrieveRequest, who: Principal = Depends(principal)) -> RetrieveResponse:
         started = time.perf_counter()
-        query = body.query.strip()
-        if not query:
-            raise HTTPException(422, "query is empty")
-        if len(query) > settings.max_query_chars:
-            raise HTTPException(
-                422, f"query is {len(query)} characters; the limit is {settings.max_query_chars}"
-            )
-        if body.top_k > settings.max_top_k:
-            raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
-        try:
-            conditions = parse_filters(body.filters)
-        except FilterError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        query, conditions = validated(body)
         hits = services.retriever.retrieve(who, query, body.top_k, body.mode, conditions)
         took = time.perf_counter() - started
         REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
@@ -133,6 +187,41 @@ def create_app(services: Services) -> FastAPI:
             mode=body.mode,
             took_ms=round(took * 1000, 3),
         )
+
+    @app.post(
+        "/answer",
+        response_model=AnswerResponse,
+        tags=["answers"],
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def answer(body: AnswerRequest, who: Principal = Depends(principal)) -> Any:
+        if services.answers is None or services.prompts is None:
+            raise HTTPException(503, "answers are not configured on this server")
+        query, conditions = validated(body)
+        sel = body.prompt or PromptSelector()
+        try:
+            prompt = services.prompts.resolve(sel.name, sel.label, sel.version)
+            result = services.answers.answer(
+                who, query, body.top_k, body.mode, conditions, body.filters, prompt
+            )
+        except PromptError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
+        payload = AnswerResponse(**result)
+        if not body.stream:
+            return payload
+        return StreamingResponse(_sse(payload), media_type="text/event-stream")
+
+    @app.get("/prompts", response_model=list[PromptInfo], tags=["answers"])
+    def prompts(who: Principal = Depends(principal)) -> list[PromptInfo]:
+        if services.prompts is None:
+            return []
+        return [
+            PromptInfo(
+                name=p.name, version=p.version, labels=list(p.labels), description=p.description
+            )
+            for p in services.prompts.prompts
+        ]
 
     @app.get("/documents/{doc_id:path}", response_model=DocumentInfo, tags=["documents"])
     def document(
@@ -172,6 +261,15 @@ def create_app(services: Services) -> FastAPI:
         )
 
     return app
+
+
+def _sse(payload: AnswerResponse):  # noqa: ANN202
+    """The answer text in word-group deltas, then one `done` event with citations and metadata."""
+    words = payload.answer.split(" ")
+    for i in range(0, len(words), 8):
+        delta = " ".join(words[i : i + 8]) + (" " if i + 8 < len(words) else "")
+        yield f"event: delta\ndata: {json.dumps({'text': delta})}\n\n"
+    yield f"event: done\ndata: {payload.model_dump_json()}\n\n"
 
 
 def _hit(score: float, p: dict[str, Any]) -> Hit:

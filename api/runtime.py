@@ -17,8 +17,11 @@ from api.auth import KeyStore
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
 from ingest.indexer import Indexer
+from retrieval.answers import AnswerService, build_gateway
+from retrieval.cache import AnswerCache
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.index import Index, open_index
+from retrieval.prompts import PromptRegistry
 from retrieval.search import Retriever
 from retrieval.settings import Settings
 
@@ -128,13 +131,24 @@ class Core:
         return IngestWorker(self.settings, self.indexer(), **kwargs)
 
     def services(self, keys: KeyStore) -> Services:
-        bootstrap = self.settings.kafka_bootstrap_servers
+        s = self.settings
+        retriever = Retriever(self.index, self.dense, self.sparse)
+        cache = (
+            AnswerCache(self.index, s.answer_cache_threshold, s.answer_cache_ttl_s)
+            if s.answer_cache
+            else None
+        )
+        answers = AnswerService(
+            retriever, build_gateway(s, self.dense), cache, s.answer_context_tokens
+        )
         return Services(
-            self.settings,
+            s,
             self.index,
-            Retriever(self.index, self.dense, self.sparse),
+            retriever,
             keys,
-            lambda: broker_reachable(bootstrap),
+            lambda: broker_reachable(s.kafka_bootstrap_servers),
+            answers,
+            PromptRegistry.load(),
         )
 
 

@@ -60,8 +60,10 @@ class EdgeIndex:
         self.root = Path(root)
         self._chunks_path = self.root / collection
         self._registry_path = self.root / registry
+        self._answers_path = self.root / f"{collection}_answers"
         self._chunks: qe.EdgeShard | None = None
         self._registry: qe.EdgeShard | None = None
+        self._answers: qe.EdgeShard | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -76,6 +78,16 @@ class EdgeIndex:
         # The registry needs no vectors; Edge wants at least one declared, so: an unused one.
         reg_config = qe.EdgeConfig(sparse_vectors={"unused": qe.EdgeSparseVectorParams()})
         self._registry = self._open(self._registry_path, reg_config)
+        self._answers = self._open(
+            self._answers_path,
+            qe.EdgeConfig(
+                vectors={DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
+            ),
+        )
+        if "scope" not in self._answers.info().payload_schema:
+            self._answers.update(
+                qe.UpdateOperation.create_field_index("scope", qe.PayloadSchemaType.Keyword)
+            )
         existing = set(self._chunks.info().payload_schema)
         for name in KEYWORD_INDEXES:
             if name not in existing:
@@ -115,11 +127,11 @@ class EdgeIndex:
             return False
 
     def close(self) -> None:
-        for shard in (self._chunks, self._registry):
+        for shard in (self._chunks, self._registry, self._answers):
             if shard is not None:
                 shard.flush()
                 shard.close()
-        self._chunks = self._registry = None
+        self._chunks = self._registry = self._answers = None
 
     # --- chunks ------------------------------------------------------------------------
 
@@ -185,6 +197,42 @@ class EdgeIndex:
 
     def count_chunks(self, conditions: list[Condition]) -> int:
         return self.chunks.count(qe.CountRequest(filter=to_edge_filter(conditions), exact=True))
+
+    # --- answer cache ------------------------------------------------------------------
+
+    @property
+    def answers(self) -> qe.EdgeShard:
+        if self._answers is None:
+            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
+        return self._answers
+
+    def cache_search(
+        self, vector: list[float], scope: str, now: float, threshold: float
+    ) -> SearchHit | None:
+        flt = to_edge_filter([Match("scope", scope), Range("expires_at", gt=now)])
+        found = self.answers.query(
+            qe.QueryRequest(
+                limit=1,
+                query=qe.Query.Nearest(vector, using=DENSE),
+                filter=flt,
+                score_threshold=threshold,
+                with_payload=True,
+            )
+        )
+        return (
+            SearchHit(str(found[0].id), float(found[0].score), found[0].payload or {})
+            if found
+            else None
+        )
+
+    def cache_put(self, point_id: str, vector: list[float], payload: dict[str, Any]) -> None:
+        self.answers.update(
+            qe.UpdateOperation.upsert_points([qe.Point(point_id, {DENSE: vector}, payload)])
+        )
+
+    def cache_delete(self, point_ids: list[str]) -> None:
+        if point_ids:
+            self.answers.update(qe.UpdateOperation.delete_points(point_ids))
 
     # --- registry ----------------------------------------------------------------------
 

@@ -31,9 +31,12 @@ class Retriever:
         top_k: int,
         mode: SearchMode = "hybrid",
         conditions: list[Condition] | None = None,
+        dense_vector: list[float] | None = None,
     ) -> list[SearchHit]:
         must = access_conditions(principal.tenant, list(principal.groups)) + list(conditions or [])
-        dense = self.dense.encode_query(query) if mode in ("dense", "hybrid") else None
+        dense = None
+        if mode in ("dense", "hybrid"):
+            dense = dense_vector if dense_vector is not None else self.dense.encode_query(query)
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
         if sparse is not None and not sparse.indices:
             # Only stopwords: the keyword side has nothing to match.

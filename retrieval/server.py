@@ -62,6 +62,7 @@ class ServerIndex:
         self.client = client
         self.collection = collection
         self.registry = registry
+        self.answers = f"{collection}_answers"
 
     @classmethod
     def connect(cls, url: str, api_key: str | None, collection: str, registry: str) -> ServerIndex:
@@ -86,6 +87,16 @@ class ServerIndex:
                 )
         if not self.client.collection_exists(self.registry):
             self.client.create_collection(self.registry, vectors_config={})
+        if not self.client.collection_exists(self.answers):
+            self.client.create_collection(
+                self.answers,
+                vectors_config={
+                    DENSE: qm.VectorParams(size=dense_dim, distance=qm.Distance.COSINE)
+                },
+            )
+            self.client.create_payload_index(
+                self.answers, "scope", qm.PayloadSchemaType.KEYWORD, wait=True
+            )
 
     def ping(self) -> bool:
         try:
@@ -167,6 +178,41 @@ class ServerIndex:
         return self.client.count(
             self.collection, count_filter=to_server_filter(conditions), exact=True
         ).count
+
+    # --- answer cache ------------------------------------------------------------------
+
+    def cache_search(
+        self, vector: list[float], scope: str, now: float, threshold: float
+    ) -> SearchHit | None:
+        res = self.client.query_points(
+            self.answers,
+            query=vector,
+            using=DENSE,
+            limit=1,
+            with_payload=True,
+            score_threshold=threshold,
+            query_filter=to_server_filter([Match("scope", scope), Range("expires_at", gt=now)]),
+        )
+        return (
+            SearchHit(
+                str(res.points[0].id), float(res.points[0].score), res.points[0].payload or {}
+            )
+            if res.points
+            else None
+        )
+
+    def cache_put(self, point_id: str, vector: list[float], payload: dict[str, Any]) -> None:
+        self.client.upsert(
+            self.answers,
+            points=[qm.PointStruct(id=point_id, vector={DENSE: vector}, payload=payload)],
+            wait=True,
+        )
+
+    def cache_delete(self, point_ids: list[str]) -> None:
+        if point_ids:
+            self.client.delete(
+                self.answers, points_selector=qm.PointIdsList(points=point_ids), wait=True
+            )
 
     # --- registry ----------------------------------------------------------------------
 

@@ -7,9 +7,30 @@ reads the environment itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProviderSpec(BaseModel):
+    """One link of the answer chain (FRESHRAG_LLM_CHAIN is a JSON list of these)."""
+
+    kind: Literal["extractive", "openai", "anthropic"]
+    name: str | None = Field(None, description="Label in metrics and responses; default: kind.")
+    base_url: str | None = Field(
+        None,
+        description="openai: the /v1 base of any compatible server (required); "
+        "anthropic: defaults to Anthropic's API.",
+    )
+    model: str | None = None
+    api_key: str | None = None
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    max_tokens: int = Field(512, ge=16)
+    min_score: float = Field(
+        0.3, ge=-1, le=1, description="extractive: a sentence needs this cosine to the question."
+    )
 
 
 class Settings(BaseSettings):
@@ -79,6 +100,21 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(2000, ge=1)
     max_top_k: int = Field(100, ge=1)
     wait_max_seconds: float = Field(30.0, ge=0, description="Cap for GET /documents waits.")
+
+    # --- answers ----------------------------------------------------------------------
+    llm_chain: list[ProviderSpec] = Field(
+        default_factory=lambda: [ProviderSpec(kind="extractive")],
+        description="Providers tried in order, e.g. self-hosted first, proprietary as backup, "
+        "extractive last. Default: extractive only (offline).",
+    )
+    breaker_failures: int = Field(3, ge=1, description="Failures that open a provider's circuit.")
+    breaker_cooldown_s: float = Field(30.0, ge=0, description="How long an open circuit skips.")
+    answer_context_tokens: int = Field(1500, ge=64, description="Token budget for contexts.")
+    answer_cache: bool = Field(True, description="Semantic answer cache on/off.")
+    answer_cache_threshold: float = Field(
+        0.93, gt=0, le=1, description="Cosine similarity a cached question needs to be reused."
+    )
+    answer_cache_ttl_s: float = Field(3600.0, gt=0, description="Cached answers expire after this.")
 
     # --- sample corpus ----------------------------------------------------------------
     sample_django_version: str = Field("5.2.8", description="Django release for the sample.")

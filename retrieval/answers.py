@@ -1,0 +1,180 @@
+"""Grounded answers: retrieve → budget the context → prompt → gateway → check citations → cache."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from retrieval.cache import AnswerCache, cache_scope
+from retrieval.encoders import DenseEncoder
+from retrieval.gateway import ChainMember, CircuitBreaker, Gateway
+from retrieval.index import Condition, SearchHit, SearchMode
+from retrieval.prompts import REFUSAL, Prompt
+from retrieval.providers import AnswerInput, AnthropicProvider, ExtractiveProvider, OpenAIProvider
+from retrieval.search import Principal, Retriever
+from retrieval.settings import Settings
+
+_DELIMITERS = re.compile(r"</?source[^>]*>", re.I)
+
+
+def build_gateway(settings: Settings, encoder: DenseEncoder) -> Gateway:
+    chain = []
+    for spec in settings.llm_chain:
+        if spec.kind == "extractive":
+            provider = ExtractiveProvider(encoder, min_score=spec.min_score)
+        elif spec.kind == "openai":
+            if not spec.base_url or not spec.model:
+                raise ValueError("an openai provider needs base_url and model")
+            provider = OpenAIProvider(
+                spec.base_url, spec.model, spec.api_key, spec.timeout_s, spec.max_tokens
+            )
+        else:
+            if not spec.model:
+                raise ValueError("an anthropic provider needs model")
+            provider = AnthropicProvider(
+                spec.base_url or "https://api.anthropic.com",
+                spec.model,
+                spec.api_key,
+                spec.timeout_s,
+                spec.max_tokens,
+            )
+        if spec.name:
+            provider.name = spec.name
+        breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        chain.append(ChainMember(provider, spec.retries, breaker))
+    return Gateway(chain)
+
+
+def approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def budget_contexts(hits: list[SearchHit], max_tokens: int) -> list[SearchHit]:
+    """Best hits first until the token budget is spent; the first one is cut to fit if needed."""
+    kept, used = [], 0
+    for hit in hits:
+        cost = approx_tokens(hit.payload.get("text", ""))
+        if used + cost > max_tokens:
+            if not kept:
+                text = hit.payload.get("text", "")[: max_tokens * 4]
+                kept.append(SearchHit(hit.id, hit.score, {**hit.payload, "text": text}))
+            break
+        kept.append(hit)
+        used += cost
+    return kept
+
+
+def format_contexts(hits: list[SearchHit]) -> str:
+    """Numbered sources, each fenced as data; text cannot close its own fence."""
+    blocks = []
+    for n, h in enumerate(hits, start=1):
+        p = h.payload
+        text = _DELIMITERS.sub("", p.get("text", ""))
+        blocks.append(
+            f'[{n}] <source doc="{p.get("doc_id")}" version="{p.get("version")}">\n{text}\n</source>'
+        )
+    return "\n\n".join(blocks)
+
+
+@dataclass
+class AnswerService:
+    retriever: Retriever
+    gateway: Gateway
+    cache: AnswerCache | None
+    context_tokens: int
+
+    def answer(
+        self,
+        who: Principal,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        conditions: list[Condition],
+        filters: dict[str, Any],
+        prompt: Prompt,
+    ) -> dict[str, Any]:
+        timings: dict[str, float] = {}
+        started = clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[f"{step}_ms"] = round((now - clock) * 1000, 2)
+            clock = now
+
+        vector = self.retriever.dense.encode_query(query)
+        lap("embed")
+        scope = cache_scope(
+            tenant=who.tenant,
+            groups=sorted(who.groups),
+            prompt=prompt.ref,
+            chain=self.gateway.signature,
+            filters=filters,
+            mode=mode,
+            top_k=top_k,
+        )
+        if self.cache is not None:
+            cached = self.cache.get(vector, scope)
+            lap("cache")
+            if cached is not None:
+                timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                return {**cached, "cached": True, "timings": timings}
+        hits = budget_contexts(
+            self.retriever.retrieve(who, query, top_k, mode, conditions, dense_vector=vector),
+            self.context_tokens,
+        )
+        lap("retrieve")
+        result: dict[str, Any]
+        if not hits:
+            result = {
+                "answer": REFUSAL,
+                "citations": [],
+                "provider": "none",
+                "model": "none",
+                "refused": True,
+                "attempts": [],
+            }
+        else:
+            system, user = prompt.render(query, format_contexts(hits))
+            out = self.gateway.answer(
+                AnswerInput(query, [h.payload.get("text", "") for h in hits], system, user)
+            )
+            lap("generate")
+            result = {
+                "answer": out.text,
+                "citations": [_citation(n, hits[n - 1]) for n in out.citations],
+                "provider": out.provider,
+                "model": out.model,
+                "refused": out.refused,
+                "attempts": out.attempts,
+            }
+        result["prompt"] = prompt.ref
+        if self.cache is not None and not result["refused"]:
+            cited = {
+                (h.payload["tenant"], h.payload["doc_id"]): h.payload["version"]
+                for h in (hits[c["n"] - 1] for c in result["citations"])
+            }
+            self.cache.put(
+                vector,
+                scope,
+                result,
+                [{"tenant": t, "doc_id": d, "version": v} for (t, d), v in cited.items()],
+            )
+            lap("cache_put")
+        timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return {**result, "cached": False, "timings": timings}
+
+
+def _citation(n: int, hit: SearchHit) -> dict[str, Any]:
+    p = hit.payload
+    return {
+        "n": n,
+        "doc_id": p["doc_id"],
+        "version": p["version"],
+        "chunk_index": p.get("chunk_index"),
+        "title": p.get("title"),
+        "source": p.get("source"),
+        "text": p.get("text", ""),
+    }

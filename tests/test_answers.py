@@ -1,0 +1,207 @@
+"""/answer end to end on real indexes: extractive grounding, refusals, the semantic cache, prompts, SSE."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import Services, create_app
+from api.auth import KeyStore
+from retrieval.answers import AnswerService, build_gateway
+from retrieval.cache import AnswerCache
+from retrieval.prompts import PromptError, PromptRegistry
+from retrieval.search import Principal, Retriever
+from tests.conftest import delete, make_indexer, make_settings, upsert
+
+A = {"Authorization": "Bearer key-a"}
+A_SALES = {"Authorization": "Bearer key-a-sales"}
+B = {"Authorization": "Bearer key-b"}
+RUNBOOK = (
+    "# Worker runbook\n\n## Stopping\n\nTo stop the ingest worker cleanly, send it SIGTERM. "
+    "It finishes the batch in hand, commits offsets and leaves the consumer group.\n\n"
+    "## Scaling\n\nAdd workers to the consumer group to spread partitions across machines."
+)
+RUNBOOK_V2 = RUNBOOK.replace("send it SIGTERM", "run freshrag drain on it")
+QUESTION = "How do I stop the ingest worker cleanly?"
+PARAPHRASE = "How can I stop the ingest worker cleanly?"
+
+
+def seed(indexer):
+    indexer.apply(
+        [
+            upsert("runbook", RUNBOOK, 1, tenant="acme", acl=["eng"]),
+            upsert(
+                "runbook", RUNBOOK.replace("SIGTERM", "SIGINT"), 1, tenant="globex", acl=["eng"]
+            ),
+            upsert(
+                "pricing",
+                "# Pricing\n\nThe enterprise plan is billed every quarter.",
+                1,
+                tenant="acme",
+                acl=["sales"],
+            ),
+        ]
+    )
+
+
+@pytest.fixture
+def service(index, dense, sparse, tmp_path):
+    settings = make_settings(tmp_path)
+    seed(make_indexer(index, dense, sparse))
+    retriever = Retriever(index, dense, sparse)
+    return AnswerService(
+        retriever, build_gateway(settings, dense), AnswerCache(index, 0.93, 3600), 1500
+    )
+
+
+def ask(service, who, question=QUESTION, filters=None):
+    prompt = PromptRegistry.load().resolve()
+    return service.answer(who, question, 5, "hybrid", [], filters or {}, prompt)
+
+
+ENG = Principal("a", "acme", ("eng",))
+
+
+def test_extractive_answer_cites_only_retrieved_chunks(service):
+    out = ask(service, ENG)
+    assert (
+        not out["refused"]
+        and out["provider"] == "extractive"
+        and out["prompt"] == "grounded-answer@1"
+    )
+    assert "SIGTERM" in out["answer"]
+    assert out["citations"] and all(
+        c["doc_id"] == "runbook" and c["version"] == 1 for c in out["citations"]
+    )
+    for c in out["citations"]:
+        assert f"[{c['n']}]" in out["answer"]
+    assert {"embed_ms", "retrieve_ms", "generate_ms", "total_ms"} <= set(out["timings"])
+
+
+def test_question_about_something_absent_is_refused(service):
+    out = ask(service, ENG, "What is the boiling point of liquid nitrogen on Jupiter?")
+    assert out["refused"] and out["citations"] == []
+    assert ask(service, Principal("x", "nobody", ("eng",)))["refused"]  # nothing retrievable at all
+
+
+def test_cache_hits_on_a_paraphrase_and_misses_after_update_or_delete(
+    service, index, dense, sparse
+):
+    first = ask(service, ENG)
+    again = ask(service, ENG, PARAPHRASE)
+    assert not first["cached"] and again["cached"] and again["answer"] == first["answer"]
+    assert again["cache_similarity"] >= 0.93
+
+    make_indexer(index, dense, sparse).apply(
+        [upsert("runbook", RUNBOOK_V2, 2, tenant="acme", acl=["eng"])]
+    )
+    fresh = ask(service, ENG)
+    assert not fresh["cached"] and "freshrag drain" in fresh["answer"]
+    assert {c["version"] for c in fresh["citations"]} == {2}
+    assert ask(service, ENG)["cached"]
+
+    make_indexer(index, dense, sparse).apply([delete("runbook", 3, tenant="acme", acl=["eng"])])
+    gone = ask(service, ENG)
+    assert not gone["cached"] and all(c["doc_id"] != "runbook" for c in gone["citations"])
+
+
+def test_cache_is_never_shared_across_tenants_or_groups(service):
+    assert not ask(service, ENG)["cached"]
+    globex = ask(service, Principal("b", "globex", ("eng",)))
+    assert not globex["cached"] and "SIGINT" in globex["answer"]
+    sales = ask(service, Principal("s", "acme", ("sales",)))
+    assert not sales["cached"]
+    assert all(c["doc_id"] != "runbook" for c in sales["citations"])
+    assert not ask(service, ENG, filters={"doc_id": "runbook"})["cached"], (
+        "filters are part of the scope"
+    )
+
+
+def test_cache_entries_expire(index, dense):
+    now = [1000.0]
+    cache = AnswerCache(index, 0.93, ttl_s=60, clock=lambda: now[0])
+    vector = dense.encode_query(QUESTION)
+    cache.put(vector, "scope", {"answer": "x [1]"}, [])
+    assert cache.get(vector, "scope")["answer"] == "x [1]"
+    assert cache.get(vector, "other-scope") is None
+    now[0] += 61
+    assert cache.get(vector, "scope") is None
+
+
+def test_prompt_registry_picks_by_label_and_version_and_reports_errors(tmp_path):
+    reg = PromptRegistry.load()
+    assert reg.resolve().ref == "grounded-answer@1"
+    assert reg.resolve(label="canary").ref == "grounded-answer@2"
+    assert reg.resolve(version=1).ref == "grounded-answer@1"
+    for kwargs, msg in [
+        ({"name": "nope"}, "unknown prompt"),
+        ({"version": 9}, "no version 9"),
+        ({"label": "beta"}, "no version labelled 'beta'"),
+    ]:
+        with pytest.raises(PromptError, match=msg):
+            reg.resolve(**kwargs)
+    (tmp_path / "bad.toml").write_text(
+        'name = "bad"\nversion = 1\nlabels = ["production"]\n'
+        'system = "{nonsense}"\nuser = "{question}"\n'
+    )
+    with pytest.raises(PromptError, match="does not render"):
+        PromptRegistry.load(tmp_path).resolve("bad").render("q", "c")
+
+
+@pytest.fixture
+def client(tmp_path, broker, edge_index, dense, sparse):
+    settings = make_settings(tmp_path, broker)
+    seed(make_indexer(edge_index, dense, sparse))
+    retriever = Retriever(edge_index, dense, sparse)
+    answers = AnswerService(
+        retriever, build_gateway(settings, dense), AnswerCache(edge_index, 0.93, 3600), 1500
+    )
+    services = Services(
+        settings,
+        edge_index,
+        retriever,
+        KeyStore(settings.api_keys),
+        lambda: True,
+        answers,
+        PromptRegistry.load(),
+    )
+    with TestClient(create_app(services)) as c:
+        yield c
+
+
+def test_answer_endpoint(client):
+    r = client.post("/answer", json={"query": QUESTION}, headers=A)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["citations"][0]["doc_id"] == "runbook" and body["provider"] == "extractive"
+    assert client.post("/answer", json={"query": QUESTION}, headers=A).json()["cached"] is True
+    assert client.post("/answer", json={"query": QUESTION}).status_code == 401
+    canary = client.post(
+        "/answer", json={"query": QUESTION, "prompt": {"label": "canary"}}, headers=A
+    ).json()
+    assert canary["prompt"] == "grounded-answer@2" and canary["cached"] is False
+    bad = client.post("/answer", json={"query": QUESTION, "prompt": {"name": "nope"}}, headers=A)
+    assert bad.status_code == 422 and "unknown prompt 'nope'" in bad.text
+    assert (
+        client.post(
+            "/answer", json={"query": QUESTION, "filters": {"acl": "x"}}, headers=A
+        ).status_code
+        == 422
+    )
+    listed = client.get("/prompts", headers=A).json()
+    assert [(p["name"], p["version"], p["labels"]) for p in listed] == [
+        ("grounded-answer", 1, ["production"]),
+        ("grounded-answer", 2, ["canary"]),
+    ]
+
+
+def test_answer_streams_server_sent_events(client):
+    with client.stream("POST", "/answer", json={"query": QUESTION, "stream": True}, headers=A) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = "".join(r.iter_text())
+    events = [block.split("\n", 1) for block in raw.strip().split("\n\n")]
+    kinds = [e[0] for e in events]
+    assert kinds[-1] == "event: done" and set(kinds[:-1]) == {"event: delta"}
+    text = "".join(json.loads(e[1][len("data: ") :])["text"] for e in events[:-1])
+    done = json.loads(events[-1][1][len("data: ") :])
+    assert text == done["answer"] and done["citations"][0]["doc_id"] == "runbook"
