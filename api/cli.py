@@ -92,8 +92,10 @@ def up(sample: bool, sample_limit: int | None) -> None:
     try:
         log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
         if sample:
-            _publish_sample(settings, core, stop, sample_limit or settings.sample_limit, failed)
+            events, version = _publish_sample(settings, sample_limit or settings.sample_limit)
         _banner(server.url, key)
+        if sample:
+            _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
             if not worker_thread.is_alive():
                 log.error("the ingest worker stopped unexpectedly; shutting down")
@@ -108,18 +110,15 @@ def up(sample: bool, sample_limit: int | None) -> None:
         log.info("bye")
 
 
-def _publish_sample(
-    settings: Settings, core, stop: threading.Event, limit: int | None, failed: set[str]
-) -> None:  # noqa: ANN001
-    """Publish the Django docs, then follow the worker until every page is indexed or dead-lettered."""
+def _publish_sample(settings: Settings, limit: int | None) -> tuple[list, int]:
+    """Publish the Django docs as upsert events; returns them and their version."""
     from ingest.publisher import Publisher, build_events
     from ingest.sample import django_docs, doc_files, release_version
 
     docs = django_docs(settings.sample_django_version, settings.data_dir / "samples")
-    files = doc_files(docs, limit)
     version = release_version(settings.sample_django_version)
     events = build_events(
-        files,
+        doc_files(docs, limit),
         root=docs,
         mime="text/x-rst",
         prefix="django/",
@@ -131,21 +130,34 @@ def _publish_sample(
         publisher.publish(events, desc=f"publishing Django {settings.sample_django_version} docs")
     finally:
         publisher.close()
+    return events, version
+
+
+def _follow_indexing(
+    core, events: list, version: int, stop: threading.Event, failed: set[str]
+) -> None:  # noqa: ANN001
+    """A progress bar until every published page is indexed (or dead-lettered)."""
+    started = time.monotonic()
     pending = {e.doc_id for e in events}
-    with tqdm(total=len(pending), desc="indexing", unit="doc") as bar:
+    with tqdm(total=len(pending), desc="indexing the sample", unit="doc") as bar:
         while pending and not stop.is_set():
             done = {
                 d
                 for d in pending
                 if (s := core.index.get_document("default", d)) and s.version >= version
             }
+            done |= pending & failed
             pending -= done
             bar.update(len(done))
             if pending:
                 time.sleep(0.5)
-    if failed:
-        log.warning(
-            "%d sample page(s) went to the dead-letter topic %s", len(failed), settings.dlq_topic
+    if not pending:
+        log.info(
+            "sample indexed: %d pages in %.0fs (%d dead-lettered, see %s)",
+            len(events),
+            time.monotonic() - started,
+            len(failed),
+            core.settings.dlq_topic,
         )
 
 
@@ -162,7 +174,8 @@ Try:
        -H 'Content-Type: application/json' \\
        -d '{{"query": "How do I use Django with Gunicorn?", "top_k": 3}}'
 
-Ctrl-C stops everything (the index stays under ./data).
+Ctrl-C stops everything (the index stays under ./data). The API answers while the
+sample is still being indexed; the bar below shows how far it got.
 """,
         flush=True,
     )

@@ -43,7 +43,9 @@ def django_docs(version: str, cache_dir: Path) -> Path:
 def doc_files(docs: Path, limit: int | None = None) -> list[Path]:
     """The reST pages (Django names them .txt), skipping Sphinx build internals."""
     skip = {"_ext", "_theme", "requirements.txt"}
-    files = [p for p in sorted(docs.rglob("*.txt")) if not skip & set(p.relative_to(docs).parts)]
+    files = [p for p in docs.rglob("*.txt") if not skip & set(p.relative_to(docs).parts)]
+    # Release notes last: the guides and reference are what people ask about first.
+    files.sort(key=lambda p: (p.relative_to(docs).parts[0] == "releases", p.as_posix()))
     return files[:limit] if limit else files
 
 

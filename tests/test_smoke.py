@@ -42,7 +42,7 @@ def test_make_up_serves_the_django_sample(tmp_path):
             if not line and proc.poll() is not None:
                 pytest.fail("freshrag up exited early:\n" + "".join(lines[-40:]))
             lines.append(line)
-            if "Ctrl-C stops everything" in line:
+            if "sample indexed:" in line:
                 break
         out = "".join(lines)
         assert "FreshRAG is up." in out, out[-3000:]
@@ -60,6 +60,10 @@ def test_make_up_serves_the_django_sample(tmp_path):
         assert hits and hits[0]["doc_id"].startswith("django/howto/deployment")
         assert hits[0]["version"] == 50208
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"] is True
+        answer = httpx.post(f"http://127.0.0.1:{port}/answer", headers={"Authorization": f"Bearer {key}"},
+                            json={"query": "How do I run Django with Gunicorn?"}, timeout=60).json()
+        assert answer["provider"] == "extractive" and answer["citations"], answer
+        assert answer["citations"][0]["doc_id"].startswith("django/")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
