@@ -59,16 +59,20 @@ class Chunker:
         chunks: list[Chunk] = []
         seen: dict[str, int] = {}
         for section in sections:
-            header = str(section.metadata.get("header_path", "")).strip("/")
-            for node in self._splitter.get_nodes_from_documents([Document(text=section.text)]):
+            first = section.text.lstrip().split("\n", 1)[0]
+            heading = first.lstrip("#").strip() if first.startswith("#") else ""
+            parts = self._splitter.get_nodes_from_documents([Document(text=section.text)])
+            for k, node in enumerate(parts):
                 text = node.text.strip()
                 if not text:
                     continue
+                if k and heading:  # a continuation keeps its section's heading for context
+                    text = f"## {heading}\n\n{text}"
                 h = content_hash(text)
                 # The same text twice in one document still needs two distinct ids.
                 n = seen.get(h, 0)
                 seen[h] = n + 1
                 if n:
                     h = content_hash(f"{text}\x00{n}")
-                chunks.append(Chunk(len(chunks), text, h, header))
+                chunks.append(Chunk(len(chunks), text, h, heading))
         return chunks
