@@ -268,6 +268,100 @@ def publish(
     click.echo(f"sent {sent} event(s) to {settings.topic} on {settings.kafka_bootstrap_servers}")
 
 
+@cli.command("eval")
+@click.option(
+    "--url", default=None, help="Service URL. Default: http://FRESHRAG_HOST:FRESHRAG_PORT."
+)
+@click.option("--api-key", default=None, help="Default: the first key of the 'default' tenant.")
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSONL eval set. Default: the shipped Django FAQ set.",
+)
+@click.option("--modes", default="hybrid,dense,sparse", show_default=True)
+@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--answers/--no-answers", default=True, show_default=True, help="Also score /answer.")
+@click.option(
+    "--probes", type=int, default=10, show_default=True, help="Freshness probe documents (0: skip)."
+)
+@click.option("--probe-timeout", type=float, default=30.0, show_default=True)
+@click.option("--slo", type=float, default=5.0, show_default=True, help="Freshness SLO in seconds.")
+@click.option("--replay", default=None, help="Release replay, e.g. 5.1.14:5.2.8 (Django versions).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Default: DATA_DIR/eval."
+)
+@click.option(
+    "--thresholds",
+    type=click.Path(path_type=Path),
+    default=Path("evals/thresholds.toml"),
+    show_default=True,
+)
+def eval_command(
+    url,
+    api_key,
+    dataset,
+    modes,
+    top_k,
+    limit,
+    answers,
+    probes,
+    probe_timeout,
+    slo,
+    replay,
+    out,  # noqa: ANN001
+    thresholds,
+) -> None:
+    """Score relevance and freshness against the running service; exit 1 on a regression."""
+    from evals.dataset import default_path
+    from evals.run import EvalConfig, run_eval
+    from ingest.sample import django_docs
+
+    settings = Settings()
+    url = url or f"http://{settings.host}:{settings.port}"
+    if api_key is None:
+        import json as _json
+
+        keys = settings.api_keys or (
+            _json.loads(settings.resolved_api_keys_file.read_text())
+            if settings.resolved_api_keys_file.exists()
+            else {}
+        )
+        api_key = next((k for k, v in keys.items() if v.get("tenant") == "default"), None)
+        if api_key is None:
+            raise click.UsageError(
+                "no API key: pass --api-key or create the keys file (make up does)"
+            )
+    replay_spec = None
+    if replay:
+        old_v, _, new_v = replay.partition(":")
+        cache = settings.data_dir / "samples"
+        replay_spec = (django_docs(old_v, cache), django_docs(new_v, cache), f"{old_v}->{new_v}")
+    cfg = EvalConfig(
+        url=url,
+        api_key=api_key,
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        dataset=dataset or default_path(settings.sample_django_version),
+        out_dir=out or settings.data_dir / "eval",
+        modes=[m for m in modes.split(",") if m],
+        top_k=top_k,
+        limit=limit,
+        answers=answers,
+        probes=probes,
+        probe_timeout_s=probe_timeout,
+        slo_s=slo,
+        replay=replay_spec,
+        thresholds=thresholds,
+    )
+    results, code = run_eval(cfg)
+    for r in results["regressions"]:
+        click.echo(f"REGRESSION {r['metric']} = {r['value']} ({r['rule']} {r['limit']})", err=True)
+    click.echo(f"report: {cfg.out_dir / 'report.html'}  ({'regression' if code else 'ok'})")
+    sys.exit(code)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -60,8 +60,12 @@ def test_make_up_serves_the_django_sample(tmp_path):
         assert hits and hits[0]["doc_id"].startswith("django/howto/deployment")
         assert hits[0]["version"] == 50208
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"] is True
-        answer = httpx.post(f"http://127.0.0.1:{port}/answer", headers={"Authorization": f"Bearer {key}"},
-                            json={"query": "How do I run Django with Gunicorn?"}, timeout=60).json()
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/answer",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"query": "How do I run Django with Gunicorn?"},
+            timeout=60,
+        ).json()
         assert answer["provider"] == "extractive" and answer["citations"], answer
         assert answer["citations"][0]["doc_id"].startswith("django/")
     finally:

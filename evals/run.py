@@ -1,0 +1,101 @@
+"""`freshrag eval`: relevance, answers, freshness and (optionally) a release replay → report + gate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.client import ServiceClient
+from evals.dataset import load
+from evals.freshness import run_freshness
+from evals.relevance import run_answers, run_relevance
+from evals.replay import run_replay
+from evals.report import gate, history, load_thresholds, render_html, summarize
+
+
+@dataclass
+class EvalConfig:
+    url: str
+    api_key: str
+    bootstrap: str
+    topic: str
+    dataset: Path
+    out_dir: Path
+    modes: list[str] = field(default_factory=lambda: ["hybrid", "dense", "sparse"])
+    top_k: int = 10
+    limit: int | None = None
+    answers: bool = True
+    probes: int = 10
+    probe_timeout_s: float = 30.0
+    slo_s: float = 5.0
+    replay: tuple[Path, Path, str] | None = None
+    thresholds: Path | None = None
+    tenant: str = "default"
+    acl: list[str] = field(default_factory=lambda: ["public"])
+    progress: bool = True
+
+
+def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
+    client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
+    try:
+        if not client.ready():
+            raise RuntimeError(
+                f"the service at {cfg.url} is not ready (GET /readyz); start it with `make up`"
+            )
+        items = load(cfg.dataset)[: cfg.limit] if cfg.limit else load(cfg.dataset)
+        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        results: dict[str, Any] = {
+            "run_id": run_id,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "service": cfg.url,
+            "dataset": {"name": cfg.dataset.name, "questions": len(items)},
+        }
+        if items and cfg.modes:
+            results["relevance"] = run_relevance(client, items, cfg.modes, cfg.top_k, cfg.progress)
+        if items and cfg.answers:
+            results["answers"] = run_answers(client, items, cfg.progress)
+        if cfg.probes:
+            results["freshness"] = run_freshness(
+                client,
+                cfg.probes,
+                cfg.probe_timeout_s,
+                cfg.slo_s,
+                cfg.tenant,
+                cfg.acl,
+                cfg.progress,
+            )
+        if cfg.replay:
+            old, new, label = cfg.replay
+            results["replay"] = run_replay(
+                client, old, new, label, tenant=cfg.tenant, progress=cfg.progress
+            )
+    finally:
+        client.close()
+    return finish(results, cfg.out_dir, cfg.thresholds)
+
+
+def finish(
+    results: dict[str, Any], out_dir: Path, thresholds: Path | None
+) -> tuple[dict[str, Any], int]:
+    """Summary, comparison with the previous run, gate, and the files."""
+    hist_dir = out_dir / "history"
+    past = history(hist_dir)
+    results["summary"] = summarize(results)
+    prev = past[-1] if past else None
+    results["previous"] = {"run_id": prev["run_id"], "summary": prev["summary"]} if prev else None
+    results["regressions"] = gate(
+        results["summary"], prev["summary"] if prev else None, load_thresholds(thresholds)
+    )
+    hist_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(results, indent=2, default=str))
+    (out_dir / "report.html").write_text(render_html(results, past))
+    (hist_dir / f"{results['run_id']}.json").write_text(
+        json.dumps(
+            {"run_id": results["run_id"], "at": results["at"], "summary": results["summary"]},
+            indent=1,
+        )
+    )
+    return results, 1 if results["regressions"] else 0

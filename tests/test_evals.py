@@ -1,0 +1,325 @@
+"""The evaluation harness: metric values checked by hand, the gate, and full runs against a live
+service (real broker, real worker, real HTTP), including a paused worker and a release replay."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from api.app import Services, create_app
+from api.auth import KeyStore
+from api.runtime import ServerThread
+from evals.client import ServiceClient
+from evals.dataset import EvalItem, build_django_faq, load, save
+from evals.metrics import freshness_metric, ir_scores, percentile, ragas_scores
+from evals.replay import run_replay
+from evals.report import gate
+from evals.run import EvalConfig, finish, run_eval
+from ingest.consumer import IngestWorker
+from retrieval.answers import AnswerService, build_gateway
+from retrieval.cache import AnswerCache
+from retrieval.prompts import PromptRegistry
+from retrieval.search import Retriever
+from tests.conftest import free_port, make_indexer, publish_events, upsert, wait_for
+
+
+def test_ir_metrics_equal_hand_computed_values():
+    gold = {"q1": ["a"], "q2": ["b", "c"], "q3": ["z"]}
+    ranked = {"q1": ["x", "a"], "q2": ["c", "y", "b", "c"], "q3": []}
+    s = ir_scores(gold, ranked)
+    # q1: the one relevant item at rank 2 → nDCG = 1/log2(3), MRR = 1/2.
+    assert s["q1"]["ndcg@10"] == pytest.approx(0.630930, abs=1e-6) and s["q1"]["mrr@10"] == 0.5
+    # q2: relevant at ranks 1 and 3 → (1 + 1/log2(4)) / (1 + 1/log2(3)); the repeat of c counts once.
+    assert (
+        s["q2"]["ndcg@10"] == pytest.approx(1.5 / 1.630930, abs=1e-6) and s["q2"]["recall@5"] == 1.0
+    )
+    assert s["q3"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@5": 0.0, "recall@10": 0.0}
+
+
+def test_ragas_context_metrics_equal_hand_computed_values():
+    [r] = ragas_scores(
+        [
+            {
+                "retrieved_context_ids": ["x", "a", "b"],
+                "reference_context_ids": ["a", "c"],
+                "retrieved_contexts": ["unrelated words here", "the answer is forty two"],
+                "reference_contexts": ["the answer is forty two"],
+            }
+        ]
+    )
+    assert r["id_based_context_precision"] == pytest.approx(1 / 3)
+    assert r["id_based_context_recall"] == pytest.approx(1 / 2)
+    assert r["non_llm_context_recall"] == pytest.approx(1.0)
+    # precision@k averaged over relevant positions: only position 2 is relevant → (1/2) / 1.
+    assert r["non_llm_context_precision_with_reference"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_freshness_metric_and_percentiles():
+    m = freshness_metric()
+    assert [m.score(lag_s=v, slo_s=2.0).value for v in (0.5, 2.0, 4.0, 6.0, 9.0)] == [
+        1.0,
+        1.0,
+        0.5,
+        0.0,
+        0.0,
+    ]
+    assert m.score(lag_s=None, slo_s=2.0).value == 0.0
+    assert percentile([5, 1, 3, 2, 4], 50) == 3 and percentile([1, 2, 3, 4, 100], 95) == 100
+    assert percentile([], 50) is None
+
+
+def test_gate_trips_on_a_worse_run():
+    thresholds = {
+        "min": {"hybrid.ndcg@10": 0.3},
+        "max": {"freshness.deleted_returned": 0},
+        "max_drop": {"hybrid.recall@10": 0.03},
+    }
+    good = {"hybrid.ndcg@10": 0.5, "hybrid.recall@10": 0.8, "freshness.deleted_returned": 0}
+    assert gate(good, None, thresholds) == []
+    assert gate(good, good, thresholds) == []
+    worse = {"hybrid.ndcg@10": 0.2, "hybrid.recall@10": 0.7, "freshness.deleted_returned": 1}
+    rules = {(v["metric"], v["rule"]) for v in gate(worse, good, thresholds)}
+    assert rules == {
+        ("hybrid.ndcg@10", "min"),
+        ("freshness.deleted_returned", "max"),
+        ("hybrid.recall@10", "max_drop"),
+    }
+
+
+def test_django_faq_builder(tmp_path):
+    faq = tmp_path / "docs" / "faq"
+    faq.mkdir(parents=True)
+    (faq / "general.txt").write_text(
+        "=============\nFAQ: General\n=============\n\nWhy does Django exist?\n=====================\n\n"
+        "It grew out of a newsroom.\n\nWho uses it?\n============\n\nMany sites.\n\nNotes\n=====\n\nNot a question.\n"
+    )
+    items = build_django_faq(tmp_path / "docs")
+    assert [(i.question, i.gold_contexts) for i in items] == [
+        ("Why does Django exist?", ["django/faq/general.txt#Why does Django exist?"]),
+        ("Who uses it?", ["django/faq/general.txt#Who uses it?"]),
+    ]
+    assert items[0].gold_passages == ["It grew out of a newsroom."]
+    save(items, tmp_path / "set.jsonl")
+    assert load(tmp_path / "set.jsonl") == items
+
+
+# --- against a live service -----------------------------------------------------------------
+
+FAQ = {
+    "faq/deploy.md": "# Deploying\n\n## How do I deploy with Gunicorn?\n\nInstall gunicorn and run gunicorn "
+    "myproject.wsgi behind a reverse proxy.\n\n## How do I serve static files?\n\nRun "
+    "collectstatic and let the web server serve the STATIC_ROOT folder.",
+    "faq/models.md": "# Models\n\n## How do I see the raw SQL queries?\n\nLook at connection.queries when "
+    "DEBUG is on, or use the query's str().\n\n## Can I use a legacy database?\n\nYes, "
+    "inspectdb generates models from existing tables.",
+}
+ITEMS = [
+    EvalItem(
+        id="q1",
+        question="How do I deploy with Gunicorn?",
+        gold_doc_ids=["faq/deploy.md"],
+        gold_contexts=["faq/deploy.md#How do I deploy with Gunicorn?"],
+        gold_passages=["Install gunicorn and run gunicorn myproject.wsgi behind a reverse proxy."],
+    ),
+    EvalItem(
+        id="q2",
+        question="How do I see the raw SQL queries?",
+        gold_doc_ids=["faq/models.md"],
+        gold_contexts=["faq/models.md#How do I see the raw SQL queries?"],
+    ),
+    EvalItem(id="q3", question="Can I use a legacy database?", gold_doc_ids=["faq/models.md"]),
+]
+
+
+@pytest.fixture
+def live(settings, edge_index, dense, sparse, tmp_path):
+    indexer = make_indexer(edge_index, dense, sparse)
+    retriever = Retriever(edge_index, dense, sparse)
+    answers = AnswerService(
+        retriever, build_gateway(settings, dense), AnswerCache(edge_index, 0.93, 3600), 1500
+    )
+    services = Services(
+        settings,
+        edge_index,
+        retriever,
+        KeyStore(settings.api_keys),
+        lambda: True,
+        answers,
+        PromptRegistry.load(),
+    )
+    server = ServerThread(create_app(services), "127.0.0.1", free_port()).start()
+    worker = IngestWorker(settings, indexer, client_id="eval-worker")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    publish_events(
+        settings, [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
+    )
+    wait_for(lambda: all(edge_index.get_document("acme", d) for d in FAQ), timeout=60)
+    dataset = tmp_path / "set.jsonl"
+    save(ITEMS, dataset)
+    cfg = EvalConfig(
+        url=server.url,
+        api_key="key-a",
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        dataset=dataset,
+        out_dir=tmp_path / "eval",
+        probes=3,
+        probe_timeout_s=30,
+        slo_s=5.0,
+        thresholds=None,
+        tenant="acme",
+        acl=["eng"],
+        progress=False,
+    )
+    yield cfg, worker, thread
+    worker.stop()
+    thread.join(30)
+    server.stop()
+
+
+def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
+    cfg, worker, thread = live
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text(
+        '[min]\n"hybrid.ndcg@10" = 0.5\n[max]\n"freshness.missed_rate" = 0.0\n'
+        '"freshness.deleted_returned" = 0\n"freshness.stale_hit_rate" = 0.0\n'
+    )
+    cfg.thresholds = thresholds
+    results, code = run_eval(cfg)
+    assert code == 0, results["regressions"]
+    s = results["summary"]
+    assert s["hybrid.ndcg@10"] >= 0.9 and s["hybrid.recall@10"] == 1.0
+    assert {"dense.mrr@10", "sparse.id_based_context_recall", "hybrid.latency_p95_ms"} <= set(s)
+    assert s["freshness.missed"] == 0 and s["freshness.deleted_returned"] == 0
+    assert s["freshness.lag_p95_s"] < 30 and s["freshness.stale_hit_rate"] == 0.0
+    assert s["answers.answer_cites_gold"] == 1.0
+    assert (cfg.out_dir / "report.html").exists() and len(
+        list((cfg.out_dir / "history").glob("*.json"))
+    ) == 1
+
+    worker.stop()  # the nightly job must notice ingestion has stalled
+    thread.join(30)
+    cfg.probe_timeout_s, cfg.modes, cfg.answers = 3.0, ["hybrid"], False
+    later, code = run_eval(cfg)
+    assert code == 1
+    assert later["freshness"]["missed"] == 9 and later["freshness"]["freshness"] == 0.0
+    assert any(r["metric"] == "freshness.missed_rate" for r in later["regressions"])
+    assert (
+        later["previous"]["run_id"] == results["run_id"]
+        or later["previous"]["summary"] == results["summary"]
+    )
+    page = (cfg.out_dir / "report.html").read_text()
+    assert "REGRESSION" in page and "freshness.missed_rate" in page
+
+
+def test_release_replay_counts_what_changed(live, tmp_path):
+    cfg, _, _ = live
+    old, new = tmp_path / "old", tmp_path / "new"
+    for root in (old, new):
+        root.mkdir()
+    sections = "\n\n".join(
+        f"## Topic {i}\n\nStable paragraph number {i} about subject {i}." for i in range(6)
+    )
+    (old / "a.txt").write_text("# A\n\n" + sections)
+    (new / "a.txt").write_text(
+        "# A\n\n" + sections.replace("paragraph number 3", "paragraph NUMBER three")
+    )
+    (old / "b.txt").write_text("# B\n\nUnchanged document.")
+    (new / "b.txt").write_text("# B\n\nUnchanged document.")
+    (old / "gone.txt").write_text("# Gone\n\nRemoved in the new release.")
+    (new / "new.txt").write_text("# New\n\nAdded in the new release.")
+    client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
+    try:
+        r = run_replay(
+            client,
+            old,
+            new,
+            "old->new",
+            mime="text/markdown",
+            timeout_s=60,
+            tenant="acme",
+            acl=["eng"],
+            progress=False,
+        )
+    finally:
+        client.close()
+    assert (r["docs_total"], r["docs_changed"], r["docs_added"], r["docs_removed"]) == (3, 1, 1, 1)
+    assert r["chunks_reembedded"] == 2, "the edited section and the new document"
+    assert r["chunks_total"] == 7 + 1 + 1 and r["docs_not_reflected"] == 0
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_page_opens_in_headless_chromium(tmp_path):
+    if not _chromium():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("chromium is not installed here")
+    results = {
+        "run_id": "r1",
+        "at": "2026-11-24T00:00:00Z",
+        "service": "http://x",
+        "dataset": {"name": "tiny", "questions": 1},
+        "relevance": {
+            "modes": {
+                "hybrid": {
+                    "ndcg@10": 0.8,
+                    "recall@10": 1.0,
+                    "mrr@10": 0.7,
+                    "latencies_ms": [5.0, 7.0, 9.0],
+                }
+            },
+            "questions": {
+                "hybrid": [
+                    {
+                        "id": "q",
+                        "question": "Why?",
+                        "ndcg@10": 0.8,
+                        "gold": ["a"],
+                        "retrieved": ["a"],
+                    }
+                ]
+            },
+            "stale_hit_rate": 0.0,
+        },
+        "freshness": {
+            "slo_s": 5,
+            "missed": 0,
+            "freshness": 1.0,
+            "lag_p95_s": 1.2,
+            "samples": [{"op": "add", "lag_s": 1.0}, {"op": "delete", "lag_s": 1.2}],
+        },
+    }
+    finish(results, tmp_path, None)
+    page = tmp_path / "report.html"
+    dom = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    loaded = re.search(r'data-figures-loaded="(\d+)"', dom)
+    assert loaded and int(loaded.group(1)) == 4, dom[:500]
+    assert "nDCG@10 (hybrid)" in dom and "0.800" in dom
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["hybrid.ndcg@10"] == 0.8
