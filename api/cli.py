@@ -295,8 +295,8 @@ def publish(
 @click.option(
     "--thresholds",
     type=click.Path(path_type=Path),
-    default=Path("evals/thresholds.toml"),
-    show_default=True,
+    default=None,
+    help="Gate limits (TOML). Default: the packaged evals/thresholds.toml.",
 )
 def eval_command(
     url,
@@ -315,6 +315,7 @@ def eval_command(
 ) -> None:
     """Score relevance and freshness against the running service; exit 1 on a regression."""
     from evals.dataset import default_path
+    from evals.report import THRESHOLDS
     from evals.run import EvalConfig, run_eval
     from ingest.sample import django_docs
 
@@ -353,7 +354,7 @@ def eval_command(
         probe_timeout_s=probe_timeout,
         slo_s=slo,
         replay=replay_spec,
-        thresholds=thresholds,
+        thresholds=thresholds or THRESHOLDS,
     )
     results, code = run_eval(cfg)
     for r in results["regressions"]:

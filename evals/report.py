@@ -18,6 +18,7 @@ HEADLINE = [
     ("freshness.deleted_returned", "deleted docs returned", "{:.0f}"),
     ("freshness.stale_hit_rate", "stale-hit rate", "{:.2%}"),
 ]
+THRESHOLDS = Path(__file__).with_name("thresholds.toml")
 TRENDS = ["hybrid.ndcg@10", "hybrid.recall@10", "freshness.freshness", "freshness.lag_p95_s"]
 
 
@@ -158,6 +159,8 @@ def _figures(results: dict[str, Any], past: list[dict[str, Any]]) -> list[tuple[
         ys = [r.get("summary", {}).get(metric) for r in runs]
         ax.plot(range(len(ys)), [y if y is not None else float("nan") for y in ys], marker="o")
         ax.set_title(metric, fontsize=8)
+        ax.set_xticks(range(len(ys)), [str(i + 1) for i in range(len(ys))])
+        ax.set_xlabel("run", fontsize=7)
         ax.tick_params(labelsize=7)
     fig.suptitle("Trends across runs", fontsize=9)
     figs.append(("Trends", _png(fig)))

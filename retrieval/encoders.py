@@ -7,7 +7,10 @@ corpus grows.
 
 from __future__ import annotations
 
+import queue
 import threading
+from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ class DenseEncoder:
         self.dim: int = int(get_dim())
         self.texts_encoded = 0
         self._lock = threading.Lock()
+        self._queries = QueryBatcher(self)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> list[list[float]]:
         if not texts:
@@ -62,7 +66,64 @@ class DenseEncoder:
         return vectors.tolist()
 
     def encode_query(self, text: str) -> list[float]:
-        return self.encode([text])[0]
+        return self._queries.encode(text)
+
+
+class QueryBatcher:
+    """Query embeddings for many concurrent requests: a small LRU, then opportunistic batches.
+
+    Requests that arrive while the model is busy are encoded together in the next call, so
+    throughput grows with concurrency without adding a wait at low load.
+    """
+
+    def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 4096) -> None:
+        self.encoder, self.max_batch, self.cache_size = encoder, max_batch, cache_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._pending: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0
+
+    def encode(self, text: str) -> list[float]:
+        with self._cache_lock:
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                return self._cache[text]
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="query-encoder", daemon=True
+                    )
+                    self._thread.start()
+        future: Future = Future()
+        self._pending.put((text, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            texts = list(dict.fromkeys(t for t, _ in batch))
+            try:
+                vectors = dict(zip(texts, self.encoder.encode(texts), strict=True))
+            except Exception as exc:  # hand the error to every waiting request
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            with self._cache_lock:
+                for t, v in vectors.items():
+                    self._cache[t] = v
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            for t, future in batch:
+                future.set_result(vectors[t])
 
 
 class SparseEncoder:
