@@ -126,7 +126,10 @@ def _figures(results: dict[str, Any], past: list[dict[str, Any]]) -> list[tuple[
                 label=mode,
             )
         ax.set_xticks(
-            [x + width * (len(modes) - 1) / 2 for x in range(len(metrics))], metrics, fontsize=8
+            [x + width * (len(modes) - 1) / 2 for x in range(len(metrics))],
+            metrics,
+            fontsize=7,
+            rotation=12,
         )
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
