@@ -199,3 +199,36 @@ def upsert(doc_id: str, content: str, version: int = 1, **kw) -> DocumentEvent: 
 
 def delete(doc_id: str, version: int, **kw) -> DocumentEvent:  # noqa: ANN003
     return DocumentEvent(op="delete", doc_id=doc_id, version=version, **kw)
+
+
+def make_services(
+    settings: Settings,
+    index,
+    dense: DenseEncoder,
+    sparse: SparseEncoder,  # noqa: ANN001
+    broker_ready: Callable[[], bool] = lambda: True,
+):  # noqa: ANN201
+    """The API's services over a real index, with the extractive answer chain and the cache."""
+    from api.app import Services
+    from api.auth import KeyStore
+    from retrieval.answers import AnswerService, build_gateway
+    from retrieval.cache import AnswerCache
+    from retrieval.prompts import PromptRegistry
+    from retrieval.search import Retriever
+
+    retriever = Retriever(index, dense, sparse)
+    answers = AnswerService(
+        retriever,
+        build_gateway(settings, dense),
+        AnswerCache(index, settings.answer_cache_threshold, 3600),
+        1500,
+    )
+    return Services(
+        settings,
+        index,
+        retriever,
+        KeyStore(settings.api_keys),
+        broker_ready,
+        answers,
+        PromptRegistry.load(),
+    )

@@ -5,13 +5,12 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import Services, create_app
-from api.auth import KeyStore
+from api.app import create_app
 from retrieval.answers import AnswerService, build_gateway
 from retrieval.cache import AnswerCache
 from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
-from tests.conftest import delete, make_indexer, make_settings, upsert
+from tests.conftest import delete, make_indexer, make_services, make_settings, upsert
 
 A = {"Authorization": "Bearer key-a"}
 A_SALES = {"Authorization": "Bearer key-a-sales"}
@@ -152,19 +151,7 @@ def test_prompt_registry_picks_by_label_and_version_and_reports_errors(tmp_path)
 def client(tmp_path, broker, edge_index, dense, sparse):
     settings = make_settings(tmp_path, broker)
     seed(make_indexer(edge_index, dense, sparse))
-    retriever = Retriever(edge_index, dense, sparse)
-    answers = AnswerService(
-        retriever, build_gateway(settings, dense), AnswerCache(edge_index, 0.93, 3600), 1500
-    )
-    services = Services(
-        settings,
-        edge_index,
-        retriever,
-        KeyStore(settings.api_keys),
-        lambda: True,
-        answers,
-        PromptRegistry.load(),
-    )
+    services = make_services(settings, edge_index, dense, sparse)
     with TestClient(create_app(services)) as c:
         yield c
 

@@ -10,8 +10,7 @@ import threading
 
 import pytest
 
-from api.app import Services, create_app
-from api.auth import KeyStore
+from api.app import create_app
 from api.runtime import ServerThread
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, build_django_faq, load, save
@@ -20,11 +19,7 @@ from evals.replay import run_replay
 from evals.report import gate
 from evals.run import EvalConfig, finish, run_eval
 from ingest.consumer import IngestWorker
-from retrieval.answers import AnswerService, build_gateway
-from retrieval.cache import AnswerCache
-from retrieval.prompts import PromptRegistry
-from retrieval.search import Retriever
-from tests.conftest import free_port, make_indexer, publish_events, upsert, wait_for
+from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
 
 
 def test_ir_metrics_equal_hand_computed_values():
@@ -138,19 +133,7 @@ ITEMS = [
 @pytest.fixture
 def live(settings, edge_index, dense, sparse, tmp_path):
     indexer = make_indexer(edge_index, dense, sparse)
-    retriever = Retriever(edge_index, dense, sparse)
-    answers = AnswerService(
-        retriever, build_gateway(settings, dense), AnswerCache(edge_index, 0.93, 3600), 1500
-    )
-    services = Services(
-        settings,
-        edge_index,
-        retriever,
-        KeyStore(settings.api_keys),
-        lambda: True,
-        answers,
-        PromptRegistry.load(),
-    )
+    services = make_services(settings, edge_index, dense, sparse)
     server = ServerThread(create_app(services), "127.0.0.1", free_port()).start()
     worker = IngestWorker(settings, indexer, client_id="eval-worker")
     thread = threading.Thread(target=worker.run, daemon=True)
