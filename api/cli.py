@@ -288,6 +288,18 @@ def publish(
 )
 @click.option("--probe-timeout", type=float, default=30.0, show_default=True)
 @click.option("--slo", type=float, default=5.0, show_default=True, help="Freshness SLO in seconds.")
+@click.option(
+    "--judge-url",
+    default=None,
+    help="OpenAI-compatible judge base URL (/v1): LLM-judged RAGAS metrics.",
+)
+@click.option("--judge-model", default=None, help="Judge model name.")
+@click.option(
+    "--judge-api-key",
+    default=None,
+    envvar="FRESHRAG_JUDGE_API_KEY",
+    help="Judge key (env: FRESHRAG_JUDGE_API_KEY).",
+)
 @click.option("--replay", default=None, help="Release replay, e.g. 5.1.14:5.2.8 (Django versions).")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Default: DATA_DIR/eval."
@@ -299,6 +311,9 @@ def publish(
     help="Gate limits (TOML). Default: the packaged evals/thresholds.toml.",
 )
 def eval_command(
+    judge_url,
+    judge_model,
+    judge_api_key,
     url,
     api_key,
     dataset,
@@ -355,6 +370,8 @@ def eval_command(
         slo_s=slo,
         replay=replay_spec,
         thresholds=thresholds or THRESHOLDS,
+        judge=(judge_url, judge_model, judge_api_key) if judge_url and judge_model else None,
+        embedding_model=settings.model,
     )
     results, code = run_eval(cfg)
     for r in results["regressions"]:

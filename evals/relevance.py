@@ -88,6 +88,9 @@ def run_answers(
         rows.append(
             {
                 "id": item.id,
+                "question": item.question,
+                "answer": result["answer"],
+                "contexts": [c["text"] for c in result["citations"] if c.get("text")],
                 "refused": result["refused"],
                 "provider": result["provider"],
                 "cites_gold": bool(cited & set(item.gold_doc_ids)) if item.gold_doc_ids else None,

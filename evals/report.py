@@ -31,7 +31,7 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
                 out[f"{mode}.{k}"] = v
     if "relevance" in results:
         out["relevance.stale_hit_rate"] = results["relevance"]["stale_hit_rate"]
-    for area in ("answers", "freshness", "replay"):
+    for area in ("answers", "judge", "freshness", "replay"):
         for k, v in (results.get(area) or {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool) and v is not None:
                 out[f"{area}.{k}"] = v

@@ -33,6 +33,8 @@ class EvalConfig:
     slo_s: float = 5.0
     replay: tuple[Path, Path, str] | None = None
     thresholds: Path | None = None
+    judge: tuple[str, str, str | None] | None = None  # (base_url, model, api_key)
+    embedding_model: str = "all-MiniLM-L6-v2"
     tenant: str = "default"
     acl: list[str] = field(default_factory=lambda: ["public"])
     progress: bool = True
@@ -57,6 +59,18 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
             results["relevance"] = run_relevance(client, items, cfg.modes, cfg.top_k, cfg.progress)
         if items and cfg.answers:
             results["answers"] = run_answers(client, items, cfg.progress)
+            if cfg.judge and results["answers"]:
+                from evals.judge import judged_scores
+                from retrieval.encoders import resolve_model_path
+
+                url, model, key = cfg.judge
+                results["judge"] = judged_scores(
+                    results["answers"]["rows"],
+                    url,
+                    model,
+                    key,
+                    resolve_model_path(cfg.embedding_model),
+                )
         if cfg.probes:
             results["freshness"] = run_freshness(
                 client,

@@ -100,3 +100,39 @@ class ScriptedLLM:
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
         }
+
+
+def fill_schema(schema: dict, defs: dict | None = None) -> Any:
+    """A minimal valid instance of a JSON schema (what a cooperative judge would return)."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return fill_schema(defs[schema["$ref"].split("/")[-1]], defs)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return fill_schema(next(s for s in schema[key] if s.get("type") != "null"), defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        return {k: fill_schema(v, defs) for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [fill_schema(schema.get("items", {"type": "string"}), defs)]
+    return {
+        "string": "The answer is supported by the context.",
+        "integer": 1,
+        "number": 1.0,
+        "boolean": True,
+    }.get(kind, "x")
+
+
+class JudgeLLM(ScriptedLLM):
+    """An OpenAI-compatible judge that answers every structured request with a valid instance."""
+
+    def __init__(self) -> None:
+        super().__init__("openai")
+
+    def _body(self, text: str, request: dict) -> dict:
+        prompt = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
+        start = prompt.find("{", prompt.find("json_schema"))
+        schema, _ = json.JSONDecoder().raw_decode(prompt[start:])
+        return super()._body(json.dumps(fill_schema(schema)), request)

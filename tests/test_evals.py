@@ -306,3 +306,22 @@ def test_report_page_opens_in_headless_chromium(tmp_path):
     assert loaded and int(loaded.group(1)) == 4, dom[:500]
     assert "nDCG@10 (hybrid)" in dom and "0.800" in dom
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["hybrid.ndcg@10"] == 0.8
+
+
+def test_llm_judged_metrics_through_an_openai_compatible_judge(live):
+    from tests.llm_servers import JudgeLLM
+
+    cfg, _, _ = live
+    judge = JudgeLLM().start()
+    try:
+        cfg.judge = (judge.base_url, "judge-model", "jk")
+        cfg.modes, cfg.probes = ["hybrid"], 0
+        results, _ = run_eval(cfg)
+    finally:
+        judge.stop()
+    scores = results["judge"]
+    assert set(scores) == {"faithfulness", "answer_relevancy", "llm_context_precision"}
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in scores.values()), scores
+    assert scores["faithfulness"] == 1.0  # the judge supports every statement
+    assert judge.requests and all(r["body"]["model"] == "judge-model" for r in judge.requests)
+    assert "judge.faithfulness" in results["summary"]
