@@ -25,6 +25,8 @@ def _logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "httpx", "sentence_transformers", "unstructured"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python warns whenever the GIL delays its poller (embedding holds the CPU): noise.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def _stop_on_signals() -> threading.Event:
