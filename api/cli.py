@@ -65,7 +65,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
     """Start broker, worker and API in one process on embedded defaults."""
     from api.app import create_app
     from api.auth import KeyStore, ensure_dev_keys
-    from api.runtime import Core, EmbeddedBroker, ServerThread, _host_port
+    from api.runtime import Core, EmbeddedBroker, ServerThread, host_port
     from ingest.consumer import ensure_topics
 
     settings = Settings()
@@ -73,7 +73,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
     stop = _stop_on_signals()
     broker = None
     if settings.embedded_broker:
-        host, port = _host_port(settings.kafka_bootstrap_servers)
+        host, port = host_port(settings.kafka_bootstrap_servers)
         broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
         log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
     ensure_topics(settings)

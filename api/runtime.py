@@ -28,14 +28,14 @@ from retrieval.settings import Settings
 log = logging.getLogger("freshrag")
 
 
-def _host_port(bootstrap: str) -> tuple[str, int]:
+def host_port(bootstrap: str) -> tuple[str, int]:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     return host or "127.0.0.1", int(port)
 
 
 def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
     try:
-        with socket.create_connection(_host_port(bootstrap), timeout=timeout):
+        with socket.create_connection(host_port(bootstrap), timeout=timeout):
             return True
     except OSError:
         return False
