@@ -53,6 +53,19 @@ def _sparse(v: SparseVec) -> qe.SparseVector:
     return qe.SparseVector(indices=v.indices, values=v.values)
 
 
+def _opened(shard: qe.EdgeShard | None) -> qe.EdgeShard:
+    if shard is None:
+        raise RuntimeError("index not initialised: call ensure_schema(dim) first")
+    return shard
+
+
+def _ensure_payload_indexes(shard: qe.EdgeShard, wanted: dict[str, qe.PayloadSchemaType]) -> None:
+    existing = set(shard.info().payload_schema)
+    for name, kind in wanted.items():
+        if name not in existing:
+            shard.update(qe.UpdateOperation.create_field_index(name, kind))
+
+
 class EdgeIndex:
     backend = "edge"
 
@@ -70,35 +83,22 @@ class EdgeIndex:
     def ensure_schema(self, dense_dim: int) -> None:
         if self._chunks is not None:
             return
+        dense = {DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)},
+            vectors=dense,
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         self._chunks = self._open(self._chunks_path, config)
         # The registry needs no vectors; Edge wants at least one declared, so: an unused one.
         reg_config = qe.EdgeConfig(sparse_vectors={"unused": qe.EdgeSparseVectorParams()})
         self._registry = self._open(self._registry_path, reg_config)
-        self._answers = self._open(
-            self._answers_path,
-            qe.EdgeConfig(
-                vectors={DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
-            ),
+        self._answers = self._open(self._answers_path, qe.EdgeConfig(vectors=dense))
+        _ensure_payload_indexes(self._answers, {"scope": qe.PayloadSchemaType.Keyword})
+        _ensure_payload_indexes(
+            self._chunks,
+            {name: qe.PayloadSchemaType.Keyword for name in KEYWORD_INDEXES}
+            | {name: qe.PayloadSchemaType.Integer for name in INTEGER_INDEXES},
         )
-        if "scope" not in self._answers.info().payload_schema:
-            self._answers.update(
-                qe.UpdateOperation.create_field_index("scope", qe.PayloadSchemaType.Keyword)
-            )
-        existing = set(self._chunks.info().payload_schema)
-        for name in KEYWORD_INDEXES:
-            if name not in existing:
-                self._chunks.update(
-                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
-                )
-        for name in INTEGER_INDEXES:
-            if name not in existing:
-                self._chunks.update(
-                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer)
-                )
 
     @staticmethod
     def _open(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -109,15 +109,11 @@ class EdgeIndex:
 
     @property
     def chunks(self) -> qe.EdgeShard:
-        if self._chunks is None:
-            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
-        return self._chunks
+        return _opened(self._chunks)
 
     @property
     def registry(self) -> qe.EdgeShard:
-        if self._registry is None:
-            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
-        return self._registry
+        return _opened(self._registry)
 
     def ping(self) -> bool:
         try:
@@ -202,9 +198,7 @@ class EdgeIndex:
 
     @property
     def answers(self) -> qe.EdgeShard:
-        if self._answers is None:
-            raise RuntimeError("index not initialised: call ensure_schema(dim) first")
-        return self._answers
+        return _opened(self._answers)
 
     def cache_search(
         self, vector: list[float], scope: str, now: float, threshold: float
