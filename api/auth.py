@@ -29,14 +29,7 @@ class KeyStore:
 
     @classmethod
     def load(cls, inline: dict[str, dict] | None, path: Path) -> KeyStore:
-        if inline:
-            return cls(inline)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"no API keys: set FRESHRAG_API_KEYS or create {path} "
-                '({"<key>": {"tenant": "default", "groups": ["public"]}})'
-            )
-        return cls(json.loads(path.read_text()))
+        return cls(read_keys(inline, path))
 
     def principal(self, key: str | None) -> Principal | None:
         return self._principals.get(key) if key else None
@@ -58,14 +51,27 @@ class KeyStore:
         return principal
 
 
+def read_keys(inline: dict[str, dict] | None, path: Path) -> dict[str, dict]:
+    """The key map: inline settings win over the keys file."""
+    if inline:
+        return inline
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no API keys: set FRESHRAG_API_KEYS or create {path} "
+            '({"<key>": {"tenant": "default", "groups": ["public"]}})'
+        )
+    return json.loads(path.read_text())
+
+
+def key_for_tenant(keys: dict[str, dict], tenant: str = "default") -> str | None:
+    return next((k for k, spec in keys.items() if spec.get("tenant") == tenant), None)
+
+
 def ensure_dev_keys(path: Path) -> str:
     """First `freshrag up`: write a keys file with one random dev key; return a usable key."""
     if path.exists():
-        keys = json.loads(path.read_text())
-        for key, spec in keys.items():
-            if spec.get("tenant") == "default":
-                return key
-        return next(iter(keys))
+        keys = read_keys(None, path)
+        return key_for_tenant(keys) or next(iter(keys))
     key = "frk_" + secrets.token_urlsafe(18)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

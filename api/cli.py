@@ -331,6 +331,7 @@ def eval_command(
     thresholds,
 ) -> None:
     """Score relevance and freshness against the running service; exit 1 on a regression."""
+    from api.auth import key_for_tenant, read_keys
     from evals.dataset import default_path
     from evals.report import THRESHOLDS
     from evals.run import EvalConfig, run_eval
@@ -339,14 +340,11 @@ def eval_command(
     settings = Settings()
     url = url or f"http://{settings.host}:{settings.port}"
     if api_key is None:
-        import json as _json
-
-        keys = settings.api_keys or (
-            _json.loads(settings.resolved_api_keys_file.read_text())
-            if settings.resolved_api_keys_file.exists()
-            else {}
-        )
-        api_key = next((k for k, v in keys.items() if v.get("tenant") == "default"), None)
+        try:
+            keys = read_keys(settings.api_keys, settings.resolved_api_keys_file)
+        except FileNotFoundError:
+            keys = {}
+        api_key = key_for_tenant(keys)
         if api_key is None:
             raise click.UsageError(
                 "no API key: pass --api-key or create the keys file (make up does)"
