@@ -201,34 +201,9 @@ def delete(doc_id: str, version: int, **kw) -> DocumentEvent:  # noqa: ANN003
     return DocumentEvent(op="delete", doc_id=doc_id, version=version, **kw)
 
 
-def make_services(
-    settings: Settings,
-    index,
-    dense: DenseEncoder,
-    sparse: SparseEncoder,  # noqa: ANN001
-    broker_ready: Callable[[], bool] = lambda: True,
-):  # noqa: ANN201
-    """The API's services over a real index, with the extractive answer chain and the cache."""
-    from api.app import Services
+def make_services(settings: Settings, index, dense: DenseEncoder, sparse: SparseEncoder):  # noqa: ANN001, ANN201
+    """The API's services over a real index, wired exactly as the service wires them."""
     from api.auth import KeyStore
-    from retrieval.answers import AnswerService, build_gateway
-    from retrieval.cache import AnswerCache
-    from retrieval.prompts import PromptRegistry
-    from retrieval.search import Retriever
+    from api.runtime import Core
 
-    retriever = Retriever(index, dense, sparse)
-    answers = AnswerService(
-        retriever,
-        build_gateway(settings, dense),
-        AnswerCache(index, settings.answer_cache_threshold, 3600),
-        1500,
-    )
-    return Services(
-        settings,
-        index,
-        retriever,
-        KeyStore(settings.api_keys),
-        broker_ready,
-        answers,
-        PromptRegistry.load(),
-    )
+    return Core(settings, index, dense, sparse).services(KeyStore(settings.api_keys))
