@@ -60,6 +60,19 @@ class ServiceClient:
             self._versions[doc_id] = r.json()["version"] if r.status_code == 200 else None
         return self._versions[doc_id]
 
+    def count_stale(self, hits: list[dict[str, Any]], fresh: bool = False) -> int:
+        """Hits whose version is older than the registry's current one for their document.
+
+        `fresh` re-reads each document's version once (not once per hit).
+        """
+        if fresh:
+            for doc_id in {h["doc_id"] for h in hits}:
+                self.indexed_version(doc_id, fresh=True)
+        return sum(
+            (current := self.indexed_version(h["doc_id"])) is not None and h["version"] < current
+            for h in hits
+        )
+
     def metrics(self) -> dict[str, float]:
         """The service's Prometheus counters, flattened to `name{labels}` → value."""
         out: dict[str, float] = {}

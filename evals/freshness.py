@@ -54,10 +54,8 @@ def run_freshness(
 
     def hits_for(token: str, d: str) -> list[dict]:
         hits, _ = client.retrieve(token, "sparse", 5, {"doc_id": d})
-        for h in hits:
-            current = client.indexed_version(d, fresh=True)
-            stale["hits"] += 1
-            stale["stale"] += int(current is not None and h["version"] < current)
+        stale["hits"] += len(hits)
+        stale["stale"] += client.count_stale(hits, fresh=True)
         return hits
 
     checks = {

@@ -30,10 +30,8 @@ def run_relevance(
         records = []
         for item in tqdm(items, desc=f"relevance: {mode}", unit="q", disable=not progress):
             hits, ms = client.retrieve(item.question, mode, top_k)
-            for h in hits:
-                current = client.indexed_version(h["doc_id"])
-                hits_seen += 1
-                stale += int(current is not None and h["version"] < current)
+            hits_seen += len(hits)
+            stale += client.count_stale(hits)
             records.append({"item": item, "hits": hits, "latency_ms": ms, "ids": _ids(item, hits)})
         gold = {r["item"].id: (r["item"].gold_contexts or r["item"].gold_doc_ids) for r in records}
         ir = ir_scores(gold, {r["item"].id: r["ids"] for r in records})

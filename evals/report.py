@@ -27,13 +27,13 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for mode, scores in results.get("relevance", {}).get("modes", {}).items():
         for k, v in scores.items():
-            if isinstance(v, int | float) and v is not None:
+            if isinstance(v, int | float):
                 out[f"{mode}.{k}"] = v
     if "relevance" in results:
         out["relevance.stale_hit_rate"] = results["relevance"]["stale_hit_rate"]
     for area in ("answers", "judge", "freshness", "replay"):
         for k, v in (results.get(area) or {}).items():
-            if isinstance(v, int | float) and not isinstance(v, bool) and v is not None:
+            if isinstance(v, int | float) and not isinstance(v, bool):
                 out[f"{area}.{k}"] = v
     return out
 
