@@ -84,7 +84,44 @@ class Settings(BaseSettings):
         description="Tokens of overlap. 0 keeps chunk boundaries stable across edits, "
         "which is what lets an edit re-embed only the chunks it touched.",
     )
-    max_document_bytes: int = Field(20_000_000, ge=1)
+    max_document_bytes: int = Field(
+        20_000_000, ge=1, description="Largest document body (inline, base64-decoded or file)."
+    )
+    max_event_bytes: int = Field(
+        25_000_000,
+        ge=1024,
+        description="Largest Kafka record the publisher sends and the dead-letter producer "
+        "accepts (the broker's message.max.bytes must allow it).",
+    )
+    max_chunks_per_document: int = Field(
+        5000, ge=1, description="A document that chunks into more is dead-lettered, not indexed."
+    )
+    source_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a file:// source may be read from (JSON list). Empty: the worker "
+        "never reads files named by events; send the body inline (`content`, or "
+        "`content_base64` for PDF/DOCX).",
+    )
+    document_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Extra tries for one document that fails while the index is healthy; "
+        "then it goes to the dead-letter topic.",
+    )
+    parse_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Parse + chunk time allowed per document before it is dead-lettered.",
+    )
+    ingest_process: bool = Field(
+        True,
+        description="Parse, chunk and embed in a low-priority child process, so queries in "
+        "the API never wait behind a batch (off: in the worker's thread).",
+    )
+    ingest_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of the ingest child process (CPU priority)."
+    )
 
     # --- API --------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -100,6 +137,21 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(2000, ge=1)
     max_top_k: int = Field(100, ge=1)
     wait_max_seconds: float = Field(30.0, ge=0, description="Cap for GET /documents waits.")
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body; bigger ones get a 413."
+    )
+    retrieve_concurrency: int = Field(
+        8, ge=1, description="/retrieve requests worked on at once (its lane's threads)."
+    )
+    answer_concurrency: int = Field(4, ge=1, description="/answer requests worked on at once.")
+    documents_concurrency: int = Field(
+        4, ge=1, description="Registry reads for GET /documents at once (waiting costs none)."
+    )
+    lane_queue: int = Field(
+        256,
+        ge=0,
+        description="Requests that may queue for a full lane; more get a 503 with Retry-After.",
+    )
 
     # --- answers ----------------------------------------------------------------------
     llm_chain: list[ProviderSpec] = Field(
@@ -110,11 +162,23 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(3, ge=1, description="Failures that open a provider's circuit.")
     breaker_cooldown_s: float = Field(30.0, ge=0, description="How long an open circuit skips.")
     answer_context_tokens: int = Field(1500, ge=64, description="Token budget for contexts.")
+    answer_deadline_s: float = Field(
+        45.0,
+        gt=0,
+        description="One deadline for an /answer across all providers and retries; "
+        "past it the request gets a 504.",
+    )
     answer_cache: bool = Field(True, description="Semantic answer cache on/off.")
     answer_cache_threshold: float = Field(
         0.93, gt=0, le=1, description="Cosine similarity a cached question needs to be reused."
     )
     answer_cache_ttl_s: float = Field(3600.0, gt=0, description="Cached answers expire after this.")
+    answer_cache_max_entries: int = Field(
+        10_000, ge=1, description="The cache keeps at most this many answers (oldest go first)."
+    )
+    answer_cache_purge_interval_s: float = Field(
+        60.0, gt=0, description="How often expired answers are deleted from the cache."
+    )
 
     # --- sample corpus ----------------------------------------------------------------
     sample_django_version: str = Field("5.2.8", description="Django release for the sample.")
