@@ -258,14 +258,16 @@ def publish(
         mime=mime,
         prefix=prefix,
     )
-    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+    publisher = Publisher(
+        settings.kafka_bootstrap_servers, settings.topic, settings.max_event_bytes
+    )
     try:
         sent = publisher.publish(events)
     finally:
         publisher.close()
     for e in events:
         click.echo(
-            f"{e.op:6} {e.doc_id}  v{e.version}  {e.mime}  tenant={e.tenant} acl={','.join(e.acl)}"
+            f"{e.op:6} {e.doc_id}  v{e.version}  {e.mime}  tenant={e.tenant} acl={','.join(e.acl or ['(as indexed)'])}"
         )
     click.echo(f"sent {sent} event(s) to {settings.topic} on {settings.kafka_bootstrap_servers}")
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from api.auth import KeyStore
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
 from ingest.indexer import Indexer
+from ingest.processing import ChildProcessor, InlineProcessor, Processor
+from ingest.sources import SourcePolicy
 from retrieval.answers import AnswerService, build_gateway
 from retrieval.cache import AnswerCache
 from retrieval.encoders import DenseEncoder, SparseEncoder
@@ -117,18 +120,38 @@ class Core:
         index.ensure_schema(dense.dim)
         return cls(settings, index, dense, SparseEncoder())
 
-    def indexer(self) -> Indexer:
+    def processor(self) -> Processor:
+        """The write path's CPU lane: a low-priority child process unless turned off."""
+        s = self.settings
+        if s.ingest_process:
+            return ChildProcessor(
+                s.model,
+                s.embed_batch_size,
+                s.chunk_size,
+                s.chunk_overlap,
+                max_chunks=s.max_chunks_per_document,
+                parse_timeout_s=s.parse_timeout_s,
+                nice=s.ingest_nice,
+            )
+        return InlineProcessor(
+            Chunker(s.chunk_size, s.chunk_overlap), self.dense, s.max_chunks_per_document
+        )
+
+    def indexer(self, on_written: Callable[[str, str], None] | None = None) -> Indexer:
         s = self.settings
         return Indexer(
             self.index,
-            self.dense,
+            self.processor(),
             self.sparse,
-            Chunker(s.chunk_size, s.chunk_overlap),
-            s.max_document_bytes,
+            sources=SourcePolicy(s.source_roots),
+            max_document_bytes=s.max_document_bytes,
+            on_written=on_written,
         )
 
-    def worker(self, **kwargs) -> IngestWorker:  # noqa: ANN003
-        return IngestWorker(self.settings, self.indexer(), **kwargs)
+    def worker(
+        self, on_written: Callable[[str, str], None] | None = None, **kwargs
+    ) -> IngestWorker:  # noqa: ANN003
+        return IngestWorker(self.settings, self.indexer(on_written), **kwargs)
 
     def services(self, keys: KeyStore) -> Services:
         s = self.settings

@@ -14,12 +14,16 @@ T = TypeVar("T")
 
 
 def newest_per_document(items: Iterable[tuple[DocumentEvent, T]]) -> list[tuple[DocumentEvent, T]]:
-    """Keep the newest event per (tenant, doc_id); on equal versions the later one wins."""
+    """Keep the newest event per (tenant, doc_id); on equal versions the first one wins.
+
+    The same rule as across batches, where an equal version is stale: which of two events
+    with one version gets indexed never depends on how they were batched.
+    """
     best: dict[tuple[str, str], tuple[DocumentEvent, T]] = {}
     for event, ref in items:
         key = (event.tenant, event.doc_id)
         current = best.get(key)
-        if current is None or event.version >= current[0].version:
+        if current is None or event.version > current[0].version:
             best[key] = (event, ref)
     return list(best.values())
 

@@ -1,39 +1,58 @@
 """The ingest worker: a Kafka consumer-group member that applies document events to the index.
 
 Loop: poll a batch → decode (malformed → DLQ) → keep the newest event per document →
-apply (unparseable → DLQ) → flush the DLQ → commit offsets. Offsets are committed only
-after the index confirmed every write (at-least-once); a transient index error retries
-the batch with backoff and commits nothing meanwhile. `stop()` (SIGTERM) lets the batch
-in hand finish, then the loop exits and leaves the group.
+apply (a document that cannot be indexed → DLQ) → confirm the dead letters → commit.
+Offsets are committed only after the index confirmed every write and the broker every
+dead letter (at-least-once; writes are idempotent, so redelivery changes nothing).
+
+Failures are told apart. An index or broker outage retries the whole batch with backoff
+for as long as it lasts, committing nothing. Any other error is treated as a possibly
+poisoned batch: after `document_retries` more tries the events are applied one by one,
+and the one that keeps failing while the index is healthy is dead-lettered, so a single
+bad event can never stall its partition. `stop()` (SIGTERM) lets the batch in hand
+finish, then the loop exits and leaves the group.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from kafka.structs import TopicPartition
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics
 from ingest.changes import newest_per_document
 from ingest.events import DocumentEvent, MalformedEvent, decode_event
 from ingest.indexer import Indexer, Outcome
+from ingest.ledger import OffsetLedger, lost_offsets
 from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag.worker")
 
+# Room for the dead-letter envelope around the original payload.
+_DLQ_ENVELOPE_BYTES = 1_000_000
+_TRUNCATED_PAYLOAD_CHARS = 64_000
 
-def dead_letter(record, reason: str, stage: str) -> bytes:  # noqa: ANN001 - a ConsumerRecord
-    """The DLQ value: why, where it came from, and the original payload, losslessly."""
+
+def dead_letter(record, reason: str, stage: str, truncate: bool = False) -> bytes:  # noqa: ANN001
+    """The DLQ value: why, where it came from, and the original payload.
+
+    `truncate` keeps the first 64k characters plus the size and SHA-256 of the whole
+    payload, for a record the broker will not take whole; the original stays on its
+    topic at the offset given.
+    """
     value: bytes = record.value or b""
     body = {
         "reason": reason,
@@ -43,12 +62,28 @@ def dead_letter(record, reason: str, stage: str) -> bytes:  # noqa: ANN001 - a C
         "offset": record.offset,
         "key": record.key.decode("utf-8", "replace") if record.key else None,
         "failed_at": datetime.now(UTC).isoformat(),
+        "payload_bytes": len(value),
     }
+    if truncate:
+        body["payload_sha256"] = hashlib.sha256(value).hexdigest()
+        body["payload_truncated"] = True
+        body["payload"] = value[:_TRUNCATED_PAYLOAD_CHARS].decode("utf-8", "replace")
+        return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
     try:
         body["payload"] = value.decode("utf-8")
     except UnicodeDecodeError:
         body["payload_base64"] = base64.b64encode(value).decode()
-    return json.dumps(body).encode()
+    return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: list[Outcome]
+    dead: list[tuple[object, str, str]] = field(default_factory=list)  # (record, reason, stage)
+
+
+class Outage(RuntimeError):
+    """The index or the broker is unavailable: retry the batch, never dead-letter for it."""
 
 
 class IngestWorker:
@@ -59,6 +94,7 @@ class IngestWorker:
         *,
         client_id: str = "freshrag-worker",
         on_batch: Callable[[list[Outcome]], None] | None = None,
+        ledger: OffsetLedger | None = None,
     ) -> None:
         self.settings = settings
         self.indexer = indexer
@@ -66,6 +102,10 @@ class IngestWorker:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-apply")
         self.batches = 0
+        self.broker_state_lost: str | None = None
+        self.ledger = ledger or OffsetLedger(
+            settings.data_dir / "ingest" / f"{settings.consumer_group}.{settings.topic}.json"
+        )
         servers = settings.kafka_bootstrap_servers.split(",")
         self.consumer = KafkaConsumer(
             settings.topic,
@@ -78,8 +118,15 @@ class IngestWorker:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 3, 300),
             max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            fetch_max_bytes=max(52_428_800, settings.max_event_bytes),
+            max_partition_fetch_bytes=max(1_048_576, settings.max_event_bytes),
         )
-        self.producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+        self.producer = KafkaProducer(
+            bootstrap_servers=servers,
+            acks="all",
+            linger_ms=5,
+            max_request_size=settings.max_event_bytes + _DLQ_ENVELOPE_BYTES,
+        )
 
     # --- control -----------------------------------------------------------------------
 
@@ -93,6 +140,8 @@ class IngestWorker:
     def run(self) -> None:
         log.info("worker joined group %s on %s", self.settings.consumer_group, self.settings.topic)
         try:
+            self.check_broker_state()
+            self.indexer.warm_up()
             while not self._stop.is_set():
                 self.run_once()
         finally:
@@ -105,7 +154,37 @@ class IngestWorker:
         finally:
             self.consumer.close()
             self._pool.shutdown(wait=True)
+            self.indexer.processor.close()
         log.info("worker stopped")
+
+    # --- what the broker forgot ---------------------------------------------------------
+
+    def check_broker_state(self) -> str | None:
+        """Compare the offsets this worker recorded with the broker's; report a loss loudly."""
+        recorded = self.ledger.read()
+        if not recorded:
+            return None
+        try:
+            parts = self.consumer.partitions_for_topic(self.settings.topic) or set()
+            tps = [TopicPartition(self.settings.topic, p) for p in sorted(parts)]
+            committed = {tp.partition: self.consumer.committed(tp) for tp in tps}
+            ends = {tp.partition: o for tp, o in self.consumer.end_offsets(tps).items()}
+        except KafkaError as exc:
+            log.warning("could not compare committed offsets with the broker: %s", exc)
+            return None
+        problems = lost_offsets(recorded, committed, ends)
+        if not problems:
+            return None
+        self.broker_state_lost = (
+            f"the broker lost this group's committed offsets on {self.settings.topic} (a "
+            "memory-only broker restarted?): events published before the restart and not yet "
+            "indexed, and the dead-letter topic, are gone; republish what was in flight. "
+            + "; ".join(problems)
+        )
+        log.error(self.broker_state_lost)
+        metrics.BROKER_STATE_LOST.set(1)
+        self.ledger.forget()
+        return self.broker_state_lost
 
     # --- one batch ---------------------------------------------------------------------
 
@@ -117,31 +196,36 @@ class IngestWorker:
         if not records:
             return 0
         started = time.perf_counter()
-        retrying = Retrying(
-            wait=wait_exponential(multiplier=0.2, max=10),
-            retry=retry_if_exception_type(Exception),
-            stop=lambda _state: self._stop.is_set(),
-            before_sleep=self._log_retry,
-            reraise=False,
-        )
-        future = self._pool.submit(retrying, self._handle, records)
+        future = self._pool.submit(self._apply_until_done, records)
         self._stay_in_group_until(future)
-        try:
-            outcomes = future.result()
-        except RetryError:
+        result = future.result()
+        if result is None:
             log.warning(
                 "stopping with a batch of %d events uncommitted (redelivered later)", len(records)
             )
             return 0
+        offsets = self._next_offsets(records)
         try:
             self.consumer.commit()
         except CommitFailedError as exc:  # group rebalanced: the new owner re-applies, idempotently
             log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
+        else:
+            self.ledger.record(offsets)
+        metrics.record(result.outcomes)
+        for _, _, stage in result.dead:
+            metrics.DLQ.labels(stage).inc()
         self.batches += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         if self.on_batch:
-            self.on_batch(outcomes)
+            self.on_batch(result.outcomes)
         return len(records)
+
+    @staticmethod
+    def _next_offsets(records: list) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for r in records:
+            out[r.partition] = max(out.get(r.partition, 0), r.offset + 1)
+        return out
 
     def _stay_in_group_until(self, future: Future) -> None:
         """Keep polling (partitions paused) while the batch is applied in another thread.
@@ -160,41 +244,142 @@ class IngestWorker:
         finally:
             self.consumer.resume(*self.consumer.paused())
 
-    def _handle(self, records: list) -> list[Outcome]:
+    # --- applying, with outages told apart from poison --------------------------------
+
+    def _apply_until_done(self, records: list) -> BatchResult | None:
+        """The batch's result, or None when stopping before it could be applied."""
         decoded: list[tuple[DocumentEvent, object]] = []
+        malformed: list[tuple[object, str, str]] = []
         for record in records:
             try:
                 decoded.append((decode_event(record.value), record))
             except MalformedEvent as exc:
-                self._to_dlq(record, str(exc), "decode")
+                malformed.append((record, str(exc), "decode"))
         winners = newest_per_document(decoded)
-        source = {id(event): record for event, record in winners}
-        outcomes = self.indexer.apply([event for event, _ in winners])
-        for outcome in outcomes:
-            if outcome.status == "failed":
-                self._to_dlq(source[id(outcome.event)], outcome.reason or "failed", "parse")
-            else:
-                log.debug(
-                    "%s %s v%s: %s",
-                    outcome.status,
-                    outcome.event.doc_id,
-                    outcome.event.version,
-                    outcome,
-                )
-        self.producer.flush(timeout=30)
-        return outcomes
+        failures = 0
 
-    def _to_dlq(self, record, reason: str, stage: str) -> None:  # noqa: ANN001
+        def attempt() -> BatchResult:
+            nonlocal failures
+            try:
+                if failures > self.settings.document_retries:
+                    return self._apply_one_by_one(winners, malformed)
+                return self._apply_batch(winners, malformed)
+            except Exception as exc:
+                if not isinstance(exc, Outage) and not self._outage(exc):
+                    failures += 1
+                raise
+
+        retrying = Retrying(
+            wait=wait_exponential(multiplier=0.2, max=10),
+            retry=retry_if_exception_type(Exception),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._stop.wait,
+            before_sleep=self._log_retry,
+        )
+        try:
+            return retrying(attempt)
+        except RetryError:
+            return None
+
+    def _apply_batch(
+        self, winners: list[tuple[DocumentEvent, object]], malformed: list[tuple[object, str, str]]
+    ) -> BatchResult:
+        outcomes = self.indexer.apply([event for event, _ in winners])
+        source = {id(event): record for event, record in winners}
+        dead = malformed + [
+            (source[id(o.event)], o.reason or "failed", "parse")
+            for o in outcomes
+            if o.status == "failed"
+        ]
+        self._dead_letter(dead)
+        return BatchResult(outcomes, dead)
+
+    def _apply_one_by_one(
+        self, winners: list[tuple[DocumentEvent, object]], malformed: list[tuple[object, str, str]]
+    ) -> BatchResult:
+        """Isolate the event that keeps failing while the index is healthy, and dead-letter it."""
+        outcomes: list[Outcome] = []
+        dead = list(malformed)
+        for event, record in winners:
+            last: Exception | None = None
+            for n in range(self.settings.document_retries + 1):
+                try:
+                    (outcome,) = self.indexer.apply([event])
+                    break
+                except Exception as exc:
+                    if self._outage(exc):
+                        raise Outage(f"index or broker unavailable: {exc}") from exc
+                    last = exc
+                    if n < self.settings.document_retries:
+                        self._stop.wait(0.2 * 2**n)
+            else:
+                reason = f"could not be written after {self.settings.document_retries + 1} tries: {type(last).__name__}: {last}"
+                log.error("dead-lettering %s v%s: %s", event.doc_id, event.version, reason)
+                outcome = Outcome(event, "failed", reason)
+                dead.append((record, reason, "write"))
+                outcomes.append(outcome)
+                continue
+            if outcome.status == "failed":
+                dead.append((record, outcome.reason or "failed", "parse"))
+            outcomes.append(outcome)
+        self._dead_letter(dead)
+        return BatchResult(outcomes, dead)
+
+    def _outage(self, exc: BaseException) -> bool:
+        """A broker error, or an index that does not answer its health check."""
+        if isinstance(exc, KafkaError):
+            return True
+        try:
+            return not self.indexer.index.ping()
+        except Exception:
+            return True
+
+    # --- the dead-letter topic -------------------------------------------------------------
+
+    def _dead_letter(self, dead: list[tuple[object, str, str]]) -> None:
+        """Send every dead letter and wait for the broker to confirm each one."""
+        if not dead:
+            return
+        pending = [
+            (record, reason, stage, self._send_dead(record, reason, stage))
+            for record, reason, stage in dead
+        ]
+        for record, reason, stage, future in pending:
+            try:
+                future.get(timeout=30)
+            except MessageSizeTooLargeError:
+                self._send_dead(record, reason, stage, truncate=True).get(timeout=30)
+            except KafkaError as exc:
+                raise Outage(f"dead letter not confirmed by the broker: {exc}") from exc
+
+    def _send_dead(self, record, reason: str, stage: str, truncate: bool = False):  # noqa: ANN001, ANN202
         log.warning(
-            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+            "dead-lettering %s[%d]@%d (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            stage,
+            reason,
         )
-        self.producer.send(
-            self.settings.dlq_topic,
+        kwargs = dict(
             key=record.key,
-            value=dead_letter(record, reason, stage),
-            headers=[("freshrag-reason", reason.encode()[:1000])],
+            headers=[
+                ("freshrag-reason", reason.encode("utf-8", "replace")[:1000]),
+                ("freshrag-stage", stage.encode()),
+            ],
         )
-        metrics.DLQ.inc()
+        try:
+            return self.producer.send(
+                self.settings.dlq_topic,
+                value=dead_letter(record, reason, stage, truncate),
+                **kwargs,
+            )
+        except MessageSizeTooLargeError:
+            if truncate:
+                raise
+            return self.producer.send(
+                self.settings.dlq_topic, value=dead_letter(record, reason, stage, True), **kwargs
+            )
 
     @staticmethod
     def _log_retry(state) -> None:  # noqa: ANN001

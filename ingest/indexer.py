@@ -1,24 +1,25 @@
-"""Apply a batch of document events to the index: parse → chunk → diff → embed → write.
+"""Apply a batch of document events to the index: load → parse/chunk → diff → embed → write.
 
 Writes are idempotent (ids from content hashes, registry versions), so a redelivered
-batch changes nothing. Per-document problems (bad source, unparseable file) come back
-as `failed` outcomes for the dead-letter topic; index errors raise, so the consumer
-retries the batch and commits nothing until it succeeds.
+batch changes nothing. Anything wrong with one document (its source, size, parser,
+chunker) comes back as a `failed` outcome for the dead-letter topic; index errors raise,
+so the consumer can tell an outage (retry the batch, commit nothing) from a poison event.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from ingest import metrics
 from ingest.changes import ChunkPlan, is_stale, plan_chunks
-from ingest.chunker import Chunk, Chunker
-from ingest.events import DocumentEvent
-from ingest.parser import UnsupportedDocument, load_body, parse
-from retrieval.encoders import DenseEncoder, SparseEncoder
+from ingest.events import DocumentEvent, MalformedEvent
+from ingest.parser import UnsupportedDocument
+from ingest.processing import PreparedDocument, Processor
+from ingest.sources import SourcePolicy, load_body
+from retrieval.encoders import SparseEncoder
 from retrieval.index import ChunkPoint, DocumentState, Index, chunk_point_id
 
 log = logging.getLogger("freshrag.ingest")
@@ -28,22 +29,26 @@ Status = Literal["indexed", "deleted", "stale", "failed"]
 
 @dataclass(slots=True)
 class Outcome:
+    """What one event did. `new` chunks = `embedded` (encoded now) + `reused` (vector copied)."""
+
     event: DocumentEvent
     status: Status
     reason: str | None = None
-    embedded: int = 0
+    new: int = 0
     kept: int = 0
     removed: int = 0
+    embedded: int = 0
+    reused: int = 0
 
 
 @dataclass(slots=True)
 class _Prepared:
     event: DocumentEvent
-    chunks: list[Chunk]
+    doc: PreparedDocument
     ids: list[str]
     plan: ChunkPlan
-    title: str | None = None
     stored_index: dict[str, int | None] = field(default_factory=dict)
+    embedded: int = 0
 
 
 def utc_now() -> str:
@@ -54,20 +59,33 @@ def _rfc3339(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 class Indexer:
     def __init__(
         self,
         index: Index,
-        dense: DenseEncoder,
+        processor: Processor,
         sparse: SparseEncoder,
-        chunker: Chunker,
+        *,
+        sources: SourcePolicy | None = None,
         max_document_bytes: int = 20_000_000,
+        write_batch: int = 256,
+        on_written: Callable[[str, str], None] | None = None,
     ) -> None:
         self.index = index
-        self.dense = dense
+        self.processor = processor
         self.sparse = sparse
-        self.chunker = chunker
+        self.sources = sources or SourcePolicy()
         self.max_document_bytes = max_document_bytes
+        self.write_batch = write_batch
+        self.on_written = on_written
+
+    def warm_up(self) -> None:
+        self.processor.warm_up()
 
     def apply(self, events: list[DocumentEvent]) -> list[Outcome]:
         """Events must already be collapsed to one per document (see `newest_per_document`)."""
@@ -79,52 +97,60 @@ class Indexer:
                 reason = f"version {event.version} is not newer than indexed {state.version}"
                 outcomes.append(Outcome(event, "stale", reason))
             elif event.op == "delete":
-                outcomes.append(self._delete(event))
+                outcomes.append(self._delete(event, state))
             else:
                 try:
-                    prepared.append(self._prepare(event))
-                except UnsupportedDocument as exc:
+                    doc = self._parse(event)
+                except (UnsupportedDocument, MalformedEvent) as exc:
                     outcomes.append(Outcome(event, "failed", str(exc)))
+                    continue
+                prepared.append(self._plan(event, doc))
         vectors = self._vectors_for_new_chunks(prepared)
         outcomes.extend(self._write(p, vectors) for p in prepared)
-        for o in outcomes:
-            metrics.EVENTS.labels(o.status).inc()
         return outcomes
 
-    def _prepare(self, event: DocumentEvent) -> _Prepared:
-        body = load_body(event.content, event.source, self.max_document_bytes)
-        elements = parse(body, event.mime)
-        chunks = self.chunker.chunk(elements)
-        ids = [chunk_point_id(event.tenant, event.doc_id, c.hash) for c in chunks]
+    def _parse(self, event: DocumentEvent) -> PreparedDocument:
+        body = load_body(event, self.sources, self.max_document_bytes)
+        return self.processor.prepare(body, event.mime)
+
+    def _plan(self, event: DocumentEvent, doc: PreparedDocument) -> _Prepared:
+        ids = [chunk_point_id(event.tenant, event.doc_id, c.hash) for c in doc.chunks]
         stored = self.index.chunks_of(event.tenant, event.doc_id)
-        title = event.title or next((e.text[:300] for e in elements if e.category == "Title"), None)
         return _Prepared(
             event,
-            chunks,
+            doc,
             ids,
-            plan_chunks(ids, chunks, stored),
-            title,
+            plan_chunks(ids, doc.chunks, stored),
             {s.id: s.chunk_index for s in stored},
         )
 
     def _vectors_for_new_chunks(self, prepared: list[_Prepared]) -> dict[str, list[float]]:
-        """One vector per distinct new text: reuse identical chunks already stored, embed the rest."""
-        texts = {c.hash: c.text for p in prepared for _, c in p.plan.new}
+        """One vector per distinct new text: reuse identical chunks already stored, embed the rest.
+
+        Each embedded text is counted for the first document that needed it.
+        """
+        texts: dict[str, str] = {}
+        owner: dict[str, _Prepared] = {}
+        for p in prepared:
+            for _, c in p.plan.new:
+                if c.hash not in texts:
+                    texts[c.hash] = c.text
+                    owner[c.hash] = p
         if not texts:
             return {}
         vectors = self.index.vectors_by_hash(list(texts))
         missing = [h for h in texts if h not in vectors]
-        encoded = self.dense.encode([texts[h] for h in missing])
+        encoded = self.processor.encode([texts[h] for h in missing])
         vectors.update(zip(missing, encoded, strict=True))
-        metrics.CHUNKS.labels("embedded").inc(len(missing))
-        metrics.CHUNKS.labels("reused_vector").inc(len(texts) - len(missing))
+        for h in missing:
+            owner[h].embedded += 1
         return vectors
 
     def _payload(self, event: DocumentEvent, indexed_at: str, title: str | None) -> dict:
         return {
             "doc_id": event.doc_id,
             "tenant": event.tenant,
-            "acl": list(event.acl),
+            "acl": event.readers,
             "version": event.version,
             "title": title,
             "source": event.source,
@@ -136,8 +162,9 @@ class Indexer:
 
     def _write(self, p: _Prepared, vectors: dict[str, list[float]]) -> Outcome:
         event, plan = p.event, p.plan
+        title = event.title or p.doc.title
         now = utc_now()
-        common = self._payload(event, now, p.title)
+        common = self._payload(event, now, title)
         new_texts = [c.text for _, c in plan.new]
         sparse = self.sparse.encode_documents(new_texts)
         points = [
@@ -155,33 +182,45 @@ class Indexer:
             )
             for (pid, c), sv in zip(plan.new, sparse, strict=True)
         ]
-        self.index.upsert_chunks(points)
-        kept_ids = [pid for pid, _ in plan.kept]
-        self.index.set_payload(kept_ids, common)
+        for batch in _batches(points, self.write_batch):  # bounded requests, whatever the size
+            self.index.upsert_chunks(batch)
+        for batch in _batches([pid for pid, _ in plan.kept], self.write_batch * 4):
+            self.index.set_payload(batch, common)
         for pid, c in plan.kept:
             if p.stored_index.get(pid) != c.index:
                 self.index.set_payload([pid], {"chunk_index": c.index})
-        self.index.delete_chunks(plan.removed)
+        for batch in _batches(plan.removed, self.write_batch * 4):
+            self.index.delete_chunks(batch)
         self.index.put_document(
             DocumentState(
                 tenant=event.tenant,
                 doc_id=event.doc_id,
                 version=event.version,
                 deleted=False,
-                chunk_count=len(p.chunks),
+                chunk_count=len(p.doc.chunks),
                 indexed_at=now,
                 event_time=common["event_time"],
-                title=p.title,
+                title=title,
                 source=event.source,
-                acl=list(event.acl),
+                acl=event.readers,
             )
         )
-        metrics.CHUNKS.labels("new").inc(len(plan.new))
-        metrics.CHUNKS.labels("kept").inc(len(plan.kept))
-        metrics.CHUNKS.labels("removed").inc(len(plan.removed))
-        return Outcome(event, "indexed", None, len(plan.new), len(plan.kept), len(plan.removed))
+        self._written(event)
+        return Outcome(
+            event,
+            "indexed",
+            None,
+            new=len(plan.new),
+            kept=len(plan.kept),
+            removed=len(plan.removed),
+            embedded=p.embedded,
+            reused=len(plan.new) - p.embedded,
+        )
 
-    def _delete(self, event: DocumentEvent) -> Outcome:
+    def _delete(self, event: DocumentEvent, state: DocumentState | None) -> Outcome:
+        """The tombstone keeps the groups of what it deletes, so only its readers learn of it."""
+        # An unknown document's tombstone is visible only to the groups the event names.
+        readers = list(state.acl) if state is not None else list(event.acl or [])
         self.index.delete_document_chunks(event.tenant, event.doc_id)
         self.index.put_document(
             DocumentState(
@@ -192,9 +231,17 @@ class Indexer:
                 chunk_count=0,
                 indexed_at=utc_now(),
                 event_time=_rfc3339(event.event_time),
-                title=event.title,
-                source=event.source,
-                acl=list(event.acl),
+                title=state.title if state else event.title,
+                source=state.source if state else event.source,
+                acl=readers,
             )
         )
+        self._written(event)
         return Outcome(event, "deleted")
+
+    def _written(self, event: DocumentEvent) -> None:
+        if self.on_written is not None:
+            try:
+                self.on_written(event.tenant, event.doc_id)
+            except Exception:  # a waiter's wake-up must never fail a write
+                log.exception("document write hook failed")

@@ -12,8 +12,6 @@ import io
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from ingest.rst import rst_to_html
 
@@ -67,27 +65,6 @@ def install_offline_nlp() -> None:
 def normalize_mime(mime: str) -> str:
     base = mime.split(";")[0].strip().lower()
     return _MIME_ALIASES.get(base, base)
-
-
-def load_body(content: str | None, source: str | None, max_bytes: int) -> str | bytes:
-    """Inline content wins; otherwise fetch `file://` sources (others are refused, clearly)."""
-    if content is not None:
-        if len(content.encode()) > max_bytes:
-            raise UnsupportedDocument(f"inline content exceeds {max_bytes} bytes")
-        return content
-    url = urlparse(source or "")
-    if url.scheme != "file":
-        raise UnsupportedDocument(
-            f"cannot fetch source {source!r}: only file:// sources are fetched; send 'content'"
-        )
-    path = Path(unquote(url.path))
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise UnsupportedDocument(f"{path} is {size} bytes, over the {max_bytes} byte limit")
-        return path.read_bytes()
-    except OSError as exc:
-        raise UnsupportedDocument(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _as_text(body: str | bytes) -> str:

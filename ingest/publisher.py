@@ -1,11 +1,13 @@
 """`freshrag publish`: files and folders become document events on the topic.
 
-Text formats travel inline in `content`; PDF and DOCX travel as a `file://` source the
-worker reads (so publisher and worker must share the file system for those).
+Every body travels inside the event: text formats in `content`, PDF and DOCX base64 in
+`content_base64`, so publisher and worker need no shared file system (and the worker
+need not read files at all). The `source` is the file's URI, for citations.
 """
 
 from __future__ import annotations
 
+import base64
 import mimetypes
 import time
 from collections.abc import Iterable, Iterator
@@ -74,7 +76,7 @@ def build_events(
             doc_id=doc_id,
             version=version,
             tenant=tenant,
-            acl=acl or ["public"],
+            acl=acl or (None if op == "delete" else ["public"]),
             source=f.resolve().as_uri(),
             mime=kind,
             metadata=metadata or {},
@@ -83,7 +85,8 @@ def build_events(
             events.append(DocumentEvent(**common))
         elif kind in BINARY_MIMES or kind not in SUPPORTED_MIMES:
             # Unsupported types are still sent: the worker dead-letters them with a reason.
-            events.append(DocumentEvent(**common))
+            body = base64.b64encode(f.read_bytes()).decode()
+            events.append(DocumentEvent(**common, content_base64=body))
         else:
             events.append(
                 DocumentEvent(**common, content=f.read_text(encoding="utf-8", errors="replace"))
@@ -92,13 +95,15 @@ def build_events(
 
 
 class Publisher:
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, max_event_bytes: int = 25_000_000
+    ) -> None:
         self.topic = topic
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers.split(","),
             acks="all",
             linger_ms=10,
-            max_request_size=25_000_000,
+            max_request_size=max_event_bytes,
         )
 
     def publish(

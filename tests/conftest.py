@@ -19,6 +19,7 @@ from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, ensure_topics
 from ingest.events import DocumentEvent
 from ingest.indexer import Indexer, Outcome
+from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.settings import Settings
 
@@ -120,7 +121,7 @@ def edge_index(tmp_path: Path, dense: DenseEncoder):  # noqa: ANN201
 def make_indexer(
     index, dense: DenseEncoder, sparse: SparseEncoder, chunk_size: int = 128
 ) -> Indexer:  # noqa: ANN001
-    return Indexer(index, dense, sparse, Chunker(chunk_size, 0))
+    return Indexer(index, InlineProcessor(Chunker(chunk_size, 0), dense), sparse)
 
 
 class Recorder:

@@ -8,7 +8,7 @@ def ev(doc, version, tenant="t"):
     return DocumentEvent(op="upsert", doc_id=doc, version=version, tenant=tenant, content="x")
 
 
-def test_newest_event_per_document_wins_and_later_wins_ties():
+def test_newest_event_per_document_wins_and_first_wins_ties():
     items = [
         (ev("a", 1), 0),
         (ev("b", 5), 1),
@@ -18,7 +18,8 @@ def test_newest_event_per_document_wins_and_later_wins_ties():
         (ev("a", 3, "u"), 5),
     ]
     kept = {(e.tenant, e.doc_id): (e.version, ref) for e, ref in newest_per_document(items)}
-    assert kept == {("t", "a"): (3, 2), ("t", "b"): (5, 4), ("u", "a"): (3, 5)}
+    # Ties: the first, as across batches, where an equal version is stale.
+    assert kept == {("t", "a"): (3, 2), ("t", "b"): (5, 1), ("u", "a"): (3, 5)}
 
 
 def test_stale_compares_with_registry_including_tombstones():

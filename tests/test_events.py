@@ -12,7 +12,7 @@ def test_valid_event_roundtrips_and_keys_by_doc_id():
     again = decode_event(e.to_bytes())
     assert again == e
     assert e.key() == b"a/b.md"
-    assert e.acl == ["public"] and e.tenant == "default"
+    assert e.acl is None and e.readers == ["public"] and e.tenant == "default"
 
 
 @pytest.mark.parametrize(

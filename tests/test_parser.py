@@ -1,6 +1,8 @@
 import pytest
 
-from ingest.parser import UnsupportedDocument, install_offline_nlp, load_body, parse
+from ingest.events import DocumentEvent
+from ingest.parser import UnsupportedDocument, install_offline_nlp, parse
+from ingest.sources import SourcePolicy, load_body
 from tests.documents import make_docx, make_pdf
 
 RST = """\
@@ -71,11 +73,17 @@ def test_unsupported_and_broken_inputs_raise_a_clear_error(tmp_path):
         parse(b"\x89PNG", "image/png")
     with pytest.raises(UnsupportedDocument, match="PDF"):
         parse(b"%PDF-1.4 garbage", "application/pdf")
+    allowed = SourcePolicy([tmp_path])
+
+    def body(source: str, policy: SourcePolicy = allowed) -> str | bytes:
+        event = DocumentEvent(op="upsert", doc_id="d", version=1, source=source)
+        return load_body(event, policy, 1000)
+
     with pytest.raises(UnsupportedDocument, match="only file://"):
-        load_body(None, "https://example.com/a.md", 1000)
+        body("https://example.com/a.md")
     with pytest.raises(UnsupportedDocument, match="cannot read"):
-        load_body(None, (tmp_path / "missing.md").as_uri(), 1000)
+        body((tmp_path / "missing.md").as_uri())
     big = tmp_path / "big.txt"
     big.write_text("x" * 2000)
     with pytest.raises(UnsupportedDocument, match="over the 1000 byte limit"):
-        load_body(None, big.as_uri(), 1000)
+        body(big.as_uri())
