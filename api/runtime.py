@@ -157,12 +157,22 @@ class Core:
         s = self.settings
         retriever = Retriever(self.index, self.dense, self.sparse)
         cache = (
-            AnswerCache(self.index, s.answer_cache_threshold, s.answer_cache_ttl_s)
+            AnswerCache(
+                self.index,
+                s.answer_cache_threshold,
+                s.answer_cache_ttl_s,
+                max_entries=s.answer_cache_max_entries,
+                purge_interval_s=s.answer_cache_purge_interval_s,
+            )
             if s.answer_cache
             else None
         )
         answers = AnswerService(
-            retriever, build_gateway(s, self.dense), cache, s.answer_context_tokens
+            retriever,
+            build_gateway(s, self.dense),
+            cache,
+            s.answer_context_tokens,
+            deadline_s=s.answer_deadline_s,
         )
         return Services(
             s,

@@ -9,7 +9,7 @@ from typing import Any
 
 from retrieval.cache import AnswerCache, cache_scope
 from retrieval.encoders import DenseEncoder
-from retrieval.gateway import ChainMember, CircuitBreaker, Gateway
+from retrieval.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
 from retrieval.index import Condition, SearchHit, SearchMode
 from retrieval.prompts import REFUSAL, Prompt
 from retrieval.providers import AnswerInput, AnthropicProvider, ExtractiveProvider, OpenAIProvider
@@ -84,6 +84,8 @@ class AnswerService:
     gateway: Gateway
     cache: AnswerCache | None
     context_tokens: int
+    # One budget per request, retrieval included: the caller waits for all of it, not per step.
+    deadline_s: float = 45.0
 
     def answer(
         self,
@@ -97,6 +99,8 @@ class AnswerService:
     ) -> dict[str, Any]:
         timings: dict[str, float] = {}
         started = clock = time.perf_counter()
+        begun = time.monotonic()
+        deadline = begun + self.deadline_s
 
         def lap(step: str) -> None:
             nonlocal clock
@@ -138,9 +142,16 @@ class AnswerService:
             }
         else:
             system, user = prompt.render(query, format_contexts(hits))
-            out = self.gateway.answer(
-                AnswerInput(query, [h.payload.get("text", "") for h in hits], system, user)
-            )
+            try:
+                out = self.gateway.answer(
+                    AnswerInput(query, [h.payload.get("text", "") for h in hits], system, user),
+                    deadline=deadline,
+                )
+            except DeadlineExceeded as exc:
+                # Report the whole request's wait against its budget, not only the chain's.
+                raise DeadlineExceeded(
+                    time.monotonic() - begun, exc.attempts, self.deadline_s
+                ) from exc
             lap("generate")
             result = {
                 "answer": out.text,

@@ -5,12 +5,19 @@ answer: tenant, caller groups, prompt version, provider chain, filters, mode and
 A hit needs cosine similarity above a conservative threshold, an unexpired entry, and
 every cited document still at the cited version in the documents registry; otherwise the
 entry is evicted and the question answered afresh.
+
+Expired entries are filtered out at lookup and, so the collection does not grow forever,
+deleted by a purge that `put` runs at most once per `purge_interval_s`; after every put the
+oldest entries beyond `max_entries` are dropped. Upkeep failures are logged, never raised:
+a full or untidy cache must not cost anyone their answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +27,14 @@ from prometheus_client import Counter
 
 from retrieval.index import Index
 
+log = logging.getLogger("freshrag.cache")
+
 LOOKUPS = Counter("freshrag_answer_cache_lookups_total", "Answer cache lookups", ["result"])
+EVICTED = Counter(
+    "freshrag_answer_cache_evicted_total",
+    "Cached answers deleted by upkeep: expired, or the oldest over max_entries",
+    ["reason"],
+)
 
 
 def cache_scope(**parts: Any) -> str:
@@ -31,9 +45,23 @@ def cache_scope(**parts: Any) -> str:
 
 class AnswerCache:
     def __init__(
-        self, index: Index, threshold: float, ttl_s: float, clock: Callable[[], float] = time.time
+        self,
+        index: Index,
+        threshold: float,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_entries: int = 10_000,
+        purge_interval_s: float = 60.0,
     ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self.index, self.threshold, self.ttl_s, self.clock = index, threshold, ttl_s, clock
+        self.max_entries = max_entries
+        self.purge_interval_s = purge_interval_s
+        self._next_purge: float | None = None  # None: due at the first put
+        # Puts come from several request threads; one upkeep at a time keeps the trim exact.
+        self._upkeep = threading.Lock()
 
     def get(self, vector: list[float], scope: str) -> dict[str, Any] | None:
         hit = self.index.cache_search(vector, scope, self.clock(), self.threshold)
@@ -64,3 +92,21 @@ class AnswerCache:
                 "cited": cited,
             },
         )
+        self._tidy(now)
+
+    def _tidy(self, now: float) -> None:
+        """Purges expired entries when due, then trims to `max_entries`; never raises."""
+        with self._upkeep:
+            if self._next_purge is None or now >= self._next_purge:
+                # Set before trying: a failing backend is retried next interval, not every put.
+                self._next_purge = now + self.purge_interval_s
+                try:
+                    EVICTED.labels("expired").inc(self.index.cache_purge_expired(now))
+                except Exception:
+                    log.warning("answer cache: purging expired entries failed", exc_info=True)
+            try:
+                EVICTED.labels("capacity").inc(self.index.cache_trim(self.max_entries))
+            except Exception:
+                log.warning(
+                    "answer cache: trimming to %d entries failed", self.max_entries, exc_info=True
+                )

@@ -93,7 +93,15 @@ class EdgeIndex:
         reg_config = qe.EdgeConfig(sparse_vectors={"unused": qe.EdgeSparseVectorParams()})
         self._registry = self._open(self._registry_path, reg_config)
         self._answers = self._open(self._answers_path, qe.EdgeConfig(vectors=dense))
-        _ensure_payload_indexes(self._answers, {"scope": qe.PayloadSchemaType.Keyword})
+        # Float indexes: expires_at for the purge filter, created_at for order_by in the trim.
+        _ensure_payload_indexes(
+            self._answers,
+            {
+                "scope": qe.PayloadSchemaType.Keyword,
+                "expires_at": qe.PayloadSchemaType.Float,
+                "created_at": qe.PayloadSchemaType.Float,
+            },
+        )
         _ensure_payload_indexes(
             self._chunks,
             {name: qe.PayloadSchemaType.Keyword for name in KEYWORD_INDEXES}
@@ -227,6 +235,35 @@ class EdgeIndex:
     def cache_delete(self, point_ids: list[str]) -> None:
         if point_ids:
             self.answers.update(qe.UpdateOperation.delete_points(point_ids))
+
+    def cache_purge_expired(self, now: float) -> int:
+        flt = to_edge_filter([Range("expires_at", lte=now)])
+        expired = self.answers.count(qe.CountRequest(filter=flt, exact=True))
+        if expired:
+            self.answers.update(qe.UpdateOperation.delete_points_by_filter(flt))
+        return expired
+
+    def cache_count(self) -> int:
+        return self.answers.count(qe.CountRequest(exact=True))
+
+    def cache_trim(self, max_entries: int) -> int:
+        excess = self.cache_count() - max_entries
+        dropped = 0
+        while dropped < excess:
+            # Oldest first; each page is deleted before the next scroll, so no offset needed.
+            page, _ = self.answers.scroll(
+                qe.ScrollRequest(
+                    limit=min(_PAGE, excess - dropped),
+                    order_by=qe.OrderBy("created_at", direction=qe.Direction.Asc),
+                    with_payload=False,
+                    with_vector=False,
+                )
+            )
+            if not page:
+                break
+            self.cache_delete([str(r.id) for r in page])
+            dropped += len(page)
+        return dropped
 
     # --- registry ----------------------------------------------------------------------
 

@@ -5,6 +5,11 @@ A provider that keeps failing opens its circuit and is skipped for `cooldown` se
 gets one trial call (half-open). An answer whose citations point outside the given sources
 is rejected and the next provider asked; when none gives a grounded answer, the gateway
 refuses rather than invent one.
+
+An optional deadline (a `time.monotonic()` instant) bounds the whole chain: no attempt and
+no backoff sleep starts past it, each HTTP call gets at most the time left, providers left
+without time are recorded with reason `deadline`, and when the deadline cut the chain short
+before anyone served, `DeadlineExceeded` is raised (the API answers 504).
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from retrieval.citations import CitationError, cited_sources, is_refusal
 from retrieval.prompts import REFUSAL
-from retrieval.providers import AnswerInput, Provider, ProviderError, RetryableError
+from retrieval.providers import AnswerInput, Completion, Provider, ProviderError, RetryableError
 
 log = logging.getLogger("freshrag.gateway")
 
@@ -29,6 +42,46 @@ SERVED = Counter(
 SKIPPED = Counter(
     "freshrag_provider_skipped_total", "Providers passed over, and why", ["provider", "reason"]
 )
+
+
+class DeadlineExceeded(TimeoutError):
+    """No provider served before the answer deadline; a TimeoutError so the API sends a 504."""
+
+    def __init__(
+        self, waited_s: float, attempts: list[dict[str, str]], budget_s: float | None = None
+    ) -> None:
+        self.waited_s, self.attempts, self.budget_s = waited_s, attempts, budget_s
+        within = f" of {budget_s:.2f}s" if budget_s is not None else ""
+        tried = "; ".join(f"{a['provider']} ({a['outcome']}: {a['detail']})" for a in attempts)
+        super().__init__(
+            f"no answer before the deadline{within}: waited {waited_s:.2f}s; "
+            f"providers: {tried or 'none'}"
+        )
+
+
+class _OutOfTime(ProviderError):
+    """A provider's turn ended for lack of time; `failed` says whether it had failed a call."""
+
+    def __init__(self, detail: str, failed: bool) -> None:
+        super().__init__(detail)
+        self.failed = failed
+
+
+class StopBeforeDeadline(stop_base):
+    """Stops retrying when the next backoff sleep would end at or past the deadline.
+
+    Computes the sleep from the wait strategy itself (tenacity < 8.3 has no `upcoming_sleep`),
+    and remembers whether it fired so the gateway can tell a deadline from exhausted retries.
+    """
+
+    def __init__(self, deadline: float, wait: wait_base) -> None:
+        self.deadline, self.wait = deadline, wait
+        self.fired = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if time.monotonic() + self.wait(retry_state) >= self.deadline:
+            self.fired = True
+        return self.fired
 
 
 class CircuitBreaker:
@@ -85,15 +138,33 @@ class Gateway:
     def signature(self) -> str:
         return ">".join(m.provider.name for m in self.chain)
 
-    def answer(self, request: AnswerInput) -> GatewayAnswer:
+    def answer(self, request: AnswerInput, deadline: float | None = None) -> GatewayAnswer:
+        """Asks the chain in order; `deadline` is a `time.monotonic()` instant bounding it all.
+
+        Raises `DeadlineExceeded` when the deadline cut the chain short (an attempt timed out
+        on it, a retry or a provider was given up for lack of time) and nobody served.
+        """
+        started = time.monotonic()
         attempts: list[dict[str, str]] = []
+        out_of_time = False
         for member in self.chain:
             name = member.provider.name
+            if deadline is not None and time.monotonic() >= deadline:
+                # Even the local extractive provider: past the deadline the caller has gone.
+                self._skip(attempts, name, "deadline", "not tried: the deadline had passed")
+                out_of_time = True
+                continue
             if not member.breaker.allow():
                 self._skip(attempts, name, "circuit_open", "circuit open after repeated failures")
                 continue
             try:
-                completion = self._call(member, request)
+                completion = self._call(member, request, deadline)
+            except _OutOfTime as exc:
+                if exc.failed:
+                    member.breaker.failure()
+                self._skip(attempts, name, "deadline", str(exc))
+                out_of_time = True
+                continue
             except ProviderError as exc:
                 member.breaker.failure()
                 self._skip(attempts, name, "error", str(exc))
@@ -115,17 +186,48 @@ class Gateway:
             return GatewayAnswer(
                 completion.text, citations, name, completion.model, False, attempts
             )
+        if out_of_time:
+            raise DeadlineExceeded(time.monotonic() - started, attempts)
         SERVED.labels("none").inc()
         return GatewayAnswer(REFUSAL, [], "none", "none", True, attempts)
 
-    def _call(self, member: ChainMember, request: AnswerInput):  # noqa: ANN202
+    def _call(
+        self, member: ChainMember, request: AnswerInput, deadline: float | None
+    ) -> Completion:
+        """One provider's turn: retries with backoff, all of it inside the deadline."""
+        wait = wait_exponential(multiplier=self.backoff, max=5)
+        stop: stop_base = stop_after_attempt(member.retries + 1)
+        at_deadline = None
+        if deadline is not None:
+            # Attempts first: `fired` then means a retry was due but there was no time for it.
+            at_deadline = StopBeforeDeadline(deadline, wait)
+            stop = stop | at_deadline
+
+        tried = 0
+
+        def attempt() -> Completion:
+            nonlocal tried
+            if deadline is None:
+                return member.provider.complete(request)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = "no time left to retry" if tried else "not tried: the deadline had passed"
+                raise _OutOfTime(why, failed=tried > 0)
+            tried += 1
+            return member.provider.complete(request, timeout=left)
+
         retrying = Retrying(
-            stop=stop_after_attempt(member.retries + 1),
-            wait=wait_exponential(multiplier=self.backoff, max=5),
+            stop=stop,
+            wait=wait,
             retry=retry_if_exception_type(RetryableError),
             reraise=True,
         )
-        return retrying(member.provider.complete, request)
+        try:
+            return retrying(attempt)
+        except RetryableError as exc:
+            if at_deadline is not None and (at_deadline.fired or time.monotonic() >= deadline):
+                raise _OutOfTime(f"{exc}; stopped at the deadline", failed=True) from exc
+            raise
 
     @staticmethod
     def _skip(attempts: list[dict[str, str]], name: str, reason: str, detail: str) -> None:

@@ -2,7 +2,9 @@
 
 Each provider turns (question, numbered contexts, rendered prompt) into answer text with
 [n] citations. HTTP providers raise `RetryableError` for what a retry may fix (timeouts,
-429, 5xx) and `ProviderError` for what it will not (4xx, malformed bodies).
+429, 5xx) and `ProviderError` for what it will not (4xx, malformed bodies). A call may be
+given a `timeout` shorter than the provider's own: the gateway passes what is left of the
+answer deadline.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class AnswerInput:
 class Provider(Protocol):
     name: str
 
-    def complete(self, request: AnswerInput) -> Completion: ...
+    def complete(self, request: AnswerInput, timeout: float | None = None) -> Completion:
+        """`timeout` caps this one call (seconds); None means the provider's own."""
+        ...
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
@@ -70,7 +74,8 @@ class ExtractiveProvider:
         self.max_sentences = max_sentences
         self.min_score = min_score
 
-    def complete(self, request: AnswerInput) -> Completion:
+    def complete(self, request: AnswerInput, timeout: float | None = None) -> Completion:
+        """Local and fast, so `timeout` is not needed; the gateway checks the deadline first."""
         candidates = [
             (i + 1, s) for i, ctx in enumerate(request.contexts) for s in split_sentences(ctx)
         ]
@@ -115,11 +120,17 @@ class _HttpProvider:
         self.name = name or self.name
         self._client = httpx.Client(timeout=timeout)
 
-    def _post(self, path: str, body: dict, headers: dict[str, str]) -> dict:
+    def _post(
+        self, path: str, body: dict, headers: dict[str, str], timeout: float | None = None
+    ) -> dict:
+        # Never wait longer than the provider's own timeout, nor past the caller's deadline.
+        limit = self.timeout if timeout is None else min(self.timeout, timeout)
         try:
-            response = self._client.post(self.base_url + path, json=body, headers=headers)
+            response = self._client.post(
+                self.base_url + path, json=body, headers=headers, timeout=limit
+            )
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.name}: timed out after {self.timeout}s") from exc
+            raise RetryableError(f"{self.name}: timed out after {limit:.2f}s") from exc
         except httpx.TransportError as exc:
             raise RetryableError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         _raise_for(response, self.name)
@@ -137,7 +148,7 @@ class OpenAIProvider(_HttpProvider):
 
     name = "openai"
 
-    def complete(self, request: AnswerInput) -> Completion:
+    def complete(self, request: AnswerInput, timeout: float | None = None) -> Completion:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         data = self._post(
             "/chat/completions",
@@ -151,6 +162,7 @@ class OpenAIProvider(_HttpProvider):
                 ],
             },
             headers,
+            timeout,
         )
         try:
             text = data["choices"][0]["message"]["content"]
@@ -166,7 +178,7 @@ class AnthropicProvider(_HttpProvider):
 
     name = "anthropic"
 
-    def complete(self, request: AnswerInput) -> Completion:
+    def complete(self, request: AnswerInput, timeout: float | None = None) -> Completion:
         headers = {"x-api-key": self.api_key or "", "anthropic-version": "2023-06-01"}
         data = self._post(
             "/v1/messages",
@@ -178,6 +190,7 @@ class AnthropicProvider(_HttpProvider):
                 "messages": [{"role": "user", "content": request.user}],
             },
             headers,
+            timeout,
         )
         try:
             text = "".join(b["text"] for b in data["content"] if b.get("type") == "text")

@@ -97,6 +97,20 @@ class ServerIndex:
             self.client.create_payload_index(
                 self.answers, "scope", qm.PayloadSchemaType.KEYWORD, wait=True
             )
+        self._ensure_answer_indexes()
+
+    def _ensure_answer_indexes(self) -> None:
+        """Float indexes for the purge filter and the trim's order_by, added to old collections too.
+
+        Qdrant refuses order_by on a field without a range index. (Local mode reports no
+        payload schema, so there they are re-declared each time: harmless, and a no-op.)
+        """
+        existing = self.client.get_collection(self.answers).payload_schema or {}
+        for name in ("expires_at", "created_at"):
+            if name not in existing:
+                self.client.create_payload_index(
+                    self.answers, name, qm.PayloadSchemaType.FLOAT, wait=True
+                )
 
     def ping(self) -> bool:
         try:
@@ -213,6 +227,37 @@ class ServerIndex:
             self.client.delete(
                 self.answers, points_selector=qm.PointIdsList(points=point_ids), wait=True
             )
+
+    def cache_purge_expired(self, now: float) -> int:
+        flt = to_server_filter([Range("expires_at", lte=now)])
+        expired = self.client.count(self.answers, count_filter=flt, exact=True).count
+        if expired:
+            self.client.delete(
+                self.answers, points_selector=qm.FilterSelector(filter=flt), wait=True
+            )
+        return expired
+
+    def cache_count(self) -> int:
+        return self.client.count(self.answers, exact=True).count
+
+    def cache_trim(self, max_entries: int) -> int:
+        excess = self.cache_count() - max_entries
+        dropped = 0
+        while dropped < excess:
+            # Oldest first; each page is deleted before the next scroll, so no offset needed
+            # (order_by scrolls do not page by offset anyway).
+            page, _ = self.client.scroll(
+                self.answers,
+                limit=min(_PAGE, excess - dropped),
+                order_by=qm.OrderBy(key="created_at", direction=qm.Direction.ASC),
+                with_payload=False,
+                with_vectors=False,
+            )
+            if not page:
+                break
+            self.cache_delete([str(r.id) for r in page])
+            dropped += len(page)
+        return dropped
 
     # --- registry ----------------------------------------------------------------------
 

@@ -157,7 +157,11 @@ def running_worker(
 
 
 def produce(settings: Settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        max_request_size=settings.max_event_bytes,
+    )
     for key, value in items:
         producer.send(settings.topic, key=key, value=value)
     producer.flush()

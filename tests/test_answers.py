@@ -1,6 +1,7 @@
 """/answer end to end on real indexes: extractive grounding, refusals, the semantic cache, prompts, SSE."""
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -8,9 +9,11 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from retrieval.answers import AnswerService, build_gateway
 from retrieval.cache import AnswerCache
+from retrieval.gateway import DeadlineExceeded
 from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
 from tests.conftest import delete, make_indexer, make_services, make_settings, upsert
+from tests.llm_servers import ScriptedLLM
 
 A = {"Authorization": "Bearer key-a"}
 A_SALES = {"Authorization": "Bearer key-a-sales"}
@@ -192,3 +195,55 @@ def test_answer_streams_server_sent_events(client):
     text = "".join(json.loads(e[1][len("data: ") :])["text"] for e in events[:-1])
     done = json.loads(events[-1][1][len("data: ") :])
     assert text == done["answer"] and done["citations"][0]["doc_id"] == "runbook"
+
+
+def test_answer_deadline_counts_retrieval_time(index, dense, sparse, tmp_path):
+    # Embedding and retrieval alone outlast a 1 µs budget: even extractive is not started.
+    seed(make_indexer(index, dense, sparse))
+    service = AnswerService(
+        Retriever(index, dense, sparse),
+        build_gateway(make_settings(tmp_path), dense),
+        None,
+        1500,
+        deadline_s=1e-6,
+    )
+    with pytest.raises(DeadlineExceeded) as caught:
+        ask(service, ENG)
+    assert caught.value.budget_s == 1e-6 and caught.value.waited_s > 1e-6
+    assert [(a["provider"], a["outcome"]) for a in caught.value.attempts] == [
+        ("extractive", "deadline")
+    ]
+
+
+def test_answer_deadline_stops_a_slow_chain(edge_index, dense, sparse, tmp_path):
+    server = ScriptedLLM("openai", default=("sleep", 10.0, "too late [1]")).start()
+    try:
+        settings = make_settings(
+            tmp_path,
+            llm_chain=[
+                {
+                    "kind": "openai",
+                    "base_url": server.base_url,
+                    "model": "m",
+                    "timeout_s": 5,
+                    "retries": 2,
+                },
+                {"kind": "extractive"},
+            ],
+        )
+        seed(make_indexer(edge_index, dense, sparse))
+        service = AnswerService(
+            Retriever(edge_index, dense, sparse),
+            build_gateway(settings, dense),
+            AnswerCache(edge_index, 0.93, 3600),
+            1500,
+            deadline_s=1.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"deadline of 1\.00s: waited 1\.\d\ds") as caught:
+            ask(service, ENG)
+        assert time.monotonic() - started < 2.0
+        assert [a["outcome"] for a in caught.value.attempts] == ["deadline", "deadline"]
+        assert edge_index.cache_count() == 0  # nothing answered, nothing cached
+    finally:
+        server.stop()
