@@ -3,15 +3,23 @@
 Baseline in the same run: the same queries through the retriever in-process (no HTTP), so
 the ratio shows what the HTTP layer costs on this machine.
 
-    .venv/bin/python bench/retrieve.py [--docs 640] [--requests 400] [--concurrency 4]
+Reads beside writes (`--write-load`): a real worker on the bundled Tansu broker, in the
+one-process layout `freshrag up` uses, and hybrid `/retrieve` p99 in three phases of the
+same run: idle, during a bulk backfill, and during a stream of small edits (20/s). The
+ratio to the idle phase is the figure: queries must not queue behind writes.
 
-Writes bench/results/retrieve.json.
+    .venv/bin/python bench/retrieve.py [--docs 640] [--requests 400] [--concurrency 4]
+    .venv/bin/python bench/retrieve.py --write-load [--docs 200] [--backfill 400]
+
+Writes bench/results/retrieve.json (or retrieve_under_writes.json with --write-load).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -33,7 +41,13 @@ from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.index import Match  # noqa: E402
 from retrieval.search import Principal  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 QUERIES = [
     "How do I deploy Django with Gunicorn?",
@@ -67,8 +81,23 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per mode")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--top-k", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieve.json")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--write-load", action="store_true", help="idle / backfill / edits phases (see above)"
+    )
+    ap.add_argument("--backfill", type=int, default=400, help="pages published as a backfill")
+    ap.add_argument("--edits-per-s", type=float, default=20.0)
+    ap.add_argument(
+        "--inline",
+        action="store_true",
+        help="write path in the worker thread (FRESHRAG_INGEST_PROCESS=false), for comparison",
+    )
     args = ap.parse_args()
+    if args.write_load:
+        name = "retrieve_under_writes_inline.json" if args.inline else "retrieve_under_writes.json"
+        args.out = args.out or ROOT / "bench" / "results" / name
+        return under_writes(args)
+    args.out = args.out or ROOT / "bench" / "results" / "retrieve.json"
 
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     settings = Settings(
@@ -82,6 +111,7 @@ def main() -> None:
     indexer = core.indexer()
     for i in tqdm(range(0, len(events), 32), desc="indexing", unit="batch"):
         indexer.apply(events[i : i + 32])
+    indexer.processor.close()
     chunks = core.index.count_chunks([Match("tenant", "default")])
 
     server = ServerThread(
@@ -138,6 +168,135 @@ def main() -> None:
     finally:
         server.stop()
         core.index.close()
+    result["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def under_writes(args: argparse.Namespace) -> None:
+    """Hybrid p50/p99 idle, during a backfill, and during 20 edits/s, in one process."""
+    from api.runtime import EmbeddedBroker
+    from ingest.consumer import ensure_topics
+    from ingest.publisher import Publisher
+
+    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    broker = EmbeddedBroker(port=free_port(), log_path=tmp / "broker.log").start()
+    settings = Settings(
+        data_dir=tmp,
+        api_keys={"bench": {"tenant": "default", "groups": ["public"]}},
+        kafka_bootstrap_servers=broker.bootstrap,
+        kafka_session_timeout_ms=6000,
+        kafka_max_poll_interval_ms=6000,
+        ingest_process=not args.inline,
+    )
+    ensure_topics(settings)
+    core = Core.open(settings)
+    docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
+    files = doc_files(docs, args.docs + args.backfill)
+    base = build_events(
+        files[: args.docs], root=docs, mime="text/x-rst", prefix="django/", version=1
+    )
+    backfill = build_events(
+        files[args.docs :], root=docs, mime="text/x-rst", prefix="django/", version=1
+    )
+    indexer = core.indexer()
+    for i in tqdm(range(0, len(base), 32), desc="indexing the base", unit="batch"):
+        indexer.apply(base[i : i + 32])
+    indexer.processor.close()
+    services = core.services(KeyStore(settings.api_keys))
+    server = ServerThread(create_app(services), "127.0.0.1", free_port()).start()
+    worker = core.worker()
+    worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    worker_thread.start()
+    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+    args.mode = "hybrid"
+    result: dict = {
+        "benchmark": "retrieve_under_writes",
+        "write_path": "inline (worker thread)" if args.inline else "child process (nice 10)",
+        "base_docs": len(base),
+        "backfill_docs": len(backfill),
+        "edits_per_s": args.edits_per_s,
+        "requests_per_phase": args.requests,
+        "concurrency": args.concurrency,
+        "top_k": args.top_k,
+        "cpus": os.cpu_count(),
+        "phases": {},
+    }
+
+    def phase(name: str) -> None:
+        load_before = os.getloadavg()[0]
+        lat, wall = _http_load(server.url, "hybrid", args, tag=name)
+        result["phases"][name] = {
+            "p50_ms": round(pct(lat, 50), 2),
+            "p99_ms": round(pct(lat, 99), 2),
+            "qps": round(len(lat) / wall, 1),
+            "loadavg_1m": round(max(load_before, os.getloadavg()[0]), 2),
+        }
+        print(name, result["phases"][name], flush=True)
+
+    try:
+        # Warm up: the worker has joined, its child process is up, the HTTP path is hot.
+        warm = base[0].model_copy(
+            update={"version": 2, "content": (base[0].content or "") + "\n\nWarm.\n"}
+        )
+        publisher.publish([warm], progress=False)
+        deadline = time.monotonic() + 300
+        while (st := core.index.get_document("default", warm.doc_id)) is None or st.version < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker indexed nothing in 5 minutes")
+            time.sleep(0.2)
+        _http_load(server.url, "hybrid", args, tag="warmup")
+        phase("idle")
+        publisher.publish(backfill, progress=False)
+        time.sleep(2)  # the worker is busy with the backfill now
+        phase("backfill")
+        indexed = sum(
+            1
+            for e in backfill
+            if (st := core.index.get_document("default", e.doc_id)) and st.version >= 1
+        )
+        result["backfill_indexed_during_phase"] = indexed
+        # Drain the backfill, then a steady stream of one-sentence edits.
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline and any(
+            core.index.get_document("default", e.doc_id) is None for e in backfill[-5:]
+        ):
+            time.sleep(1)
+        stop = threading.Event()
+
+        def edits() -> None:
+            version, i = 3, 0
+            while not stop.is_set():
+                e = base[i % len(base)]
+                edited = e.model_copy(
+                    update={
+                        "version": version,
+                        "content": (e.content or "") + f"\n\nEdit number {version}.\n",
+                    }
+                )
+                publisher.publish([edited], progress=False)
+                version, i = version + 1, i + 1
+                stop.wait(1 / args.edits_per_s)
+
+        editor = threading.Thread(target=edits, daemon=True)
+        editor.start()
+        time.sleep(2)
+        phase("edits")
+        stop.set()
+        editor.join()
+        idle = result["phases"]["idle"]["p99_ms"]
+        result["p99_ratio_backfill_vs_idle"] = round(
+            result["phases"]["backfill"]["p99_ms"] / idle, 2
+        )
+        result["p99_ratio_edits_vs_idle"] = round(result["phases"]["edits"]["p99_ms"] / idle, 2)
+    finally:
+        worker.stop()
+        worker_thread.join(60)
+        publisher.close()
+        server.stop()
+        core.index.close()
+        broker.stop()
     result["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
