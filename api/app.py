@@ -1,22 +1,48 @@
-"""The HTTP surface: /retrieve, /documents/{doc_id}, /healthz, /readyz, /metrics, /docs."""
+"""The HTTP surface: /retrieve, /answer, /prompts, /documents/{doc_id}, /healthz, /readyz,
+/metrics, /docs.
 
-from __future__ import annotations
+Every endpoint is `async`. Blocking work runs in a bounded lane per kind (api/lanes.py);
+long-polls wait on the event loop (api/waits.py), so neither can starve the other or
+`/healthz`, which never leaves the loop.
+"""
 
+import asyncio
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
-from prometheus_client import Histogram, make_asgi_app
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, HTTPException, Path, Query
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
+from starlette.convertors import PathConvertor, register_url_convertor
 
+from api import errors
 from api.auth import KeyStore
+from api.bodies import BodyLimit, StrictJSONRoute
+from api.errors import documented, invalid
+from api.lanes import LaneFull, Lanes
+from api.models import (
+    AnswerResponse,
+    DocumentInfo,
+    Health,
+    Hit,
+    NotReady,
+    PromptInfo,
+    PromptSelector,
+    Readiness,
+    RetrieveResponse,
+    request_models,
+)
+from api.waits import DocumentWatch
 from retrieval.answers import AnswerService
-from retrieval.filters import FilterError, parse_filters
-from retrieval.index import Condition, Index
+from retrieval.filters import INT64_MAX, FilterError, parse_filters
+from retrieval.index import Condition, DocumentState, Index
 from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
 from retrieval.settings import Settings
@@ -28,6 +54,25 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
 
+# What a doc_id can be: no control characters (events enforce the same).
+DOC_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+class _AnyPath(PathConvertor):
+    """`path` that also matches newlines, so a doc_id with one gets a 422, not a 404."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", _AnyPath())
+_DOC_ID = re.compile(DOC_ID_PATTERN)
+
+
+def _doc_id(value: str) -> str:
+    if not _DOC_ID.match(value):
+        raise PydanticCustomError("doc_id", "doc_id must be non-empty, without control characters")
+    return value
+
 
 @dataclass
 class Services:
@@ -38,148 +83,117 @@ class Services:
     broker_ready: Callable[[], bool]
     answers: AnswerService | None = None
     prompts: PromptRegistry | None = None
+    # Wakes GET /documents long-polls; the ingest worker calls `watch.notify(tenant, doc_id)`.
+    watch: DocumentWatch | None = None
+    # Operator details for /readyz from the worker of this process (e.g. lost broker state).
+    ingest_status: Callable[[], dict[str, Any]] | None = None
 
 
-class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(min_length=1, description="What to search for.")
-    top_k: int = Field(5, ge=1, description="Hits to return (at most FRESHRAG_MAX_TOP_K).")
-    mode: Literal["hybrid", "dense", "sparse"] = Field(
-        "hybrid", description="hybrid fuses dense and sparse inside Qdrant with RRF."
-    )
-    filters: dict[str, Any] = Field(
-        default_factory=dict,
-        description='Equality {"doc_id": "a"}, any-of {"metadata.lang": ["en", "de"]}, '
-        'range {"version": {"gte": 2}}. Fields: doc_id, title, source, mime, version, '
-        "chunk_index, metadata.<key>.",
-    )
-
-
-class PromptSelector(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, description="Default: grounded-answer.")
-    label: str | None = Field(None, description="Release label; default: production.")
-    version: int | None = Field(None, ge=1, description="Exact version (wins over label).")
-
-
-class AnswerRequest(RetrieveRequest):
-    prompt: PromptSelector | None = None
-    stream: bool = Field(
-        False, description="Server-Sent Events; citations come in the final event."
-    )
-
-
-class Citation(BaseModel):
-    n: int
-    doc_id: str
-    version: int
-    chunk_index: int | None = None
-    title: str | None = None
-    source: str | None = None
-    text: str = ""
-
-
-class AnswerResponse(BaseModel):
-    answer: str
-    citations: list[Citation]
-    provider: str
-    model: str
-    prompt: str
-    cached: bool
-    refused: bool
-    attempts: list[dict[str, str]] = Field(default_factory=list)
-    timings: dict[str, float] = Field(default_factory=dict)
-    cache_similarity: float | None = None
-
-
-class PromptInfo(BaseModel):
-    name: str
-    version: int
-    labels: list[str]
-    description: str
-
-
-class Hit(BaseModel):
-    text: str
-    score: float
-    doc_id: str
-    version: int
-    chunk_index: int
-    title: str | None = None
-    source: str | None = None
-    section: str | None = None
-    event_time: str | None = None
-    indexed_at: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class RetrieveResponse(BaseModel):
-    hits: list[Hit]
-    mode: str
-    took_ms: float
-
-
-class DocumentInfo(BaseModel):
-    doc_id: str
-    version: int
-    chunk_count: int
-    indexed_at: str
-    event_time: str | None = None
-    title: str | None = None
-    source: str | None = None
+def conditions_of(filters: dict[str, Any]) -> list[Condition]:
+    """Body filters → conditions, or a 422 whose `loc` names the filter."""
+    try:
+        return parse_filters(filters)
+    except FilterError as exc:
+        loc = ("body", "filters", exc.field) if exc.field else ("body", "filters")
+        raise invalid(loc, str(exc)) from exc
 
 
 def create_app(services: Services) -> FastAPI:
     settings = services.settings
+    if services.watch is None:
+        services.watch = DocumentWatch()
+    watch = services.watch
+    lanes = Lanes(
+        settings.retrieve_concurrency,
+        settings.answer_concurrency,
+        settings.documents_concurrency,
+        settings.lane_queue,
+    )
+    RetrieveRequest, AnswerRequest = request_models(settings.max_query_chars, settings.max_top_k)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watch.bind()
+        try:
+            yield
+        finally:
+            watch.unbind()
+
     app = FastAPI(
         title="FreshRAG",
         version="0.1.0",
         description="Fresh, grounded context from documents that change. "
-        "Authenticate with `Authorization: Bearer <key>`.",
+        "Authenticate with `Authorization: Bearer <key>` (or `X-API-Key: <key>`). "
+        'Errors are `{"detail": "..."}`; a 422 is `{"detail": [{"loc", "msg", '
+        '"type"}]}` with `loc` naming the field.',
+        lifespan=lifespan,
     )
+    app.router.route_class = StrictJSONRoute
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    errors.install(app)
     app.state.services = services
-    app.mount("/metrics", make_asgi_app())
+    app.state.watch = watch
+    app.state.lanes = lanes
+    principal = services.keys.dependency()
 
-    def principal(request: Request) -> Principal:
-        return services.keys.authenticate(request)
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        """Process up. Answers on the event loop: never waits for a thread or a lane."""
+        return Health(status="ok")
 
-    def validated(body: RetrieveRequest) -> tuple[str, list[Condition]]:
-        query = body.query.strip()
-        if not query:
-            raise HTTPException(422, "query is empty")
-        if len(query) > settings.max_query_chars:
-            raise HTTPException(
-                422, f"query is {len(query)} characters; the limit is {settings.max_query_chars}"
-            )
-        if body.top_k > settings.max_top_k:
-            raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
-        try:
-            return query, parse_filters(body.filters)
-        except FilterError as exc:
-            raise HTTPException(422, str(exc)) from exc
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["ops"])
-    def readyz() -> Any:
-        checks = {
+    def checks() -> dict[str, bool]:
+        return {
             "broker": services.broker_ready(),
             "qdrant": services.index.ping(),
             "model": services.retriever.dense is not None,
         }
-        if not all(checks.values()):
-            raise HTTPException(503, {"ready": False, "checks": checks})
-        return {"ready": True, "checks": checks}
 
-    @app.post("/retrieve", response_model=RetrieveResponse, tags=["search"])
-    def retrieve(body: RetrieveRequest, who: Principal = Depends(principal)) -> RetrieveResponse:
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["ops"],
+        responses={503: {"model": NotReady, "description": "A check failed, or probes are busy."}},
+    )
+    async def readyz() -> Readiness:
+        try:
+            result = await lanes.ready.run(checks)
+        except LaneFull as exc:  # earlier probes still running: not ready to say ready
+            raise HTTPException(
+                503, {"ready": False, "checks": {}}, {"Retry-After": str(exc.retry_after_s)}
+            ) from exc
+        details = {"ingest": services.ingest_status()} if services.ingest_status else {}
+        if not all(result.values()):
+            raise HTTPException(503, {"ready": False, "checks": result, "details": details})
+        return Readiness(ready=True, checks=result, details=details)
+
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
+    )
+    app.add_api_route("/metrics/", metrics, methods=["GET"], include_in_schema=False)
+
+    @app.post(
+        "/retrieve",
+        response_model=RetrieveResponse,
+        tags=["search"],
+        responses=documented(400, 401, 413, 422, 503),
+    )
+    async def retrieve(
+        body: RetrieveRequest, who: Principal = Depends(principal)
+    ) -> RetrieveResponse:
         started = time.perf_counter()
-        query, conditions = validated(body)
-        hits = services.retriever.retrieve(who, query, body.top_k, body.mode, conditions)
+        conditions = conditions_of(body.filters)
+        hits = await lanes.retrieve.run(
+            services.retriever.retrieve, who, body.query, body.top_k, body.mode, conditions
+        )
         took = time.perf_counter() - started
         REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
         return RetrieveResponse(
@@ -192,28 +206,45 @@ def create_app(services: Services) -> FastAPI:
         "/answer",
         response_model=AnswerResponse,
         tags=["answers"],
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **documented(400, 401, 413, 422, 503, 504),
+        },
     )
-    def answer(body: AnswerRequest, who: Principal = Depends(principal)) -> Any:
+    async def answer(body: AnswerRequest, who: Principal = Depends(principal)) -> Any:
         if services.answers is None or services.prompts is None:
             raise HTTPException(503, "answers are not configured on this server")
-        query, conditions = validated(body)
+        conditions = conditions_of(body.filters)
         sel = body.prompt or PromptSelector()
         try:
             prompt = services.prompts.resolve(sel.name, sel.label, sel.version)
-            result = services.answers.answer(
-                who, query, body.top_k, body.mode, conditions, body.filters, prompt
+            result = await lanes.answer.run(
+                services.answers.answer,
+                who,
+                body.query,
+                body.top_k,
+                body.mode,
+                conditions,
+                body.filters,
+                prompt,
             )
         except PromptError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise invalid(("body", "prompt"), str(exc)) from exc
+        except TimeoutError as exc:  # the answer deadline (retrieval.gateway.DeadlineExceeded)
+            raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
         REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
         payload = AnswerResponse(**result)
         if not body.stream:
             return payload
         return StreamingResponse(_sse(payload), media_type="text/event-stream")
 
-    @app.get("/prompts", response_model=list[PromptInfo], tags=["answers"])
-    def prompts(who: Principal = Depends(principal)) -> list[PromptInfo]:
+    @app.get(
+        "/prompts",
+        response_model=list[PromptInfo],
+        tags=["answers"],
+        responses=documented(401),
+    )
+    async def prompts(who: Principal = Depends(principal)) -> list[PromptInfo]:
         if services.prompts is None:
             return []
         return [
@@ -223,24 +254,54 @@ def create_app(services: Services) -> FastAPI:
             for p in services.prompts.prompts
         ]
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentInfo, tags=["documents"])
-    def document(
-        doc_id: str,
+    @app.get(
+        "/documents/{doc_id:anypath}",
+        response_model=DocumentInfo,
+        tags=["documents"],
+        responses=documented(401, 404, 422, 503, 504),
+    )
+    async def document(
+        doc_id: Annotated[
+            str,
+            Path(
+                max_length=1024,
+                description="The document's id (no control characters).",
+                json_schema_extra={"pattern": DOC_ID_PATTERN},
+            ),
+            AfterValidator(_doc_id),
+        ],
         min_version: int | None = Query(
-            None, ge=0, description="Wait until this version (or newer) is searchable."
+            None,
+            ge=0,
+            le=INT64_MAX,
+            description="Wait until this version (or newer) is searchable.",
         ),
-        wait: float = Query(10.0, ge=0, description="Seconds to wait for min_version."),
+        wait: float = Query(
+            10.0,
+            ge=0,
+            allow_inf_nan=False,
+            description="Seconds to wait for min_version (capped by FRESHRAG_WAIT_MAX_SECONDS).",
+        ),
         who: Principal = Depends(principal),
     ) -> DocumentInfo:
-        deadline = time.monotonic() + min(wait, settings.wait_max_seconds)
-        while True:
+        def visible() -> DocumentState | None:
             state = services.index.get_document(who.tenant, doc_id)
             if state is not None and not set(state.acl) & set(who.groups):
-                state = None  # not readable by this caller: indistinguishable from absent
-            reached = state is not None and (min_version is None or state.version >= min_version)
-            if reached or min_version is None or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
+                return None  # not readable by this caller: indistinguishable from absent
+            return state
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, settings.wait_max_seconds)
+        while True:
+            with watch.watching(who.tenant, doc_id) as written:  # before reading: no lost wake-up
+                state = await lanes.documents.run(visible)
+                reached = state is not None and (
+                    min_version is None or state.version >= min_version
+                )
+                remaining = deadline - loop.time()
+                if reached or min_version is None or remaining <= 0:
+                    break
+                await watch.sleep(written, remaining)
         if min_version is not None and not reached:
             have = f"version {state.version}" if state else "nothing"
             raise HTTPException(
@@ -263,7 +324,7 @@ def create_app(services: Services) -> FastAPI:
     return app
 
 
-def _sse(payload: AnswerResponse):  # noqa: ANN202
+async def _sse(payload: AnswerResponse) -> AsyncIterator[str]:
     """The answer text in word-group deltas, then one `done` event with citations and metadata."""
     words = payload.answer.split(" ")
     for i in range(0, len(words), 8):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from retrieval.search import Principal
 
@@ -35,20 +37,47 @@ class KeyStore:
         return self._principals.get(key) if key else None
 
     def authenticate(self, request: Request) -> Principal:
-        key = request.headers.get("x-api-key")
+        """The principal for a request's `Authorization: Bearer` or `X-API-Key` header."""
         auth = request.headers.get("authorization", "")
-        if not key and auth.lower().startswith("bearer "):
-            key = auth[7:].strip()
+        scheme, _, token = auth.partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+        return self._resolve(bearer, request.headers.get("x-api-key"), auth)
+
+    def dependency(self) -> Callable[..., Awaitable[Principal]]:
+        """An async FastAPI dependency (no thread) that documents both schemes in OpenAPI."""
+
+        async def principal(
+            request: Request,
+            bearer: HTTPAuthorizationCredentials | None = Security(_BEARER),
+            api_key: str | None = Security(_API_KEY),
+        ) -> Principal:
+            token = bearer.credentials.strip() if bearer else None
+            return self._resolve(token, api_key, request.headers.get("authorization", ""))
+
+        return principal
+
+    def _resolve(self, bearer: str | None, api_key: str | None, authorization: str) -> Principal:
+        key = api_key or bearer
         if not key:
-            raise HTTPException(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-                headers={"WWW-Authenticate": "Bearer"},
+            if authorization.strip():
+                raise _unauthorized(
+                    "Authorization header must be 'Bearer <key>' (or send the key as 'X-API-Key')"
+                )
+            raise _unauthorized(
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
         principal = self.principal(key)
         if principal is None:
-            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+            raise _unauthorized("unknown API key")
         return principal
+
+
+_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The key alone.")
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def read_keys(inline: dict[str, dict] | None, path: Path) -> dict[str, dict]:

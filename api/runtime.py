@@ -8,13 +8,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from api.app import Services
 from api.auth import KeyStore
+from api.waits import DocumentWatch
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
 from ingest.indexer import Indexer
@@ -112,6 +113,9 @@ class Core:
     index: Index
     dense: DenseEncoder
     sparse: SparseEncoder
+    # Long-polls on GET /documents wake when this process's worker writes the document.
+    watch: DocumentWatch = field(default_factory=DocumentWatch)
+    workers: list[IngestWorker] = field(default_factory=list)
 
     @classmethod
     def open(cls, settings: Settings) -> Core:
@@ -148,10 +152,18 @@ class Core:
             on_written=on_written,
         )
 
-    def worker(
-        self, on_written: Callable[[str, str], None] | None = None, **kwargs
-    ) -> IngestWorker:  # noqa: ANN003
-        return IngestWorker(self.settings, self.indexer(on_written), **kwargs)
+    def worker(self, **kwargs) -> IngestWorker:  # noqa: ANN003
+        """A worker whose writes wake this process's long-polls."""
+        worker = IngestWorker(self.settings, self.indexer(self.watch.notify), **kwargs)
+        self.workers.append(worker)
+        return worker
+
+    def ingest_status(self) -> dict:
+        lost = [w.broker_state_lost for w in self.workers if w.broker_state_lost]
+        status: dict = {"workers": len(self.workers)}
+        if lost:
+            status["broker_state_lost"] = lost[0]
+        return status
 
     def services(self, keys: KeyStore) -> Services:
         s = self.settings
@@ -182,6 +194,8 @@ class Core:
             lambda: broker_reachable(s.kafka_bootstrap_servers),
             answers,
             PromptRegistry.load(),
+            watch=self.watch,
+            ingest_status=self.ingest_status,
         )
 
 

@@ -256,14 +256,21 @@ class IngestWorker:
             except MalformedEvent as exc:
                 malformed.append((record, str(exc), "decode"))
         winners = newest_per_document(decoded)
-        failures = 0
+        failures = tries = 0
 
         def attempt() -> BatchResult:
-            nonlocal failures
+            nonlocal failures, tries
+            tries += 1
             try:
                 if failures > self.settings.document_retries:
-                    return self._apply_one_by_one(winners, malformed)
-                return self._apply_batch(winners, malformed)
+                    result = self._apply_one_by_one(winners, malformed)
+                else:
+                    result = self._apply_batch(winners, malformed)
+                if tries > 1:  # what an earlier try of this batch wrote counts as indexed
+                    for o in result.outcomes:
+                        if o.status == "stale" and o.same_version:
+                            o.status, o.reason = "indexed", "written by an earlier try"
+                return result
             except Exception as exc:
                 if not isinstance(exc, Outage) and not self._outage(exc):
                     failures += 1

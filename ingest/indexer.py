@@ -8,19 +8,20 @@ so the consumer can tell an outage (retry the batch, commit nothing) from a pois
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
 from ingest.changes import ChunkPlan, is_stale, plan_chunks
 from ingest.events import DocumentEvent, MalformedEvent
-from ingest.parser import UnsupportedDocument
+from ingest.parser import UnsupportedDocument, normalize_mime
 from ingest.processing import PreparedDocument, Processor
 from ingest.sources import SourcePolicy, load_body
 from retrieval.encoders import SparseEncoder
-from retrieval.index import ChunkPoint, DocumentState, Index, chunk_point_id
+from retrieval.index import ChunkPoint, DocumentState, Index, StoredChunk, chunk_point_id
 
 log = logging.getLogger("freshrag.ingest")
 
@@ -39,6 +40,7 @@ class Outcome:
     removed: int = 0
     embedded: int = 0
     reused: int = 0
+    same_version: bool = False  # stale because exactly this version is indexed
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class _Prepared:
     ids: list[str]
     plan: ChunkPlan
     stored_index: dict[str, int | None] = field(default_factory=dict)
+    content_hash: str | None = None
     embedded: int = 0
 
 
@@ -88,40 +91,61 @@ class Indexer:
         self.processor.warm_up()
 
     def apply(self, events: list[DocumentEvent]) -> list[Outcome]:
-        """Events must already be collapsed to one per document (see `newest_per_document`)."""
+        """Events must already be collapsed to one per document (see `newest_per_document`).
+
+        One registry lookup and one chunk scroll for the whole batch; a body that is
+        byte-for-byte what is indexed (same mime, parser and chunk settings) skips parse,
+        chunk and embed, and only refreshes version and payload.
+        """
         outcomes: list[Outcome] = []
-        prepared: list[_Prepared] = []
+        parsed: list[tuple[DocumentEvent, PreparedDocument, str]] = []
+        states = self.index.get_documents([(e.tenant, e.doc_id) for e in events])
         for event in events:
-            state = self.index.get_document(event.tenant, event.doc_id)
+            state = states.get((event.tenant, event.doc_id))
             if is_stale(event, state):
                 reason = f"version {event.version} is not newer than indexed {state.version}"
-                outcomes.append(Outcome(event, "stale", reason))
+                same = state.version == event.version
+                outcomes.append(Outcome(event, "stale", reason, same_version=same))
             elif event.op == "delete":
                 outcomes.append(self._delete(event, state))
             else:
                 try:
-                    doc = self._parse(event)
+                    body = load_body(event, self.sources, self.max_document_bytes)
+                    digest = self.content_hash(body, event.mime)
+                    if state is not None and not state.deleted and state.content_hash == digest:
+                        outcomes.append(self._refresh(event, state))
+                        continue
+                    doc = self.processor.prepare(body, event.mime)
                 except (UnsupportedDocument, MalformedEvent) as exc:
                     outcomes.append(Outcome(event, "failed", str(exc)))
                     continue
-                prepared.append(self._plan(event, doc))
+                parsed.append((event, doc, digest))
+        stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in parsed])
+        prepared = [
+            self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
+            for event, doc, digest in parsed
+        ]
         vectors = self._vectors_for_new_chunks(prepared)
         outcomes.extend(self._write(p, vectors) for p in prepared)
         return outcomes
 
-    def _parse(self, event: DocumentEvent) -> PreparedDocument:
-        body = load_body(event, self.sources, self.max_document_bytes)
-        return self.processor.prepare(body, event.mime)
+    def content_hash(self, body: str | bytes, mime: str) -> str:
+        """What decides a document's chunks: its body, its type, the parser and chunk settings."""
+        h = hashlib.sha256(f"{normalize_mime(mime)}\n{self.processor.fingerprint}\n".encode())
+        h.update(body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body)
+        return h.hexdigest()[:32]
 
-    def _plan(self, event: DocumentEvent, doc: PreparedDocument) -> _Prepared:
+    def _plan(
+        self, event: DocumentEvent, doc: PreparedDocument, digest: str, stored: list[StoredChunk]
+    ) -> _Prepared:
         ids = [chunk_point_id(event.tenant, event.doc_id, c.hash) for c in doc.chunks]
-        stored = self.index.chunks_of(event.tenant, event.doc_id)
         return _Prepared(
             event,
             doc,
             ids,
             plan_chunks(ids, doc.chunks, stored),
             {s.id: s.chunk_index for s in stored},
+            content_hash=digest,
         )
 
     def _vectors_for_new_chunks(self, prepared: list[_Prepared]) -> dict[str, list[float]]:
@@ -184,11 +208,11 @@ class Indexer:
         ]
         for batch in _batches(points, self.write_batch):  # bounded requests, whatever the size
             self.index.upsert_chunks(batch)
-        for batch in _batches([pid for pid, _ in plan.kept], self.write_batch * 4):
-            self.index.set_payload(batch, common)
-        for pid, c in plan.kept:
-            if p.stored_index.get(pid) != c.index:
-                self.index.set_payload([pid], {"chunk_index": c.index})
+        if plan.kept:  # one filter-based update refreshes every kept chunk
+            self.index.set_document_payload(event.tenant, event.doc_id, common)
+        moved = {pid: c.index for pid, c in plan.kept if p.stored_index.get(pid) != c.index}
+        if moved:
+            self.index.set_chunk_indexes(moved)
         for batch in _batches(plan.removed, self.write_batch * 4):
             self.index.delete_chunks(batch)
         self.index.put_document(
@@ -203,6 +227,7 @@ class Indexer:
                 title=title,
                 source=event.source,
                 acl=event.readers,
+                content_hash=p.content_hash,
             )
         )
         self._written(event)
@@ -215,6 +240,29 @@ class Indexer:
             removed=len(plan.removed),
             embedded=p.embedded,
             reused=len(plan.new) - p.embedded,
+        )
+
+    def _refresh(self, event: DocumentEvent, state: DocumentState) -> Outcome:
+        """Same body as indexed: new version and payload on every chunk, nothing re-parsed."""
+        now = utc_now()
+        title = event.title or state.title
+        self.index.set_document_payload(
+            event.tenant, event.doc_id, self._payload(event, now, title)
+        )
+        self.index.put_document(
+            replace(
+                state,
+                version=event.version,
+                indexed_at=now,
+                event_time=_rfc3339(event.event_time),
+                title=title,
+                source=event.source,
+                acl=event.readers,
+            )
+        )
+        self._written(event)
+        return Outcome(
+            event, "indexed", "unchanged body: payload refreshed", kept=state.chunk_count
         )
 
     def _delete(self, event: DocumentEvent, state: DocumentState | None) -> Outcome:

@@ -22,6 +22,11 @@ from typing import Protocol
 
 from ingest.chunker import Chunk, Chunker
 from ingest.parser import UnsupportedDocument, parse
+
+try:  # TEMP until the parser rework lands
+    from ingest.parser import PARSER_VERSION
+except ImportError:
+    PARSER_VERSION = "0"
 from retrieval.encoders import DenseEncoder
 
 log = logging.getLogger("freshrag.ingest")
@@ -33,8 +38,15 @@ class PreparedDocument:
     title: str | None
 
 
+def fingerprint(chunk_size: int, chunk_overlap: int, max_chunks: int) -> str:
+    """What besides the body decides a document's chunks: parser version and chunk settings."""
+    return f"parser={PARSER_VERSION};chunk={chunk_size}/{chunk_overlap};max={max_chunks}"
+
+
 class Processor(Protocol):
     """Parse + chunk one document, and embed texts for the write path."""
+
+    fingerprint: str
 
     def warm_up(self) -> None: ...
 
@@ -68,6 +80,9 @@ class InlineProcessor:
 
     def __init__(self, chunker: Chunker, dense: DenseEncoder, max_chunks: int = 5000) -> None:
         self.chunker, self.dense, self.max_chunks = chunker, dense, max_chunks
+        self.fingerprint = fingerprint(
+            getattr(chunker, "chunk_size", 0), getattr(chunker, "chunk_overlap", 0), max_chunks
+        )
 
     def warm_up(self) -> None:
         pass
@@ -125,6 +140,7 @@ class ChildProcessor:
         nice: int = 10,
     ) -> None:
         self._initargs = (model, batch_size, chunk_size, chunk_overlap, max_chunks, nice)
+        self.fingerprint = fingerprint(chunk_size, chunk_overlap, max_chunks)
         self.parse_timeout_s = parse_timeout_s
         self.texts_encoded = 0
         self.restarts = 0

@@ -19,6 +19,7 @@ from retrieval.index import (
     SPARSE,
     ChunkPoint,
     Condition,
+    DocKey,
     DocumentState,
     Match,
     MatchAny,
@@ -139,7 +140,12 @@ class EdgeIndex:
 
     # --- chunks ------------------------------------------------------------------------
 
-    def _scroll(self, conditions: list[Condition], with_vector: bool) -> list[qe.Record]:
+    def _scroll(
+        self,
+        conditions: list[Condition],
+        with_vector: bool,
+        fields: tuple[str, ...] = ("hash", "chunk_index"),
+    ) -> list[qe.Record]:
         records: list[qe.Record] = []
         offset = None
         while True:
@@ -148,7 +154,7 @@ class EdgeIndex:
                     offset=offset,
                     limit=_PAGE,
                     filter=to_edge_filter(conditions),
-                    with_payload=["hash", "chunk_index"],
+                    with_payload=list(fields),
                     with_vector=[DENSE] if with_vector else False,
                 )
             )
@@ -164,6 +170,21 @@ class EdgeIndex:
             )
             for r in recs
         ]
+
+    def chunks_of_many(self, keys: list[DocKey]) -> dict[DocKey, list[StoredChunk]]:
+        out: dict[DocKey, list[StoredChunk]] = {k: [] for k in keys}
+        if not keys:
+            return out
+        conditions = [
+            MatchAny("tenant", tuple(sorted({t for t, _ in keys}))),
+            MatchAny("doc_id", tuple(sorted({d for _, d in keys}))),
+        ]
+        for r in self._scroll(conditions, False, ("hash", "chunk_index", "tenant", "doc_id")):
+            p = r.payload or {}
+            key = (p.get("tenant"), p.get("doc_id"))
+            if key in out:  # the two any-of filters also match cross pairs
+                out[key].append(StoredChunk(str(r.id), p.get("hash", ""), p.get("chunk_index")))
+        return out
 
     def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
         if not hashes:
@@ -190,6 +211,14 @@ class EdgeIndex:
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
         if point_ids:
             self.chunks.update(qe.UpdateOperation.set_payload(point_ids, payload))
+
+    def set_document_payload(self, tenant: str, doc_id: str, payload: dict[str, Any]) -> None:
+        flt = to_edge_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
+        self.chunks.update(qe.UpdateOperation.set_payload_by_filter(flt, payload))
+
+    def set_chunk_indexes(self, indexes: dict[str, int]) -> None:
+        for pid, n in indexes.items():  # in-process calls: no round trip to save
+            self.chunks.update(qe.UpdateOperation.set_payload([pid], {"chunk_index": n}))
 
     def delete_chunks(self, point_ids: list[str]) -> None:
         if point_ids:
@@ -270,6 +299,13 @@ class EdgeIndex:
     def get_document(self, tenant: str, doc_id: str) -> DocumentState | None:
         recs = self.registry.retrieve([document_point_id(tenant, doc_id)], True, False)
         return DocumentState.from_payload(recs[0].payload) if recs and recs[0].payload else None
+
+    def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
+        if not keys:
+            return {}
+        recs = self.registry.retrieve([document_point_id(t, d) for t, d in keys], True, False)
+        states = [DocumentState.from_payload(r.payload) for r in recs if r.payload]
+        return {(s.tenant, s.doc_id): s for s in states}
 
     def put_document(self, state: DocumentState) -> None:
         point = qe.Point(document_point_id(state.tenant, state.doc_id), {}, state.to_payload())

@@ -1,10 +1,12 @@
 """Request filters → neutral index conditions, and the access conditions from credentials.
 
-Pure functions: the API turns `FilterError` into a 422 that names the bad field.
+Pure functions: the API turns `FilterError` into a 422 that names the bad field
+(`FilterError.field`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -16,26 +18,73 @@ PROTECTED = {"tenant", "acl"}
 _METADATA_KEY = re.compile(r"^metadata\.[A-Za-z0-9_\-]{1,64}$")
 _RANGE_OPS = {"gte", "gt", "lte", "lt"}
 MAX_ANY_VALUES = 256
+# Qdrant stores integers as signed 64-bit; a bigger one cannot match and fails deep inside.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class FilterError(ValueError):
-    """A filter the caller sent cannot be applied; the message says why."""
+    """A filter the caller sent cannot be applied; the message says why, `field` says where."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def printable(text: str) -> str:
+    """`text` safe to put in a UTF-8 reply: lone surrogates become `\\udxxx` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check_field(name: str) -> None:
+    if _SURROGATE.search(name):
+        raise FilterError(
+            f"unknown filter field '{printable(name)}': it contains a lone surrogate", name
+        )
     if name in PROTECTED:
         raise FilterError(
-            f"field '{name}' cannot be filtered: tenant and groups come from your API key"
+            f"field '{name}' cannot be filtered: tenant and groups come from your API key", name
         )
     if name not in FILTERABLE and not _METADATA_KEY.match(name):
         allowed = ", ".join(sorted(FILTERABLE))
-        raise FilterError(f"unknown filter field '{name}'; use one of {allowed} or metadata.<key>")
+        raise FilterError(
+            f"unknown filter field '{name}'; use one of {allowed} or metadata.<key>", name
+        )
+
+
+def _int64(name: str, v: int, what: str = "integer values") -> int:
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise FilterError(
+            f"filter '{name}': {what} must fit in a signed 64-bit integer "
+            f"({INT64_MIN} to {INT64_MAX})",
+            name,
+        )
+    return v
 
 
 def _scalar(name: str, v: Any) -> str | int | bool:
-    if isinstance(v, bool | int | str):
+    if isinstance(v, bool):
         return v
-    raise FilterError(f"filter '{name}': values must be strings, integers or booleans")
+    if isinstance(v, int):
+        return _int64(name, v)
+    if isinstance(v, str):
+        if _SURROGATE.search(v):
+            raise FilterError(
+                f"filter '{name}': string values must be valid Unicode (no lone surrogates)",
+                name,
+            )
+        return v
+    raise FilterError(f"filter '{name}': values must be strings, integers or booleans", name)
+
+
+def _bound(name: str, op: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise FilterError(f"filter '{name}': range bound '{op}' must be a number", name)
+    if isinstance(v, int):
+        return float(_int64(name, v, f"range bound '{op}'"))
+    if not math.isfinite(v):
+        raise FilterError(f"filter '{name}': range bound '{op}' must be a finite number", name)
+    return v
 
 
 def parse_filters(filters: dict[str, Any] | None) -> list[Condition]:
@@ -45,20 +94,17 @@ def parse_filters(filters: dict[str, Any] | None) -> list[Condition]:
         _check_field(name)
         if isinstance(spec, dict):
             if not spec or not set(spec) <= _RANGE_OPS:
-                raise FilterError(f"filter '{name}': a range takes only gte, gt, lte, lt")
-            bounds = {}
-            for op, v in spec.items():
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    raise FilterError(f"filter '{name}': range bound '{op}' must be a number")
-                bounds[op] = float(v)
-            out.append(Range(name, **bounds))
+                raise FilterError(f"filter '{name}': a range takes only gte, gt, lte, lt", name)
+            out.append(Range(name, **{op: _bound(name, op, v) for op, v in spec.items()}))
         elif isinstance(spec, list):
             if not spec or len(spec) > MAX_ANY_VALUES:
-                raise FilterError(f"filter '{name}': any-of takes 1 to {MAX_ANY_VALUES} values")
+                raise FilterError(
+                    f"filter '{name}': any-of takes 1 to {MAX_ANY_VALUES} values", name
+                )
             values = [_scalar(name, v) for v in spec]
             if len({type(v) for v in values}) != 1 or isinstance(values[0], bool):
                 raise FilterError(
-                    f"filter '{name}': any-of values must be all strings or all integers"
+                    f"filter '{name}': any-of values must be all strings or all integers", name
                 )
             out.append(MatchAny(name, tuple(values)))
         else:

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from retrieval.encoders import SparseVec
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
+DocKey = tuple[str, str]  # (tenant, doc_id)
 
 DENSE = "dense"
 SPARSE = "sparse"
@@ -94,6 +95,7 @@ class DocumentState:
     title: str | None = None
     source: str | None = None
     acl: list[str] = field(default_factory=list)
+    content_hash: str | None = None  # body + mime + parser/chunk settings: unchanged → skip
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class DocumentState:
             "title": self.title,
             "source": self.source,
             "acl": list(self.acl),
+            "content_hash": self.content_hash,
         }
 
     @classmethod
@@ -122,6 +125,7 @@ class DocumentState:
             title=p.get("title"),
             source=p.get("source"),
             acl=list(p.get("acl") or []),
+            content_hash=p.get("content_hash"),
         )
 
 
@@ -141,17 +145,33 @@ class Index(Protocol):
 
     def chunks_of(self, tenant: str, doc_id: str) -> list[StoredChunk]: ...
 
+    def chunks_of_many(self, keys: list[DocKey]) -> dict[DocKey, list[StoredChunk]]:
+        """Stored chunks of several documents in one scroll."""
+        ...
+
     def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]: ...
 
     def upsert_chunks(self, points: list[ChunkPoint]) -> None: ...
 
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None: ...
 
+    def set_document_payload(self, tenant: str, doc_id: str, payload: dict[str, Any]) -> None:
+        """Set fields on every chunk of a document in one filter-based update."""
+        ...
+
+    def set_chunk_indexes(self, indexes: dict[str, int]) -> None:
+        """New `chunk_index` of chunks that moved (one request on a server)."""
+        ...
+
     def delete_chunks(self, point_ids: list[str]) -> None: ...
 
     def delete_document_chunks(self, tenant: str, doc_id: str) -> None: ...
 
     def get_document(self, tenant: str, doc_id: str) -> DocumentState | None: ...
+
+    def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
+        """Registry entries of several documents in one lookup (absent keys are left out)."""
+        ...
 
     def put_document(self, state: DocumentState) -> None: ...
 

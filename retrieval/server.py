@@ -21,6 +21,7 @@ from retrieval.index import (
     SPARSE,
     ChunkPoint,
     Condition,
+    DocKey,
     DocumentState,
     Match,
     MatchAny,
@@ -124,7 +125,12 @@ class ServerIndex:
 
     # --- chunks ------------------------------------------------------------------------
 
-    def _scroll(self, conditions: list[Condition], with_vector: bool) -> list[qm.Record]:
+    def _scroll(
+        self,
+        conditions: list[Condition],
+        with_vector: bool,
+        fields: tuple[str, ...] = ("hash", "chunk_index"),
+    ) -> list[qm.Record]:
         out: list[qm.Record] = []
         offset = None
         while True:
@@ -133,7 +139,7 @@ class ServerIndex:
                 scroll_filter=to_server_filter(conditions),
                 limit=_PAGE,
                 offset=offset,
-                with_payload=["hash", "chunk_index"],
+                with_payload=list(fields),
                 with_vectors=[DENSE] if with_vector else False,
             )
             out.extend(page)
@@ -148,6 +154,21 @@ class ServerIndex:
             )
             for r in recs
         ]
+
+    def chunks_of_many(self, keys: list[DocKey]) -> dict[DocKey, list[StoredChunk]]:
+        out: dict[DocKey, list[StoredChunk]] = {k: [] for k in keys}
+        if not keys:
+            return out
+        conditions = [
+            MatchAny("tenant", tuple(sorted({t for t, _ in keys}))),
+            MatchAny("doc_id", tuple(sorted({d for _, d in keys}))),
+        ]
+        for r in self._scroll(conditions, False, ("hash", "chunk_index", "tenant", "doc_id")):
+            p = r.payload or {}
+            key = (p.get("tenant"), p.get("doc_id"))
+            if key in out:  # the two any-of filters also match cross pairs
+                out[key].append(StoredChunk(str(r.id), p.get("hash", ""), p.get("chunk_index")))
+        return out
 
     def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
         if not hashes:
@@ -175,6 +196,23 @@ class ServerIndex:
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
         if point_ids:
             self.client.set_payload(self.collection, payload=payload, points=point_ids, wait=True)
+
+    def set_document_payload(self, tenant: str, doc_id: str, payload: dict[str, Any]) -> None:
+        flt = to_server_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
+        self.client.set_payload(self.collection, payload=payload, points=flt, wait=True)
+
+    def set_chunk_indexes(self, indexes: dict[str, int]) -> None:
+        if indexes:
+            self.client.batch_update_points(
+                self.collection,
+                [
+                    qm.SetPayloadOperation(
+                        set_payload=qm.SetPayload(payload={"chunk_index": n}, points=[pid])
+                    )
+                    for pid, n in indexes.items()
+                ],
+                wait=True,
+            )
 
     def delete_chunks(self, point_ids: list[str]) -> None:
         if point_ids:
@@ -266,6 +304,15 @@ class ServerIndex:
             self.registry, [document_point_id(tenant, doc_id)], with_payload=True
         )
         return DocumentState.from_payload(recs[0].payload) if recs and recs[0].payload else None
+
+    def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
+        if not keys:
+            return {}
+        recs = self.client.retrieve(
+            self.registry, [document_point_id(t, d) for t, d in keys], with_payload=True
+        )
+        states = [DocumentState.from_payload(r.payload) for r in recs if r.payload]
+        return {(s.tenant, s.doc_id): s for s in states}
 
     def put_document(self, state: DocumentState) -> None:
         self.client.upsert(

@@ -96,3 +96,23 @@ def test_unparseable_document_fails_alone(index, dense, sparse):
     assert by_doc["bad"].status == "failed" and "unsupported mime type" in by_doc["bad"].reason
     assert by_doc["good"].status == "indexed"
     assert index.get_document("default", "bad") is None
+
+
+def test_an_unchanged_body_skips_parsing_and_refreshes_version_and_payload(index, dense, sparse):
+    indexer = make_indexer(index, dense, sparse)
+    indexer.apply([upsert("u", doc(PARAS), 1, metadata={"release": "5.1"})])
+    prepared = []
+    real_prepare = indexer.processor.prepare
+    indexer.processor.prepare = lambda body, mime: prepared.append(mime) or real_prepare(body, mime)
+    before = dense.texts_encoded
+    [out] = indexer.apply([upsert("u", doc(PARAS), 2, metadata={"release": "5.2"})])
+    assert out.status == "indexed" and "unchanged" in out.reason
+    assert prepared == [] and dense.texts_encoded == before, "no parse, no embedding"
+    assert index.get_document("default", "u").version == 2
+    hits = Retriever(index, dense, sparse).retrieve(READER, "memcached redis cache", 10, "sparse")
+    assert hits and {(h.payload["version"], h.payload["metadata"]["release"]) for h in hits} == {
+        (2, "5.2")
+    }
+    changed = {**PARAS, "Templates": "A brand new closing section about templates."}
+    [edited] = indexer.apply([upsert("u", doc(changed), 3)])
+    assert edited.status == "indexed" and edited.reason is None and prepared == ["text/markdown"]

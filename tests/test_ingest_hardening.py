@@ -10,10 +10,13 @@ import base64
 import json
 import time
 
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from api.runtime import EmbeddedBroker
+from api.app import create_app
+from api.auth import KeyStore
+from api.runtime import Core, EmbeddedBroker
 from ingest import metrics
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, ensure_topics
@@ -343,13 +346,19 @@ def test_a_broker_restart_that_lost_offsets_is_reported(tmp_path, edge_index, de
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "b2.log").start()
     try:
         ensure_topics(settings)
-        worker = IngestWorker(settings, make_indexer(edge_index, dense, sparse), client_id="after")
+        core = Core(
+            settings.model_copy(update={"ingest_process": False}), edge_index, dense, sparse
+        )
+        worker = core.worker(client_id="after")
         try:
             message = worker.check_broker_state()
         finally:
             worker.close()
         assert message and "lost" in message and "committed offset 3" in message
         assert metrics.BROKER_STATE_LOST._value.get() == 1
+        with TestClient(create_app(core.services(KeyStore(settings.api_keys)))) as client:
+            ready = client.get("/readyz").json()
+        assert ready["details"]["ingest"]["broker_state_lost"] == message
         again = IngestWorker(settings, make_indexer(edge_index, dense, sparse), client_id="again")
         try:
             assert again.check_broker_state() is None, "reported once, then recording afresh"
