@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     )
     topic: str = Field("documents", description="Document events topic.")
     dlq_topic: str = Field("documents.dlq", description="Dead-letter topic.")
+    backfill_topic: str = Field(
+        "documents.backfill",
+        description="Bulk loads (the sample, `freshrag sync` of many files, replays) go here; "
+        "workers read it only when the live topic has nothing waiting, so a backfill never "
+        "delays a live edit by more than one small batch.",
+    )
+    backfill_batch: int = Field(
+        4, ge=1, description="Backfill events applied per batch between checks for live events."
+    )
     topic_partitions: int = Field(4, ge=1, description="Partitions when FreshRAG creates topics.")
     consumer_group: str = Field("freshrag-ingest", description="Ingest consumer group id.")
     poll_max_records: int = Field(
