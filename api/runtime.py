@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -159,8 +160,19 @@ class Core:
         return worker
 
     def ingest_status(self) -> dict:
-        lost = [w.broker_state_lost for w in self.workers if w.broker_state_lost]
-        status: dict = {"workers": len(self.workers)}
+        """Consumer lag per partition, last indexed time, and a broker that lost its offsets."""
+        states = [w.status() for w in self.workers]
+        lag = {k: v for st in states for k, v in st["lag"].items()}
+        last = max((st["last_indexed_at"] for st in states if st["last_indexed_at"]), default=None)
+        status: dict = {
+            "workers": len(self.workers),
+            "lag": lag,
+            "backlog": sum(lag.values()),
+            "last_indexed_at": (
+                datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds") if last else None
+            ),
+        }
+        lost = [st["broker_state_lost"] for st in states if st["broker_state_lost"]]
         if lost:
             status["broker_state_lost"] = lost[0]
         return status

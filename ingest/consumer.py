@@ -1,9 +1,16 @@
 """The ingest worker: a Kafka consumer-group member that applies document events to the index.
 
-Loop: poll a batch → decode (malformed → DLQ) → keep the newest event per document →
-apply (a document that cannot be indexed → DLQ) → confirm the dead letters → commit.
+Loop: poll → pick a batch (live events first; else a few backfill events) → decode
+(malformed → DLQ) → keep the newest event per document → apply one document at a time
+(each searchable once written; a document that cannot be indexed → DLQ) → confirm the
+dead letters → commit, per partition, up to the last record whose document is written.
 Offsets are committed only after the index confirmed every write and the broker every
 dead letter (at-least-once; writes are idempotent, so redelivery changes nothing).
+
+Two lanes: the live topic, and a backfill topic for bulk loads. Backfill events are
+taken `backfill_batch` at a time, round-robin over partitions, and a batch in progress
+stops after the document in hand when a live event arrives, so a bulk load never delays
+a live edit by more than one document.
 
 Failures are told apart. An index or broker outage retries the whole batch with backoff
 for as long as it lasts, committing nothing. Any other error is treated as a possibly
@@ -29,7 +36,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
-from kafka.structs import TopicPartition
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics
@@ -80,6 +87,52 @@ def dead_letter(record, reason: str, stage: str, truncate: bool = False) -> byte
 class BatchResult:
     outcomes: list[Outcome]
     dead: list[tuple[object, str, str]] = field(default_factory=list)  # (record, reason, stage)
+    unprocessed: list = field(default_factory=list)  # records left for later (interrupted)
+
+
+def take_round_robin(records: list, n: int) -> tuple[list, list]:
+    """Up to `n` records, fairly across partitions, each partition's in offset order."""
+    by_tp: dict[tuple[str, int], list] = {}
+    for r in records:
+        by_tp.setdefault((r.topic, r.partition), []).append(r)
+    queues = [sorted(rs, key=lambda r: r.offset) for rs in by_tp.values()]
+    taken: list = []
+    while len(taken) < n and any(queues):
+        for q in queues:
+            if q and len(taken) < n:
+                taken.append(q.pop(0))
+    return taken, [r for q in queues for r in q]
+
+
+def first_offsets(records: list) -> dict[TopicPartition, int]:
+    """Per partition, the lowest offset among `records`."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        out[_tp(r)] = min(out.get(_tp(r), r.offset), r.offset)
+    return out
+
+
+def unstick_parked_partitions(consumer: KafkaConsumer) -> None:
+    """Work around a kafka-python 3.0 fetcher bug that strands resumed partitions.
+
+    Records fetched for a paused partition are parked; on a later poll they are restored
+    only when the fetcher's in-line slot `is None`, but a fully consumed slot stays a
+    falsy object, so a parked partition is never restored nor fetched again (seen here:
+    a backfill partition stuck at offset 2 of 10 for good). Clearing the spent slot lets
+    the fetcher restore it. No-op if the internals differ.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    spent = getattr(fetcher, "_next_partition_records", None)
+    if spent is not None and not spent and getattr(fetcher, "_paused_partition_records", None):
+        fetcher._next_partition_records = None
+
+
+def _tp(record) -> TopicPartition:  # noqa: ANN001
+    return TopicPartition(record.topic, record.partition)
+
+
+def _key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
 
 
 class Outage(RuntimeError):
@@ -100,15 +153,22 @@ class IngestWorker:
         self.indexer = indexer
         self.on_batch = on_batch
         self._stop = threading.Event()
+        self._live_waiting = threading.Event()  # a live event arrived during a backfill batch
+        self._stash: list = []  # those live records, applied next
+        self._backlog: list = []  # backfill records polled, not yet applied (in offset order)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-apply")
         self.batches = 0
         self.broker_state_lost: str | None = None
+        self.committed: dict[TopicPartition, int] = {}
+        self.lag: dict[str, int] = {}
+        self.last_indexed_at: float | None = None
         self.ledger = ledger or OffsetLedger(
             settings.data_dir / "ingest" / f"{settings.consumer_group}.{settings.topic}.json"
         )
         servers = settings.kafka_bootstrap_servers.split(",")
         self.consumer = KafkaConsumer(
             settings.topic,
+            settings.backfill_topic,
             bootstrap_servers=servers,
             group_id=settings.consumer_group,
             client_id=client_id,
@@ -165,10 +225,13 @@ class IngestWorker:
         if not recorded:
             return None
         try:
-            parts = self.consumer.partitions_for_topic(self.settings.topic) or set()
-            tps = [TopicPartition(self.settings.topic, p) for p in sorted(parts)]
-            committed = {tp.partition: self.consumer.committed(tp) for tp in tps}
-            ends = {tp.partition: o for tp, o in self.consumer.end_offsets(tps).items()}
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (self.settings.topic, self.settings.backfill_topic)
+                for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+            ]
+            committed = {_key(tp): self.consumer.committed(tp) for tp in tps}
+            ends = {_key(tp): o for tp, o in self.consumer.end_offsets(tps).items()}
         except KafkaError as exc:
             log.warning("could not compare committed offsets with the broker: %s", exc)
             return None
@@ -176,7 +239,7 @@ class IngestWorker:
         if not problems:
             return None
         self.broker_state_lost = (
-            f"the broker lost this group's committed offsets on {self.settings.topic} (a "
+            "the broker lost this group's committed offsets (a "
             "memory-only broker restarted?): events published before the restart and not yet "
             "indexed, and the dead-letter topic, are gone; republish what was in flight. "
             + "; ".join(problems)
@@ -189,64 +252,139 @@ class IngestWorker:
     # --- one batch ---------------------------------------------------------------------
 
     def run_once(self) -> int:
-        polled = self.consumer.poll(
-            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.poll_max_records
-        )
-        records = [r for batch in polled.values() for r in batch]
-        if not records:
+        assigned = self.consumer.assignment()
+        self._backlog = [r for r in self._backlog if _tp(r) in assigned]  # drop revoked ones
+        if self._stash:  # live events that arrived during the last backfill batch
+            records, self._stash = self._stash, []
+        else:
+            # While backfill records wait in memory, fetch only live ones (no seeks needed).
+            bulk_tps = [tp for tp in assigned if tp.topic == self.settings.backfill_topic]
+            if self._backlog:
+                self.consumer.pause(*bulk_tps)
+            unstick_parked_partitions(self.consumer)
+            try:
+                polled = self.consumer.poll(
+                    timeout_ms=0 if self._backlog else self.settings.poll_timeout_ms,
+                    max_records=self.settings.poll_max_records,
+                )
+            finally:
+                if self._backlog:
+                    self.consumer.resume(*bulk_tps)
+            records = [r for batch in polled.values() for r in batch]
+        self._observe_lag()
+        live = [r for r in records if r.topic != self.settings.backfill_topic]
+        self._backlog.extend(r for r in records if r.topic == self.settings.backfill_topic)
+        if live:
+            batch = live
+        elif self._backlog:
+            batch, self._backlog = take_round_robin(self._backlog, self.settings.backfill_batch)
+        else:
             return 0
         started = time.perf_counter()
-        future = self._pool.submit(self._apply_until_done, records)
-        self._stay_in_group_until(future)
+        self._live_waiting.clear()
+        future = self._pool.submit(self._apply_until_done, batch, not live)
+        self._stay_in_group_until(future, listen_for_live=not live)
         result = future.result()
         if result is None:
             log.warning(
-                "stopping with a batch of %d events uncommitted (redelivered later)", len(records)
+                "stopping with a batch of %d events uncommitted (redelivered later)", len(batch)
             )
             return 0
-        offsets = self._next_offsets(records)
-        try:
-            self.consumer.commit()
-        except CommitFailedError as exc:  # group rebalanced: the new owner re-applies, idempotently
-            log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
-        else:
-            self.ledger.record(offsets)
+        self._backlog = result.unprocessed + self._backlog
+        self._commit(batch, result.unprocessed)
         metrics.record(result.outcomes)
         for _, _, stage in result.dead:
             metrics.DLQ.labels(stage).inc()
+        if any(o.status == "indexed" for o in result.outcomes):
+            self.last_indexed_at = time.time()
+            metrics.LAST_INDEXED.set(self.last_indexed_at)
         self.batches += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         if self.on_batch:
             self.on_batch(result.outcomes)
-        return len(records)
+        return len(batch) - len(result.unprocessed)
 
-    @staticmethod
-    def _next_offsets(records: list) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for r in records:
-            out[r.partition] = max(out.get(r.partition, 0), r.offset + 1)
-        return out
+    def _commit(self, batch: list, unprocessed: list) -> None:
+        """Per partition: up to the first record not applied, else past the last one."""
+        left = first_offsets(unprocessed)
+        offsets: dict[TopicPartition, int] = {}
+        for r in batch:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        offsets.update({tp: o for tp, o in left.items() if tp in offsets})
+        offsets = {tp: o for tp, o in offsets.items() if o > self.committed.get(tp, -1)}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except CommitFailedError as exc:  # rebalanced: the new owner re-applies, idempotently
+            log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
+            return
+        self.committed.update(offsets)
+        self.ledger.record({_key(tp): o for tp, o in offsets.items()})
 
-    def _stay_in_group_until(self, future: Future) -> None:
+    def _observe_lag(self) -> None:
+        """Consumer lag per partition (log end − committed), kept for /metrics and /readyz.
+
+        Runs on the worker's thread: the Kafka client is not thread-safe, so /readyz only
+        reads what this leaves in `self.lag`.
+        """
+        lag: dict[str, int] = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue
+            if tp not in self.committed:
+                try:
+                    self.committed[tp] = self.consumer.committed(tp) or 0
+                except KafkaError:
+                    continue
+            lag[_key(tp)] = max(0, end - self.committed[tp])
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag[_key(tp)])
+        self.lag = lag
+
+    def status(self) -> dict:
+        """What /readyz reports about this worker (read from another thread: no Kafka calls)."""
+        return {
+            "lag": dict(self.lag),
+            "last_indexed_at": self.last_indexed_at,
+            "broker_state_lost": self.broker_state_lost,
+        }
+
+    def _stay_in_group_until(self, future: Future, listen_for_live: bool = False) -> None:
         """Keep polling (partitions paused) while the batch is applied in another thread.
 
         A big document can take longer than max_poll_interval to parse and embed; without
         polling, the group would evict this worker mid-batch and hand the partitions to
-        another one. Records that a rebalance lets through meanwhile are rewound.
+        another one. Records that a rebalance lets through meanwhile are rewound. During
+        a backfill batch the live partitions stay open: a live record that arrives is
+        kept for the next batch and the backfill batch stops after its current document.
         """
         self.consumer.pause(*self.consumer.assignment())
+        if listen_for_live:
+            self.consumer.resume(*self._live_partitions())
         try:
             while not future.done():
-                stray = self.consumer.poll(timeout_ms=100)
+                unstick_parked_partitions(self.consumer)
+                stray = self.consumer.poll(timeout_ms=50 if listen_for_live else 100)
                 for tp, batch in stray.items():
-                    self.consumer.seek(tp, batch[0].offset)
+                    if listen_for_live and tp.topic != self.settings.backfill_topic:
+                        self._stash.extend(batch)
+                        self._live_waiting.set()
+                    else:
+                        self.consumer.seek(tp, batch[0].offset)
                 self.consumer.pause(*self.consumer.assignment())
+                if listen_for_live and not self._live_waiting.is_set():
+                    self.consumer.resume(*self._live_partitions())
         finally:
             self.consumer.resume(*self.consumer.paused())
 
+    def _live_partitions(self) -> list[TopicPartition]:
+        return [tp for tp in self.consumer.assignment() if tp.topic != self.settings.backfill_topic]
+
     # --- applying, with outages told apart from poison --------------------------------
 
-    def _apply_until_done(self, records: list) -> BatchResult | None:
+    def _apply_until_done(self, records: list, interruptible: bool = False) -> BatchResult | None:
         """The batch's result, or None when stopping before it could be applied."""
         decoded: list[tuple[DocumentEvent, object]] = []
         malformed: list[tuple[object, str, str]] = []
@@ -265,7 +403,7 @@ class IngestWorker:
                 if failures > self.settings.document_retries:
                     result = self._apply_one_by_one(winners, malformed)
                 else:
-                    result = self._apply_batch(winners, malformed)
+                    result = self._apply_batch(winners, malformed, decoded, interruptible)
                 if tries > 1:  # what an earlier try of this batch wrote counts as indexed
                     for o in result.outcomes:
                         if o.status == "stale" and o.same_version:
@@ -289,17 +427,32 @@ class IngestWorker:
             return None
 
     def _apply_batch(
-        self, winners: list[tuple[DocumentEvent, object]], malformed: list[tuple[object, str, str]]
+        self,
+        winners: list[tuple[DocumentEvent, object]],
+        malformed: list[tuple[object, str, str]],
+        decoded: list[tuple[DocumentEvent, object]],
+        interruptible: bool = False,
     ) -> BatchResult:
-        outcomes = self.indexer.apply([event for event, _ in winners])
         source = {id(event): record for event, record in winners}
+        outcomes: list[Outcome] = []
+        interrupted = self._live_waiting.is_set if interruptible else (lambda: False)
+        for outcome in self.indexer.apply_iter([event for event, _ in winners], interrupted):
+            outcomes.append(outcome)
         dead = malformed + [
             (source[id(o.event)], o.reason or "failed", "parse")
             for o in outcomes
             if o.status == "failed"
         ]
         self._dead_letter(dead)
-        return BatchResult(outcomes, dead)
+        done = {(o.event.tenant, o.event.doc_id) for o in outcomes}
+        unprocessed = [r for e, r in decoded if (e.tenant, e.doc_id) not in done]
+        if unprocessed:
+            log.info(
+                "backfill batch yields to live events after %d of %d documents",
+                len(done),
+                len(winners),
+            )
+        return BatchResult(outcomes, dead, unprocessed)
 
     def _apply_one_by_one(
         self, winners: list[tuple[DocumentEvent, object]], malformed: list[tuple[object, str, str]]
@@ -405,6 +558,7 @@ def ensure_topics(settings: Settings) -> None:
         existing = set(admin.list_topics())
         wanted = [
             NewTopic(settings.topic, settings.topic_partitions, 1),
+            NewTopic(settings.backfill_topic, settings.topic_partitions, 1),
             NewTopic(settings.dlq_topic, 1, 1),
         ]
         missing = [t for t in wanted if t.name not in existing]

@@ -91,43 +91,61 @@ class Indexer:
         self.processor.warm_up()
 
     def apply(self, events: list[DocumentEvent]) -> list[Outcome]:
-        """Events must already be collapsed to one per document (see `newest_per_document`).
+        """Apply a whole batch (see `apply_iter`)."""
+        return list(self.apply_iter(events))
 
+    def apply_iter(
+        self, events: list[DocumentEvent], interrupted: Callable[[], bool] = lambda: False
+    ) -> Iterator[Outcome]:
+        """Apply events one document at a time, yielding each outcome once it is written.
+
+        Events must already be collapsed to one per document (see `newest_per_document`).
         One registry lookup and one chunk scroll for the whole batch; a body that is
         byte-for-byte what is indexed (same mime, parser and chunk settings) skips parse,
-        chunk and embed, and only refreshes version and payload.
+        chunk and embed and only refreshes version and payload. Parsing runs ahead in the
+        processor while the current document is embedded and written, so each document
+        is searchable as soon as its own write is done. When `interrupted()` turns true
+        (a live event arrived), the iterator stops after the document in hand.
         """
-        outcomes: list[Outcome] = []
-        parsed: list[tuple[DocumentEvent, PreparedDocument, str]] = []
         states = self.index.get_documents([(e.tenant, e.doc_id) for e in events])
+        to_parse: list[tuple[DocumentEvent, str | bytes, str]] = []
         for event in events:
             state = states.get((event.tenant, event.doc_id))
             if is_stale(event, state):
                 reason = f"version {event.version} is not newer than indexed {state.version}"
                 same = state.version == event.version
-                outcomes.append(Outcome(event, "stale", reason, same_version=same))
+                yield Outcome(event, "stale", reason, same_version=same)
             elif event.op == "delete":
-                outcomes.append(self._delete(event, state))
+                yield self._delete(event, state)
             else:
                 try:
                     body = load_body(event, self.sources, self.max_document_bytes)
-                    digest = self.content_hash(body, event.mime)
-                    if state is not None and not state.deleted and state.content_hash == digest:
-                        outcomes.append(self._refresh(event, state))
-                        continue
-                    doc = self.processor.prepare(body, event.mime)
                 except (UnsupportedDocument, MalformedEvent) as exc:
-                    outcomes.append(Outcome(event, "failed", str(exc)))
+                    yield Outcome(event, "failed", str(exc))
                     continue
-                parsed.append((event, doc, digest))
-        stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in parsed])
-        prepared = [
-            self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
-            for event, doc, digest in parsed
-        ]
-        vectors = self._vectors_for_new_chunks(prepared)
-        outcomes.extend(self._write(p, vectors) for p in prepared)
-        return outcomes
+                digest = self.content_hash(body, event.mime)
+                if state is not None and not state.deleted and state.content_hash == digest:
+                    yield self._refresh(event, state)
+                else:
+                    to_parse.append((event, body, digest))
+            if interrupted():
+                return
+        if not to_parse:
+            return
+        stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in to_parse])
+        embedded_here: dict[str, list[float]] = {}  # identical texts across this batch
+        parses = self.processor.prepare_many([(body, e.mime) for e, body, _ in to_parse])
+        try:
+            for (event, _, digest), doc in zip(to_parse, parses, strict=True):
+                if isinstance(doc, UnsupportedDocument):
+                    yield Outcome(event, "failed", str(doc))
+                else:
+                    p = self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
+                    yield self._write(p, self._vectors_for(p, embedded_here))
+                if interrupted():
+                    return
+        finally:
+            parses.close()
 
     def content_hash(self, body: str | bytes, mime: str) -> str:
         """What decides a document's chunks: its body, its type, the parser and chunk settings."""
@@ -148,26 +166,21 @@ class Indexer:
             content_hash=digest,
         )
 
-    def _vectors_for_new_chunks(self, prepared: list[_Prepared]) -> dict[str, list[float]]:
-        """One vector per distinct new text: reuse identical chunks already stored, embed the rest.
-
-        Each embedded text is counted for the first document that needed it.
-        """
-        texts: dict[str, str] = {}
-        owner: dict[str, _Prepared] = {}
-        for p in prepared:
-            for _, c in p.plan.new:
-                if c.hash not in texts:
-                    texts[c.hash] = c.text
-                    owner[c.hash] = p
-        if not texts:
-            return {}
-        vectors = self.index.vectors_by_hash(list(texts))
+    def _vectors_for(
+        self, p: _Prepared, embedded_here: dict[str, list[float]]
+    ) -> dict[str, list[float]]:
+        """One vector per new text: reuse this batch's or the index's identical chunks, embed the rest."""
+        texts = {c.hash: c.text for _, c in p.plan.new}
+        vectors = {h: embedded_here[h] for h in texts if h in embedded_here}
+        wanted = [h for h in texts if h not in vectors]
+        if wanted:
+            vectors.update(self.index.vectors_by_hash(wanted))
         missing = [h for h in texts if h not in vectors]
         encoded = self.processor.encode([texts[h] for h in missing])
-        vectors.update(zip(missing, encoded, strict=True))
-        for h in missing:
-            owner[h].embedded += 1
+        fresh = dict(zip(missing, encoded, strict=True))
+        embedded_here.update(fresh)
+        vectors.update(fresh)
+        p.embedded = len(missing)
         return vectors
 
     def _payload(self, event: DocumentEvent, indexed_at: str, title: str | None) -> dict:

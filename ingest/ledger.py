@@ -25,14 +25,15 @@ class OffsetLedger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def read(self) -> dict[int, int]:
+    def read(self) -> dict[str, int]:
+        """Committed next offsets by "topic:partition"."""
         try:
             raw = json.loads(self.path.read_text())
-            return {int(p): int(o) for p, o in raw.get("partitions", {}).items()}
+            return {str(k): int(o) for k, o in raw.get("partitions", {}).items()}
         except (OSError, ValueError, AttributeError):
             return {}
 
-    def record(self, committed: dict[int, int]) -> None:
+    def record(self, committed: dict[str, int]) -> None:
         """Merge offsets in (they only move forward) and replace the file atomically."""
         if not committed:
             return
@@ -42,9 +43,7 @@ class OffsetLedger:
                 merged[p] = max(o, merged.get(p, 0))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(
-                json.dumps({"partitions": {str(p): o for p, o in sorted(merged.items())}})
-            )
+            tmp.write_text(json.dumps({"partitions": dict(sorted(merged.items()))}))
             tmp.replace(self.path)
 
     def forget(self) -> None:
@@ -54,7 +53,7 @@ class OffsetLedger:
 
 
 def lost_offsets(
-    recorded: dict[int, int], committed: dict[int, int | None], log_end: dict[int, int]
+    recorded: dict[str, int], committed: dict[str, int | None], log_end: dict[str, int]
 ) -> list[str]:
     """Partitions whose recorded progress the broker no longer has, described for people."""
     problems = []
@@ -65,7 +64,7 @@ def lost_offsets(
         end = log_end.get(p, 0)
         if theirs is None or theirs < mine or end < mine:
             problems.append(
-                f"partition {p}: this worker had committed offset {mine}, the broker now has "
+                f"{p}: this worker had committed offset {mine}, the broker now has "
                 f"{'no committed offset' if theirs is None else theirs} and a log ending at {end}"
             )
     return problems

@@ -32,6 +32,15 @@ BATCH_SECONDS = Histogram("freshrag_ingest_batch_seconds", "Time to apply one po
 RETRIES = Counter(
     "freshrag_ingest_retries_total", "Batch retries after index, broker or document errors"
 )
+LAG = Gauge(
+    "freshrag_ingest_consumer_lag",
+    "Events on a partition not yet committed by this worker (log end − committed offset)",
+    ["topic", "partition"],
+)
+LAST_INDEXED = Gauge(
+    "freshrag_ingest_last_indexed_timestamp_seconds",
+    "Unix time of the last batch that indexed a document",
+)
 BROKER_STATE_LOST = Gauge(
     "freshrag_broker_state_lost",
     "1 when the broker forgot committed offsets this worker had recorded (memory-only broker "

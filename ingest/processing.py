@@ -1,11 +1,13 @@
-"""The write path's CPU work, parse → chunk and embed, in a lane of its own.
+"""The write path's CPU work, parse → chunk and embed, in lanes of its own.
 
-`ChildProcessor` (the default in the service) runs it in one spawned child process at a
-lower CPU priority, with its own copy of the model. So the API's query encoder never
-shares a lock with a batch encode, the worker's thread never holds the GIL for parsing,
-and a document that hangs or crashes its parser is killed after `parse_timeout_s` and
-dead-lettered instead of wedging its partition. `InlineProcessor` does the same work in
-the calling thread (tests, tools, or `FRESHRAG_INGEST_PROCESS=false`).
+`ChildProcessor` (the default in the service) runs it in two spawned child processes at
+a lower CPU priority: one parses and chunks, one embeds with its own copy of the model.
+So the next documents are parsed while this one is embedded (each gets a core), the
+API's query encoder never shares a lock with a batch encode, the worker's thread never
+holds the GIL for parsing, and a document that hangs or crashes its parser is killed
+after `parse_timeout_s` and dead-lettered instead of wedging its partition.
+`InlineProcessor` does the same work in the calling thread (tests, tools, or
+`FRESHRAG_INGEST_PROCESS=false`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,15 @@ import logging
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
 
 from ingest.chunker import Chunk, Chunker
-from ingest.parser import UnsupportedDocument, parse
-
-try:  # TEMP until the parser rework lands
-    from ingest.parser import PARSER_VERSION
-except ImportError:
-    PARSER_VERSION = "0"
+from ingest.parser import PARSER_VERSION, UnsupportedDocument, parse
 from retrieval.encoders import DenseEncoder
 
 log = logging.getLogger("freshrag.ingest")
@@ -51,6 +49,12 @@ class Processor(Protocol):
     def warm_up(self) -> None: ...
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument: ...
+
+    def prepare_many(
+        self, items: list[tuple[str | bytes, str]]
+    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+        """Results in order; parsing may run ahead of the caller. Close it to stop early."""
+        ...
 
     def encode(self, texts: list[str]) -> list[list[float]]: ...
 
@@ -80,15 +84,22 @@ class InlineProcessor:
 
     def __init__(self, chunker: Chunker, dense: DenseEncoder, max_chunks: int = 5000) -> None:
         self.chunker, self.dense, self.max_chunks = chunker, dense, max_chunks
-        self.fingerprint = fingerprint(
-            getattr(chunker, "chunk_size", 0), getattr(chunker, "chunk_overlap", 0), max_chunks
-        )
+        self.fingerprint = fingerprint(chunker.chunk_size, chunker.chunk_overlap, max_chunks)
 
     def warm_up(self) -> None:
         pass
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
         return prepare_document(body, mime, self.chunker, self.max_chunks)
+
+    def prepare_many(
+        self, items: list[tuple[str | bytes, str]]
+    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+        for body, mime in items:
+            try:
+                yield self.prepare(body, mime)
+            except UnsupportedDocument as exc:
+                yield exc
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         return self.dense.encode(texts)
@@ -97,20 +108,23 @@ class InlineProcessor:
         pass
 
 
-# --- the child process ----------------------------------------------------------------
+# --- the child processes ----------------------------------------------------------------
 
 _child: dict[str, object] = {}
 
 
-def _child_init(
-    model: str, batch_size: int, chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int
-) -> None:
+def _parse_init(chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int) -> None:
+    if nice:
+        os.nice(nice)
+    _child["chunker"] = Chunker(chunk_size, chunk_overlap)
+    _child["max_chunks"] = max_chunks
+
+
+def _embed_init(model: str, batch_size: int, nice: int) -> None:
     if nice:
         os.nice(nice)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
-    _child["chunker"] = Chunker(chunk_size, chunk_overlap)
     _child["dense"] = DenseEncoder(model, batch_size)
-    _child["max_chunks"] = max_chunks
 
 
 def _child_ping() -> int:
@@ -125,8 +139,46 @@ def _child_encode(texts: list[str]) -> list[list[float]]:
     return _child["dense"].encode(texts)  # type: ignore[union-attr]
 
 
+class _Lane:
+    """One single-process pool that can be killed and respawned (a hung call can't be cancelled)."""
+
+    def __init__(self, name: str, initializer, initargs: tuple) -> None:  # noqa: ANN001
+        self.name, self._init, self._args = name, initializer, initargs
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+
+    def submit(self, fn, *args) -> Future:  # noqa: ANN001
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=self._init,
+                    initargs=self._args,
+                )
+            return self._pool.submit(fn, *args)
+
+    def restart(self, why: str) -> None:
+        log.warning("restarting the ingest %s process: %s", self.name, why)
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self.restarts += 1
+        if pool is None:
+            return
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 class ChildProcessor:
-    """Parse, chunk and embed in one low-priority child process, restarted when it dies."""
+    """Parse + chunk in one low-priority child process, embed in another; both respawn."""
 
     def __init__(
         self,
@@ -138,70 +190,74 @@ class ChildProcessor:
         max_chunks: int = 5000,
         parse_timeout_s: float = 120.0,
         nice: int = 10,
+        parse_ahead: int = 8,
     ) -> None:
-        self._initargs = (model, batch_size, chunk_size, chunk_overlap, max_chunks, nice)
         self.fingerprint = fingerprint(chunk_size, chunk_overlap, max_chunks)
         self.parse_timeout_s = parse_timeout_s
+        self.parse_ahead = parse_ahead
         self.texts_encoded = 0
-        self.restarts = 0
-        self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._parse = _Lane("parser", _parse_init, (chunk_size, chunk_overlap, max_chunks, nice))
+        self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice))
 
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_child_init,
-                    initargs=self._initargs,
-                )
-            return self._pool
-
-    def _restart(self, why: str) -> None:
-        """Kill the child (a hung parse cannot be cancelled any other way); the next call spawns one."""
-        log.warning("restarting the ingest child process: %s", why)
-        with self._lock:
-            pool, self._pool = self._pool, None
-            self.restarts += 1
-        if pool is None:
-            return
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+    @property
+    def restarts(self) -> int:
+        return self._parse.restarts + self._embed.restarts
 
     def warm_up(self) -> None:
-        """Start the child and load its model now, not on the first document."""
-        self._executor().submit(_child_ping).result()
+        """Start both children and load the model now, not on the first document."""
+        for f in [self._parse.submit(_child_ping), self._embed.submit(_child_ping)]:
+            f.result()
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
-        future = self._executor().submit(_child_prepare, body, mime)
+        result = next(self.prepare_many([(body, mime)]))
+        if isinstance(result, UnsupportedDocument):
+            raise result
+        return result
+
+    def prepare_many(
+        self, items: list[tuple[str | bytes, str]]
+    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+        """Keep up to `parse_ahead` documents queued in the parser while the caller embeds."""
+        pending: list[Future] = []
+        nxt = 0
         try:
-            return future.result(timeout=self.parse_timeout_s)
-        except FutureTimeout:
-            self._restart(f"parsing a {mime} document took over {self.parse_timeout_s:g}s")
-            raise UnsupportedDocument(
-                f"parsing took longer than {self.parse_timeout_s:g}s (FRESHRAG_PARSE_TIMEOUT_S)"
-            ) from None
-        except BrokenProcessPool:
-            self._restart("the child process died while parsing")
-            raise UnsupportedDocument(
-                "the parser process died on this document (out of memory?)"
-            ) from None
+            for i in range(len(items)):
+                while nxt < len(items) and len(pending) < self.parse_ahead:
+                    pending.append(self._parse.submit(_child_prepare, *items[nxt]))
+                    nxt += 1
+                future = pending.pop(0)
+                mime = items[i][1]
+                try:
+                    yield future.result(timeout=self.parse_timeout_s)
+                    continue
+                except UnsupportedDocument as exc:
+                    yield exc
+                    continue
+                except FutureTimeout:
+                    why = f"parsing took longer than {self.parse_timeout_s:g}s (FRESHRAG_PARSE_TIMEOUT_S)"
+                    self._parse.restart(f"a {mime} document: {why}")
+                except BrokenProcessPool:
+                    why = "the parser process died on this document (out of memory?)"
+                    self._parse.restart(why)
+                # The queue died with the child: resubmit what was waiting behind this one.
+                nxt -= len(pending)
+                pending.clear()
+                yield UnsupportedDocument(why)
+        finally:
+            for f in pending:
+                f.cancel()
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
         try:
-            vectors = self._executor().submit(_child_encode, texts).result()
+            vectors = self._embed.submit(_child_encode, texts).result()
         except BrokenProcessPool:
-            self._restart("the child process died while embedding")
+            self._embed.restart("the child process died while embedding")
             raise RuntimeError("the embedding process died; the batch will be retried") from None
         self.texts_encoded += len(texts)
         return vectors
 
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._parse.close()
+        self._embed.close()

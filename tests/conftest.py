@@ -67,6 +67,7 @@ def make_settings(tmp_path: Path, bootstrap: str = "127.0.0.1:1", **overrides) -
         kafka_bootstrap_servers=bootstrap,
         topic=f"documents-{tag}",
         dlq_topic=f"documents-{tag}.dlq",
+        backfill_topic=f"documents-{tag}.backfill",
         consumer_group=f"ingest-{tag}",
         topic_partitions=4,
         kafka_session_timeout_ms=3000,
@@ -156,14 +157,16 @@ def running_worker(
         assert not thread.is_alive(), "worker did not stop"
 
 
-def produce(settings: Settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
+def produce(
+    settings: Settings, items: list[tuple[bytes | None, bytes | None]], topic: str | None = None
+) -> None:
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
         max_request_size=settings.max_event_bytes,
     )
     for key, value in items:
-        producer.send(settings.topic, key=key, value=value)
+        producer.send(topic or settings.topic, key=key, value=value)
     producer.flush()
     producer.close()
 

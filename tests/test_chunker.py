@@ -54,3 +54,58 @@ def test_hash_ignores_whitespace_only_changes():
 
 def test_empty_document_has_no_chunks():
     assert Chunker().chunk([]) == []
+
+
+def test_parser_version_and_chunk_settings_give_every_chunk_a_new_identity():
+    els = elements(SECTIONS)
+    before = Chunker(chunk_size=128, parser_version="1").chunk(els)
+    upgraded = Chunker(chunk_size=128, parser_version="2").chunk(els)
+    assert [c.text for c in before] == [c.text for c in upgraded], "same text, ..."
+    assert not {c.hash for c in before} & {c.hash for c in upgraded}, "... all-new ids"
+    resized = Chunker(chunk_size=129, parser_version="1").chunk(els)
+    assert not {c.hash for c in before} & {c.hash for c in resized}
+
+
+def test_no_chunk_is_only_a_title():
+    chunks = Chunker(chunk_size=128).chunk(elements(SECTIONS) + [Element("Title", "Appendix")])
+    assert len(chunks) == len(SECTIONS), "bare document title and trailing heading: no chunks"
+    for c in chunks:
+        assert [x for x in c.text.splitlines() if x and not x.startswith("## ")], c.text
+    assert chunks[0].text.startswith("## Guide\n\n## Installing\n\nInstall the package")
+    assert chunks[0].section == "Installing"
+
+
+def test_code_is_never_a_heading_and_stays_fenced_when_split():
+    code = "\n".join(f"# step {i}\nvalue_{i} = compute({i})" for i in range(60))
+    chunks = Chunker(chunk_size=64).chunk(
+        [
+            Element("Title", "Recipe"),
+            Element("NarrativeText", "Run this:"),
+            Element("CodeSnippet", code),
+            Element("NarrativeText", "Then check the output."),
+        ]
+    )
+    assert len(chunks) > 3
+    assert {c.section for c in chunks} == {"Recipe"}
+    for c in chunks:
+        assert c.text.startswith("## Recipe\n\n")
+        assert c.text.count("```") % 2 == 0, c.text  # every code part is fenced
+    kept = "\n".join(
+        line for c in chunks for line in c.text.splitlines() if line.startswith(("# ", "value_"))
+    )
+    assert kept == code, "every code line, once, in order"
+
+
+def test_overlap_repeats_the_previous_chunks_tail():
+    paras = [Element("NarrativeText", f"Paragraph {i} is about topic {i}.") for i in range(30)]
+    chunks = Chunker(chunk_size=48, chunk_overlap=12).chunk([Element("Title", "T"), *paras])
+    assert len(chunks) > 3
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        last = a.text.split("\n\n")[-1]
+        assert last in b.text
+
+
+def test_a_document_of_only_a_heading_still_has_its_text():
+    """A one-line PDF comes back as a single Title element: it must not vanish."""
+    chunks = Chunker(128, 0).chunk([Element("Title", "Quarterly okapi census")])
+    assert [c.text for c in chunks] == ["Quarterly okapi census"]

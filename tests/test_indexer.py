@@ -26,8 +26,10 @@ def test_edit_one_paragraph_embeds_only_the_changed_chunk(index, dense, sparse):
     retriever = Retriever(index, dense, sparse)
     before = dense.texts_encoded
     [first] = indexer.apply([upsert("handbook", doc(PARAS), 1)])
-    assert first.status == "indexed" and first.embedded == 6  # title chunk + 5 sections
-    assert dense.texts_encoded - before == 6
+    assert (
+        first.status == "indexed" and first.embedded == 5
+    )  # 5 sections (the bare title folds into the first)
+    assert dense.texts_encoded - before == 5
 
     edited = dict(
         PARAS, Sessions="Sessions keep per-visitor state in a database table, keyed by a cookie."
@@ -35,13 +37,13 @@ def test_edit_one_paragraph_embeds_only_the_changed_chunk(index, dense, sparse):
     before = dense.texts_encoded
     [second] = indexer.apply([upsert("handbook", doc(edited), 2)])
     assert dense.texts_encoded - before == 1, "only the edited section may be re-embedded"
-    assert (second.embedded, second.kept, second.removed) == (1, 5, 1)
+    assert (second.embedded, second.kept, second.removed) == (1, 4, 1)
 
     assert not any("signed cookie" in t for t in texts_for(retriever, "signed cookie sessions"))
     assert any("database table" in t for t in texts_for(retriever, "sessions database table"))
     hits = retriever.retrieve(READER, "migrations schema", 10, "sparse")
     assert {h.payload["version"] for h in hits} == {2}, "kept chunks carry the new version"
-    assert index.get_document("default", "handbook").chunk_count == 6
+    assert index.get_document("default", "handbook").chunk_count == 5
 
 
 def test_delete_then_older_events_never_resurrect(index, dense, sparse):
@@ -85,7 +87,7 @@ def test_identical_text_in_another_document_reuses_the_stored_vector(index, dens
     indexer.apply([upsert("a", doc(PARAS), 1)])
     before = dense.texts_encoded
     [copy] = indexer.apply([upsert("b", doc(PARAS), 1)])
-    assert (copy.new, copy.reused, copy.embedded) == (6, 6, 0)  # written, not re-embedded
+    assert (copy.new, copy.reused, copy.embedded) == (5, 5, 0)  # written, not re-embedded
     assert dense.texts_encoded == before
 
 

@@ -87,3 +87,19 @@ def test_unsupported_and_broken_inputs_raise_a_clear_error(tmp_path):
     big.write_text("x" * 2000)
     with pytest.raises(UnsupportedDocument, match="over the 1000 byte limit"):
         body(big.as_uri())
+
+
+def test_the_parser_module_keeps_its_public_names():
+    from ingest.parser import (  # noqa: F401
+        BINARY_MIMES,
+        PARSER_VERSION,
+        SUPPORTED_MIMES,
+        TEXT_MIMES,
+        Element,
+        normalize_mime,
+    )
+
+    assert isinstance(PARSER_VERSION, str) and PARSER_VERSION
+    assert Element("Title", "x") == Element("Title", "x", 0), "level is optional"
+    assert normalize_mime("text/x-markdown; charset=utf-8") == "text/markdown"
+    assert SUPPORTED_MIMES == TEXT_MIMES | BINARY_MIMES

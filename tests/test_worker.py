@@ -211,3 +211,36 @@ def test_a_batch_longer_than_max_poll_interval_keeps_the_partition(
         wait_for(lambda: _committed(settings, settings.consumer_group) == 1, timeout=60)
         time.sleep(1)
     assert rec.statuses("slow") == ["indexed"], "no eviction, so no redelivery"
+
+
+def test_a_live_edit_is_not_delayed_by_a_backfill(settings, edge_index, dense, sparse):
+    """Backfill events wait while live ones are applied; a live edit overtakes the backlog."""
+    paragraphs = "\n\n".join(
+        f"## Part {k}\n\nBackfill paragraph {k} about the tapir archive, volume {k}."
+        for k in range(12)
+    )
+    backlog = [
+        upsert(f"bulk-{i}", f"# Bulk {i}\n\n{paragraphs}\n\nbulkmarker{i}", 1) for i in range(40)
+    ]
+    produce(
+        settings,
+        [(e.key(), e.to_bytes()) for e in backlog],
+        topic=settings.backfill_topic,
+    )
+    with running_worker(settings, make_indexer(edge_index, dense, sparse)) as (worker, rec):
+        wait_for(lambda: len(rec.outcomes) >= 2, timeout=60)
+        publish_events(
+            settings, [upsert("live", "# Live\n\nThe live okapi edit jumps the queue.", 1)]
+        )
+        wait_for(lambda: edge_index.get_document("default", "live"), timeout=30)
+        done_before_live = sum(
+            1 for e in backlog if edge_index.get_document("default", e.doc_id) is not None
+        )
+        assert done_before_live < len(backlog) - 10, "the live edit waited for the backfill"
+        wait_for(
+            lambda: all(edge_index.get_document("default", e.doc_id) for e in backlog), timeout=120
+        )
+        wait_for(lambda: _committed(settings, settings.consumer_group) == 1)
+        assert worker.status()["lag"] is not None
+    handled = [o.event.doc_id for o in rec.outcomes if o.status == "indexed"]
+    assert sorted(handled) == sorted([e.doc_id for e in backlog] + ["live"]), "each once"
