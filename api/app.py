@@ -207,7 +207,22 @@ def create_app(services: Services) -> FastAPI:
         response_model=AnswerResponse,
         tags=["answers"],
         responses={
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "description": '`delta` events (data: {"text"}), then one '
+                            "`done` event (data: the AnswerResponse JSON).",
+                            "type": "object",
+                            "properties": {
+                                "event": {"type": "string", "enum": ["delta", "done"]},
+                                "data": {"type": "string"},
+                            },
+                            "required": ["event", "data"],
+                        }
+                    }
+                }
+            },
             **documented(400, 401, 413, 422, 503, 504),
         },
     )
@@ -227,6 +242,7 @@ def create_app(services: Services) -> FastAPI:
                 conditions,
                 body.filters,
                 prompt,
+                body.cache,
             )
         except PromptError as exc:
             raise invalid(("body", "prompt"), str(exc)) from exc

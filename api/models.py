@@ -100,6 +100,15 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
             bool,
             Field(False, description="Server-Sent Events; citations come in the final event."),
         ),
+        cache=(
+            bool,
+            Field(
+                True,
+                strict=True,
+                description="false: neither read nor write the semantic answer cache "
+                "(evaluations, debugging: the timings then mean what they say).",
+            ),
+        ),
     )
     return retrieve, answer
 

@@ -96,8 +96,10 @@ class AnswerService:
         conditions: list[Condition],
         filters: dict[str, Any],
         prompt: Prompt,
+        use_cache: bool = True,
     ) -> dict[str, Any]:
         timings: dict[str, float] = {}
+        cache = self.cache if use_cache else None
         started = clock = time.perf_counter()
         begun = time.monotonic()
         deadline = begun + self.deadline_s
@@ -119,8 +121,8 @@ class AnswerService:
             mode=mode,
             top_k=top_k,
         )
-        if self.cache is not None:
-            cached = self.cache.get(vector, scope)
+        if cache is not None:
+            cached = cache.get(vector, scope)
             lap("cache")
             if cached is not None:
                 timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
@@ -162,12 +164,12 @@ class AnswerService:
                 "attempts": out.attempts,
             }
         result["prompt"] = prompt.ref
-        if self.cache is not None and not result["refused"]:
+        if cache is not None and not result["refused"]:
             cited = {
                 (h.payload["tenant"], h.payload["doc_id"]): h.payload["version"]
                 for h in (hits[c["n"] - 1] for c in result["citations"])
             }
-            self.cache.put(
+            cache.put(
                 vector,
                 scope,
                 result,

@@ -165,6 +165,8 @@ def test_answer_endpoint(client):
     body = r.json()
     assert body["citations"][0]["doc_id"] == "runbook" and body["provider"] == "extractive"
     assert client.post("/answer", json={"query": QUESTION}, headers=A).json()["cached"] is True
+    bypass = client.post("/answer", json={"query": QUESTION, "cache": False}, headers=A).json()
+    assert bypass["cached"] is False and "cache_ms" not in bypass["timings"], "cache: false"
     assert client.post("/answer", json={"query": QUESTION}).status_code == 401
     canary = client.post(
         "/answer", json={"query": QUESTION, "prompt": {"label": "canary"}}, headers=A

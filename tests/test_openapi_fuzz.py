@@ -52,10 +52,13 @@ OPERATIONS = [
     ("GET", "/prompts"),
     ("GET", "/documents/{doc_id}"),
 ]
+# Derandomized: the same 25 examples per operation on every run, so CI is reproducible;
+# run with --hypothesis-seed=random locally to explore further.
 BOUNDED = settings(
     max_examples=25,
     deadline=None,
     database=None,
+    derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
 
