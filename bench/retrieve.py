@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,18 +35,12 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 from api.app import create_app  # noqa: E402
 from api.auth import KeyStore  # noqa: E402
 from api.runtime import Core, ServerThread  # noqa: E402
+from bench.harness import free_port, pct  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.index import Match  # noqa: E402
 from retrieval.search import Principal  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 QUERIES = [
     "How do I deploy Django with Gunicorn?",
@@ -66,11 +59,6 @@ QUERIES = [
 def query(i: int, mode: str) -> str:
     """Distinct text per request and mode, so the query-embedding cache does not flatter the numbers."""
     return f"{QUERIES[i % len(QUERIES)]} ({mode} request {i})"
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def main() -> None:
@@ -248,7 +236,9 @@ def under_writes(args: argparse.Namespace) -> None:
             time.sleep(0.2)
         _http_load(server.url, "hybrid", args, tag="warmup")
         phase("idle")
-        publisher.publish(backfill, progress=False)
+        bulk = Publisher(settings.kafka_bootstrap_servers, settings.backfill_topic)
+        bulk.publish(backfill, progress=False)
+        bulk.close()
         time.sleep(2)  # the worker is busy with the backfill now
         phase("backfill")
         indexed = sum(

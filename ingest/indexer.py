@@ -77,6 +77,7 @@ class Indexer:
         sources: SourcePolicy | None = None,
         max_document_bytes: int = 20_000_000,
         write_batch: int = 256,
+        embed_group_chunks: int = 64,
         on_written: Callable[[str, str], None] | None = None,
     ) -> None:
         self.index = index
@@ -85,6 +86,7 @@ class Indexer:
         self.sources = sources or SourcePolicy()
         self.max_document_bytes = max_document_bytes
         self.write_batch = write_batch
+        self.embed_group_chunks = embed_group_chunks
         self.on_written = on_written
 
     def warm_up(self) -> None:
@@ -134,18 +136,36 @@ class Indexer:
             return
         stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in to_parse])
         embedded_here: dict[str, list[float]] = {}  # identical texts across this batch
-        parses = self.processor.prepare_many([(body, e.mime) for e, body, _ in to_parse])
+        results = self.processor.prepare_many([(body, e.mime) for e, body, _ in to_parse])
+        parses = zip(to_parse, results, strict=True)
         try:
-            for (event, _, digest), doc in zip(to_parse, parses, strict=True):
+            # Micro-batches: the next documents' new chunks are embedded in one call, up
+            # to `embed_group_chunks` (many small edits share one model call; a big page
+            # goes alone), then each document is written and yielded on its own.
+            group: list[_Prepared] = []
+            for (event, _, digest), doc in parses:
                 if isinstance(doc, UnsupportedDocument):
                     yield Outcome(event, "failed", str(doc))
                 else:
-                    p = self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
-                    yield self._write(p, self._vectors_for(p, embedded_here))
+                    group.append(
+                        self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
+                    )
+                if sum(len(p.plan.new) for p in group) >= self.embed_group_chunks:
+                    yield from self._embed_and_write(group, embedded_here)
+                    group = []
                 if interrupted():
+                    yield from self._embed_and_write(group, embedded_here)
                     return
+            yield from self._embed_and_write(group, embedded_here)
         finally:
-            parses.close()
+            results.close()  # stop the parser running ahead
+
+    def _embed_and_write(
+        self, group: list[_Prepared], embedded_here: dict[str, list[float]]
+    ) -> Iterator[Outcome]:
+        vectors = self._vectors_for(group, embedded_here)
+        for p in group:
+            yield self._write(p, vectors)
 
     def content_hash(self, body: str | bytes, mime: str) -> str:
         """What decides a document's chunks: its body, its type, the parser and chunk settings."""
@@ -167,10 +187,18 @@ class Indexer:
         )
 
     def _vectors_for(
-        self, p: _Prepared, embedded_here: dict[str, list[float]]
+        self, group: list[_Prepared], embedded_here: dict[str, list[float]]
     ) -> dict[str, list[float]]:
-        """One vector per new text: reuse this batch's or the index's identical chunks, embed the rest."""
-        texts = {c.hash: c.text for _, c in p.plan.new}
+        """One vector per new text: reuse this batch's or the index's identical chunks, embed the rest.
+
+        Each embedded text is counted for the first document of the group that needed it.
+        """
+        texts: dict[str, str] = {}
+        owner: dict[str, _Prepared] = {}
+        for p in group:
+            for _, c in p.plan.new:
+                if c.hash not in texts:
+                    texts[c.hash], owner[c.hash] = c.text, p
         vectors = {h: embedded_here[h] for h in texts if h in embedded_here}
         wanted = [h for h in texts if h not in vectors]
         if wanted:
@@ -180,7 +208,8 @@ class Indexer:
         fresh = dict(zip(missing, encoded, strict=True))
         embedded_here.update(fresh)
         vectors.update(fresh)
-        p.embedded = len(missing)
+        for h in missing:
+            owner[h].embedded += 1
         return vectors
 
     def _payload(self, event: DocumentEvent, indexed_at: str, title: str | None) -> dict:
