@@ -1,14 +1,16 @@
 # Two commands a new user needs: `make up` (service + sample corpus) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --quiet --progress-bar off -c constraints.txt
+# Quiet: no progress bars (one endless line in a CI log), no version nag, no root notice.
+PIP_QUIET := --quiet --progress-bar off --disable-pip-version-check --root-user-action=ignore
+PIP := $(PY) -m pip install $(PIP_QUIET) -c constraints.txt
 STAMP := $(VENV)/.installed
 
 .PHONY: install up test quick lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 	@echo "installing torch (CPU) first, then FreshRAG and its dependencies…"
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'

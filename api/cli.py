@@ -1,8 +1,9 @@
-"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sample."""
+"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -10,11 +11,18 @@ import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag")
+
+
+def tqdm(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """tqdm, off unless stderr is a terminal: in a log file a bar is one endless line."""
+    from tqdm import tqdm as bar
+
+    kwargs.setdefault("disable", not sys.stderr.isatty())
+    return bar(*args, **kwargs)
 
 
 def _logging(verbose: bool) -> None:
@@ -29,11 +37,13 @@ def _logging(verbose: bool) -> None:
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(quiet: bool = False) -> threading.Event:
+    """An event set by SIGTERM/SIGINT, so the work in hand finishes instead of dying mid-way."""
     stop = threading.Event()
 
     def handler(signum, _frame) -> None:  # noqa: ANN001
-        log.info("received %s, finishing the batch in hand…", signal.Signals(signum).name)
+        if not quiet:
+            log.info("received %s, finishing the batch in hand…", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -49,6 +59,18 @@ def cli(verbose: bool) -> None:
     Every setting is an environment variable with the FRESHRAG_ prefix (see README).
     """
     _logging(verbose)
+    _no_bars_in_logs()
+
+
+def _no_bars_in_logs() -> None:
+    """Not a terminal (a log file, a cron mail): no progress bars, each is one endless line.
+
+    Set before the libraries load: TQDM_DISABLE reaches every tqdm bar that does not
+    decide for itself, HF_HUB_DISABLE_PROGRESS_BARS the model loader's.
+    """
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @cli.command()
@@ -207,8 +229,13 @@ def worker() -> None:
     """Run one ingest worker (a consumer-group member). SIGTERM finishes the batch, then exits."""
     from api.runtime import Core
     from ingest.consumer import ensure_topics
+    from ingest.publisher import BrokerUnreachable, check_broker
 
     settings = Settings()
+    try:  # one line within seconds, not the admin client's 30 s of connection errors
+        check_broker(settings.kafka_bootstrap_servers)
+    except BrokerUnreachable as exc:
+        raise Unreachable(str(exc)) from exc
     stop = _stop_on_signals()
     ensure_topics(settings)
     core = Core.open(settings)
@@ -220,9 +247,45 @@ def worker() -> None:
         core.index.close()
 
 
+class Unreachable(click.ClickException):
+    """A broker or API a command needs does not answer: one line on stderr, exit 3.
+
+    (Exit 1 stays "regression" for `freshrag eval`, 2 is a usage error.)
+    """
+
+    exit_code = 3
+
+
+def _client_logging() -> None:
+    """Commands that talk to a broker as a client report failures themselves, once."""
+    from ingest.publisher import quiet_kafka_logs
+
+    quiet_kafka_logs()
+
+
+def _publisher(settings: Settings):  # noqa: ANN202
+    from ingest.publisher import BrokerUnreachable, Publisher
+
+    try:
+        return Publisher(settings.kafka_bootstrap_servers, settings.topic, settings.max_event_bytes)
+    except BrokerUnreachable as exc:
+        raise Unreachable(str(exc)) from exc
+
+
+def _echo_event(e) -> None:  # noqa: ANN001
+    acl = ",".join(e.acl or ["(as indexed)"])
+    click.echo(f"{e.op:6} {e.doc_id}  v{e.version}  {e.mime}  tenant={e.tenant} acl={acl}")
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--delete", is_flag=True, help="Publish delete events instead of upserts.")
+@click.option(
+    "--doc-id",
+    "doc_ids",
+    multiple=True,
+    help="With --delete: a document id to delete (repeatable); no file needed.",
+)
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--acl", multiple=True, help="Group allowed to read (repeatable). Default: public.")
 @click.option(
@@ -239,16 +302,29 @@ def worker() -> None:
 def publish(
     paths: tuple[Path, ...],
     delete: bool,
+    doc_ids: tuple[str, ...],
     tenant: str,
     acl: tuple[str, ...],
     version: int | None,
     mime: str | None,
     prefix: str,
 ) -> None:
-    """Publish files or folders as document events."""
-    from ingest.publisher import Publisher, build_events
+    """Publish files or folders as document events; or delete documents by id.
 
+    With --delete a path need not exist any more (its doc id is derived from the name
+    as for an upsert); --doc-id takes the id verbatim.
+    """
+    from ingest.publisher import BrokerUnreachable, build_events, delete_events
+
+    if doc_ids and not delete:
+        raise click.UsageError("--doc-id deletes documents: add --delete")
+    if not paths and not doc_ids:
+        raise click.UsageError("give PATH... to publish, or --delete --doc-id ID")
+    for p in paths:
+        if not delete and not p.exists():
+            raise click.BadParameter(f"no such file or folder: {p}", param_hint="PATHS")
     settings = Settings()
+    _client_logging()
     events = build_events(
         paths,
         op="delete" if delete else "upsert",
@@ -257,19 +333,101 @@ def publish(
         version=version,
         mime=mime,
         prefix=prefix,
-    )
-    publisher = Publisher(
-        settings.kafka_bootstrap_servers, settings.topic, settings.max_event_bytes
-    )
+    ) + delete_events(doc_ids, tenant=tenant, version=version)
+    publisher = _publisher(settings)
     try:
         sent = publisher.publish(events)
+    except BrokerUnreachable as exc:
+        raise Unreachable(str(exc)) from exc
     finally:
         publisher.close()
     for e in events:
-        click.echo(
-            f"{e.op:6} {e.doc_id}  v{e.version}  {e.mime}  tenant={e.tenant} acl={','.join(e.acl or ['(as indexed)'])}"
-        )
+        _echo_event(e)
     click.echo(f"sent {sent} event(s) to {settings.topic} on {settings.kafka_bootstrap_servers}")
+
+
+@cli.command()
+@click.argument(
+    "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR"
+)
+@click.option(
+    "--watch", is_flag=True, help="Keep going: sync again every --interval, until Ctrl-C."
+)
+@click.option(
+    "--interval", type=float, default=10.0, show_default=True, help="Seconds between passes."
+)
+@click.option("--prefix", default="", help="Prefix for doc ids (ids are paths relative to DIR).")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--acl", multiple=True, help="Group allowed to read (repeatable). Default: public.")
+@click.option("--mime", default=None, help="Override the type guessed from each file name.")
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="What was sent (hashes). Default: DATA_DIR/sync/<folder>-<hash>.json.",
+)
+def sync(
+    folder: Path,
+    watch: bool,
+    interval: float,
+    prefix: str,
+    tenant: str,
+    acl: tuple[str, ...],
+    mime: str | None,
+    manifest: Path | None,
+) -> None:
+    """Keep DIR (a folder or a git checkout) in the index.
+
+    Publishes new and changed files only (by content hash) and delete events for files
+    that disappeared. What was sent is recorded only once the broker confirmed it, so an
+    interrupted or failed pass is redone by the next one. In a git checkout, files git
+    ignores are left out; hidden files always are, and so are types FreshRAG cannot parse.
+    """
+    from ingest.publisher import BrokerUnreachable
+    from ingest.sync import Syncer, manifest_path
+
+    settings = Settings()
+    _client_logging()
+    manifest = manifest or manifest_path(settings.data_dir, folder, settings.topic, tenant, prefix)
+    stop = _stop_on_signals(quiet=True) if watch else threading.Event()
+    publisher = None
+    try:
+        while True:
+            try:
+                publisher = publisher or _publisher(settings)
+                result = Syncer(
+                    folder,
+                    publisher,
+                    manifest,
+                    tenant=tenant,
+                    acl=list(acl) or None,
+                    prefix=prefix,
+                    mime=mime,
+                    max_bytes=settings.max_document_bytes,
+                ).run_once()
+            except (Unreachable, BrokerUnreachable) as exc:
+                if not watch:
+                    raise Unreachable(str(exc)) from exc
+                click.echo(f"error: {exc} (retrying in {interval:g} s)", err=True)
+                if publisher:
+                    publisher.close()
+                publisher = None
+            else:
+                for e in result.sent:
+                    _echo_event(e)
+                for path, why in result.skipped:
+                    click.echo(f"skipped {path}: {why}", err=True)
+                if result.sent or not watch:
+                    click.echo(
+                        f"synced {folder}: {len(result.upserts)} new or changed, "
+                        f"{len(result.deletes)} deleted, {result.unchanged} unchanged "
+                        f"→ {settings.topic} on {settings.kafka_bootstrap_servers}"
+                    )
+            if not watch or stop.wait(interval):
+                break
+    finally:
+        if publisher:
+            publisher.close()
 
 
 @cli.command("eval")
@@ -332,14 +490,24 @@ def eval_command(
     out,  # noqa: ANN001
     thresholds,
 ) -> None:
-    """Score relevance and freshness against the running service; exit 1 on a regression."""
+    """Score relevance and freshness against the running service; exit 1 on a regression.
+
+    Prints a compact table (each headline number with its threshold and status, and the
+    verdict) and writes report.json and report.html. Exit codes: 0 ok, 1 regression,
+    3 the service or the broker cannot be reached.
+    """
     from api.auth import key_for_tenant, read_keys
+    from evals.client import ServiceUnreachable
     from evals.dataset import default_path
-    from evals.report import THRESHOLDS
+    from evals.report import THRESHOLDS, terminal_table
     from evals.run import EvalConfig, run_eval
+    from ingest.publisher import BrokerUnreachable
     from ingest.sample import django_docs
 
     settings = Settings()
+    _client_logging()
+    # A writable, lasting font cache: no "generated new fontManager" on every run.
+    os.environ.setdefault("MPLCONFIGDIR", str(settings.data_dir / "cache" / "matplotlib"))
     url = url or f"http://{settings.host}:{settings.port}"
     if api_key is None:
         try:
@@ -375,10 +543,11 @@ def eval_command(
         judge=(judge_url, judge_model, judge_api_key) if judge_url and judge_model else None,
         embedding_model=settings.model,
     )
-    results, code = run_eval(cfg)
-    for r in results["regressions"]:
-        click.echo(f"REGRESSION {r['metric']} = {r['value']} ({r['rule']} {r['limit']})", err=True)
-    click.echo(f"report: {cfg.out_dir / 'report.html'}  ({'regression' if code else 'ok'})")
+    try:
+        results, code = run_eval(cfg)
+    except (ServiceUnreachable, BrokerUnreachable) as exc:
+        raise Unreachable(str(exc)) from exc
+    click.echo(terminal_table(results, cfg.out_dir / "report.html"))
     sys.exit(code)
 
 

@@ -12,10 +12,9 @@ import secrets
 import time
 from typing import Any
 
-from tqdm import tqdm
-
 from evals.client import ServiceClient
 from evals.metrics import freshness_metric, mean, percentile
+from evals.progress import bar
 from ingest.events import DocumentEvent
 
 
@@ -80,15 +79,15 @@ def run_freshness(
             pending = {
                 d for d in ids if lags["add"][d] is not None or lags["change"][d] is not None
             }
-        with tqdm(
-            total=len(pending), desc=f"freshness: {op}", unit="doc", disable=not progress
-        ) as bar:
+        with bar(
+            total=len(pending), progress=progress, desc=f"freshness: {op}", unit="doc"
+        ) as shown:
             while pending and time.monotonic() - sent < timeout_s:
                 for d in sorted(pending):
                     if checks[op](d):
                         lags[op][d] = time.monotonic() - sent
                         pending.discard(d)
-                        bar.update(1)
+                        shown.update(1)
                 if pending:
                     time.sleep(0.1)
     deleted = {d for d, lag in lags["delete"].items() if lag is not None}

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
+import warnings
 from typing import Any
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+# ranx imports matplotlib, whose first import on a machine logs "generated new fontManager"
+# at INFO: noise in a nightly job's output.
+logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 IR_METRICS = ("ndcg@10", "mrr@10", "recall@5", "recall@10")
 RAGAS_METRICS = (
@@ -22,8 +27,12 @@ def ir_scores(
     gold: dict[str, list[str]], ranked: dict[str, list[str]]
 ) -> dict[str, dict[str, float]]:
     """Per-question nDCG@10, MRR@10, recall@5/10 (binary relevance) with ranx."""
+    from numba.core.errors import NumbaTypeSafetyWarning
     from ranx import Qrels, Run, evaluate
 
+    # ranx's jitted code casts int relevance to float; numba warns (in ANSI colours) on
+    # every fresh compile. The cast is exact for 0/1 judgements.
+    warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
     qrels = Qrels({q: dict.fromkeys(ids, 1) for q, ids in gold.items()})
     run_dict: dict[str, dict[str, float]] = {}
     for q in gold:

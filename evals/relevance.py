@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm import tqdm
-
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, context_id
 from evals.metrics import IR_METRICS, RAGAS_METRICS, ir_scores, mean, percentile, ragas_scores
+from evals.progress import bar
 
 
 def _ids(item: EvalItem, hits: list[dict[str, Any]]) -> list[str]:
@@ -28,7 +27,7 @@ def run_relevance(
     hits_seen = stale = 0
     for mode in modes:
         records = []
-        for item in tqdm(items, desc=f"relevance: {mode}", unit="q", disable=not progress):
+        for item in bar(items, progress=progress, desc=f"relevance: {mode}", unit="q"):
             hits, ms = client.retrieve(item.question, mode, top_k)
             hits_seen += len(hits)
             stale += client.count_stale(hits)
@@ -55,6 +54,9 @@ def run_relevance(
                     "question": r["item"].question,
                     "gold": gold[qid],
                     "retrieved": r["ids"][:5],
+                    "gold_rank": next(
+                        (n for n, cid in enumerate(r["ids"], 1) if cid in set(gold[qid])), None
+                    ),
                     "latency_ms": round(r["latency_ms"], 2),
                     **ir[qid],
                     **scores,
@@ -76,30 +78,51 @@ def run_relevance(
 def run_answers(
     client: ServiceClient, items: list[EvalItem], progress: bool = True
 ) -> dict[str, Any] | None:
-    """How often `/answer` cites a gold document, and how often it refuses."""
+    """How often `/answer` cites a gold document, and how often it refuses.
+
+    Requests bypass the answer cache; on a server that cannot, cached answers are left out
+    of the latency percentiles (a cache hit says nothing about answering speed) and the
+    result carries a note.
+    """
     rows = []
-    for item in tqdm(items, desc="answers", unit="q", disable=not progress):
+    for item in bar(items, progress=progress, desc="answers", unit="q"):
         result = client.answer(item.question)
         if result is None:
             return None
-        cited = {c["doc_id"] for c in result["citations"]}
+        cited = sorted({c["doc_id"] for c in result["citations"]})
+        timings = result.get("timings") or {}
         rows.append(
             {
                 "id": item.id,
                 "question": item.question,
                 "answer": result["answer"],
                 "contexts": [c["text"] for c in result["citations"] if c.get("text")],
+                "cited": cited,
+                "gold": item.gold_doc_ids,
                 "refused": result["refused"],
+                "cached": bool(result.get("cached")),
                 "provider": result["provider"],
-                "cites_gold": bool(cited & set(item.gold_doc_ids)) if item.gold_doc_ids else None,
-                "latency_ms": result["timings"].get("total_ms"),
+                "cites_gold": bool(set(cited) & set(item.gold_doc_ids))
+                if item.gold_doc_ids
+                else None,
+                "latency_ms": timings.get("total_ms") or result.get("client_ms"),
             }
         )
-    return {
+    fresh = [r["latency_ms"] for r in rows if r["latency_ms"] and not r["cached"]]
+    out: dict[str, Any] = {
         "answer_cites_gold": mean(
             [float(r["cites_gold"]) for r in rows if r["cites_gold"] is not None]
         ),
         "answer_refusal_rate": mean([float(r["refused"]) for r in rows]),
-        "answer_latency_p50_ms": percentile([r["latency_ms"] for r in rows if r["latency_ms"]], 50),
+        "answer_cached_rate": mean([float(r["cached"]) for r in rows]),
+        "answer_latency_p50_ms": percentile(fresh, 50),
+        "answer_latency_p95_ms": percentile(fresh, 95),
+        "cache_bypassed": client.cache_bypass is True,
         "rows": rows,
     }
+    if client.cache_bypass is False:
+        out["note"] = (
+            'the service rejected "cache": false, so answers may come from the answer cache; '
+            "latency percentiles leave cached answers out"
+        )
+    return out

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from evals.client import ServiceClient
+from evals.progress import bar
 from ingest.events import DocumentEvent
 from ingest.publisher import build_events
 
@@ -37,13 +36,13 @@ def _wait(
     """Until each doc is at its wanted version (None: deleted/unknown); returns how many never got there."""
     pending = dict(want)
     deadline = time.monotonic() + timeout_s
-    with tqdm(total=len(want), desc=desc, unit="doc", disable=not progress) as bar:
+    with bar(total=len(want), progress=progress, desc=desc, unit="doc") as shown:
         while pending and time.monotonic() < deadline:
             for d, v in list(pending.items()):
                 current = client.indexed_version(d, fresh=True)
                 if current == v or (v is not None and current is not None and current >= v):
                     del pending[d]
-                    bar.update(1)
+                    shown.update(1)
             if pending:
                 time.sleep(0.5)
     return len(pending)

@@ -1,25 +1,110 @@
-"""The nightly report: one JSON, one self-contained HTML page, a history folder, a regression gate."""
+"""The nightly report: one JSON, one self-contained HTML page, a terminal table, a history
+folder, and the regression gate.
+
+Everything an owner reads comes from one list of checks (`checks`): each threshold of
+`thresholds.toml` applied to this run, with a status. A part of the evaluation that did
+not run (`--probes 0`, `--no-answers`, a mode left out) is "skipped", never a regression.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
+import logging
+import math
 import tomllib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-HEADLINE = [
-    ("hybrid.ndcg@10", "nDCG@10 (hybrid)", "{:.3f}"),
-    ("hybrid.recall@10", "recall@10 (hybrid)", "{:.3f}"),
-    ("freshness.freshness", "freshness score", "{:.3f}"),
-    ("freshness.lag_p95_s", "change→searchable p95", "{:.2f} s"),
-    ("freshness.deleted_returned", "deleted docs returned", "{:.0f}"),
-    ("freshness.stale_hit_rate", "stale-hit rate", "{:.2%}"),
-]
 THRESHOLDS = Path(__file__).with_name("thresholds.toml")
-TRENDS = ["hybrid.ndcg@10", "hybrid.recall@10", "freshness.freshness", "freshness.lag_p95_s"]
+TEMPLATES = Path(__file__).with_name("templates")
+MODES = ("hybrid", "dense", "sparse")
+# Areas a run may leave out; their metrics are `area.name` (a mode is an area too).
+OPTIONAL_AREAS = ("relevance", *MODES, "answers", "judge", "freshness", "replay", "index")
+# A p50 that grows by more than this factor between two runs is marked in the report.
+LATENCY_JUMP = 2.0
+STATUS_ORDER = {"fail": 4, "warn": 3, "pass": 2, "skipped": 1, "n/a": 0, "info": 0}
+
+# What an owner reads per area: (metric, label, brief). `{mode}` expands to each mode that
+# ran. Brief rows make the cards and the terminal table; the report's checks table has all.
+AREA_ROWS: dict[str, list[tuple[str, str, bool]]] = {
+    "relevance": [
+        ("{mode}.ndcg@10", "nDCG@10 {mode}", True),
+        ("{mode}.recall@10", "recall@10 {mode}", True),
+        ("{mode}.mrr@10", "MRR@10 {mode}", False),
+        ("relevance.stale_hit_rate", "stale hits", True),
+    ],
+    "answers": [
+        ("answers.answer_cites_gold", "cite a gold doc", True),
+        ("answers.answer_refusal_rate", "refused", True),
+        ("answers.answer_cached_rate", "from the cache", False),
+    ],
+    "judge": [
+        ("judge.faithfulness", "faithfulness", True),
+        ("judge.answer_relevancy", "answer relevancy", True),
+        ("judge.llm_context_precision", "context precision", True),
+    ],
+    "freshness": [
+        ("freshness.freshness", "freshness score", True),
+        ("freshness.lag_p50_s", "lag p50", True),
+        ("freshness.lag_p95_s", "lag p95", True),
+        ("freshness.lag_p99_s", "lag p99", False),
+        ("freshness.missed_rate", "missed", True),
+        ("freshness.deleted_returned", "deleted returned", True),
+        ("freshness.stale_hit_rate", "stale hits", True),
+    ],
+    "latency": [
+        ("{mode}.latency_p50_ms", "p50 {mode}", True),
+        ("{mode}.latency_p95_ms", "p95 {mode}", False),
+        ("answers.answer_latency_p50_ms", "p50 /answer", True),
+        ("answers.answer_latency_p95_ms", "p95 /answer", False),
+    ],
+    "index": [
+        ("index.documents", "documents", True),
+        ("index.chunks", "chunks", True),
+        ("index.dead_letters", "dead letters", True),
+        ("index.backlog", "backlog", True),
+    ],
+    "replay": [
+        ("replay.docs_changed", "docs changed", True),
+        ("replay.chunks_reembedded", "chunks re-embedded", True),
+        ("replay.reembedded_share", "share re-embedded", True),
+        ("replay.update_seconds", "searchable after", True),
+    ],
+}
+AREA_TITLES = {
+    "relevance": "Relevance",
+    "answers": "Answers",
+    "judge": "Judged answers",
+    "freshness": "Freshness",
+    "latency": "Latency",
+    "index": "Index state",
+    "replay": "Release replay",
+}
+# The headline card's big number per area.
+HEADLINE = {
+    "relevance": "hybrid.ndcg@10",
+    "answers": "answers.answer_cites_gold",
+    "judge": "judge.faithfulness",
+    "freshness": "freshness.freshness",
+    "latency": "hybrid.latency_p50_ms",
+    "index": "index.documents",
+    "replay": "replay.chunks_reembedded",
+}
+TRENDS = [
+    ("hybrid.ndcg@10", "nDCG@10 (hybrid)"),
+    ("hybrid.recall@10", "recall@10 (hybrid)"),
+    ("answers.answer_cites_gold", "answers citing gold"),
+    ("freshness.freshness", "freshness score"),
+    ("freshness.lag_p95_s", "publish→searchable p95 (s)"),
+    ("hybrid.latency_p50_ms", "/retrieve p50 hybrid (ms)"),
+]
+
+
+# --- numbers --------------------------------------------------------------------------------
 
 
 def summarize(results: dict[str, Any]) -> dict[str, float]:
@@ -27,15 +112,38 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for mode, scores in results.get("relevance", {}).get("modes", {}).items():
         for k, v in scores.items():
-            if isinstance(v, int | float):
+            if isinstance(v, int | float) and not isinstance(v, bool):
                 out[f"{mode}.{k}"] = v
     if "relevance" in results:
         out["relevance.stale_hit_rate"] = results["relevance"]["stale_hit_rate"]
-    for area in ("answers", "judge", "freshness", "replay"):
+    for area in ("answers", "judge", "freshness", "replay", "index"):
         for k, v in (results.get(area) or {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 out[f"{area}.{k}"] = v
-    return out
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def skipped_areas(results: dict[str, Any]) -> dict[str, str]:
+    """Area → why it did not run (`results["skipped"]`, set by the run, gives the reasons)."""
+    given = results.get("skipped") or {}
+    return {
+        area: given.get(area) or ("mode not run" if area in MODES else "not run")
+        for area in OPTIONAL_AREAS
+        if not _area_ran(results, area)
+    }
+
+
+def _area_ran(results: dict[str, Any], area: str) -> bool:
+    modes = results.get("relevance", {}).get("modes", {})
+    if area == "relevance":
+        return bool(modes)
+    if area in MODES:
+        return area in modes
+    return bool(results.get(area))
+
+
+def area_of(metric: str) -> str:
+    return metric.split(".", 1)[0]
 
 
 def load_thresholds(path: Path | None) -> dict[str, dict[str, float]]:
@@ -44,37 +152,83 @@ def load_thresholds(path: Path | None) -> dict[str, dict[str, float]]:
     return tomllib.loads(path.read_text())
 
 
-def gate(
-    summary: dict[str, float],
-    previous: dict[str, float] | None,
-    thresholds: dict[str, dict[str, float]],
+def checks(
+    summary: Mapping[str, float],
+    previous: Mapping[str, float] | None,
+    thresholds: Mapping[str, Mapping[str, float]],
+    skipped: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Violations of absolute limits ([min], [max]) and of allowed drops against the last run."""
-    out = []
-    for metric, limit in thresholds.get("min", {}).items():
-        if metric in summary and summary[metric] < limit:
-            out.append({"metric": metric, "value": summary[metric], "rule": "min", "limit": limit})
-        elif metric not in summary and not metric.startswith(("replay.", "answers.")):
-            out.append({"metric": metric, "value": None, "rule": "missing", "limit": limit})
-    for metric, limit in thresholds.get("max", {}).items():
-        if metric in summary and summary[metric] > limit:
-            out.append({"metric": metric, "value": summary[metric], "rule": "max", "limit": limit})
+    """Every threshold applied to this run: status pass, fail, skipped or n/a.
+
+    A metric whose area did not run is skipped. A metric missing from an area that ran
+    fails ("missing"): the service stopped reporting it. A drop needs a previous value.
+    """
+    skipped = skipped or {}
+    out: list[dict[str, Any]] = []
+
+    def add(metric: str, rule: str, limit: float, status: str, **extra: Any) -> None:
+        out.append(
+            {
+                "metric": metric,
+                "value": summary.get(metric),
+                "rule": rule,
+                "limit": limit,
+                "status": status,
+                **extra,
+            }
+        )
+
+    for rule in ("min", "max"):
+        for metric, limit in thresholds.get(rule, {}).items():
+            if area_of(metric) in skipped:
+                add(metric, rule, limit, "skipped", reason=skipped[area_of(metric)])
+            elif metric not in summary:
+                add(metric, rule, limit, "fail", reason="missing")
+            else:
+                bad = summary[metric] < limit if rule == "min" else summary[metric] > limit
+                add(metric, rule, limit, "fail" if bad else "pass")
     for metric, drop in thresholds.get("max_drop", {}).items():
-        if (
-            previous
-            and metric in summary
-            and metric in previous
-            and previous[metric] - summary[metric] > drop
-        ):
+        prev = (previous or {}).get(metric)
+        if area_of(metric) in skipped:
+            add(metric, "max_drop", drop, "skipped", reason=skipped[area_of(metric)])
+        elif metric not in summary:
+            add(metric, "max_drop", drop, "fail", reason="missing")
+        elif prev is None:
+            add(metric, "max_drop", drop, "n/a", reason="no previous value")
+        else:
+            bad = prev - summary[metric] > drop
+            add(metric, "max_drop", drop, "fail" if bad else "pass", previous=prev)
+    return out
+
+
+def gate(
+    summary: Mapping[str, float],
+    previous: Mapping[str, float] | None,
+    thresholds: Mapping[str, Mapping[str, float]],
+    skipped: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The regressions: checks that failed. Skipped parts never count."""
+    out = []
+    for c in checks(summary, previous, thresholds, skipped):
+        if c["status"] == "fail":
+            rule = "missing" if c.get("reason") == "missing" else c["rule"]
             out.append(
-                {
-                    "metric": metric,
-                    "value": summary[metric],
-                    "rule": "max_drop",
-                    "limit": drop,
-                    "previous": previous[metric],
-                }
+                {k: v for k, v in c.items() if k not in ("status", "reason")} | {"rule": rule}
             )
+    return out
+
+
+def latency_jumps(
+    summary: Mapping[str, float], previous: Mapping[str, float] | None, factor: float = LATENCY_JUMP
+) -> list[dict[str, Any]]:
+    """p50 latencies that grew more than `factor`× since the previous run (a mark, not a gate)."""
+    out = []
+    for metric, value in summary.items():
+        if not metric.endswith("latency_p50_ms"):
+            continue
+        prev = (previous or {}).get(metric)
+        if prev and value and value / prev > factor:
+            out.append({"metric": metric, "value": value, "previous": prev, "ratio": value / prev})
     return out
 
 
@@ -88,163 +242,560 @@ def history(folder: Path) -> list[dict[str, Any]]:
     return runs
 
 
-# --- HTML ---------------------------------------------------------------------------------
+# --- formatting -------------------------------------------------------------------------------
+
+
+def fmt(metric: str, value: Any) -> str:
+    """A number the way an owner reads it: rates in %, seconds and ms with units, counts whole."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, int | float):
+        return str(value)
+    name = metric.rsplit(".", 1)[-1]
+    if name.endswith("_ms"):
+        return f"{value:.1f} ms" if value < 10 else f"{value:,.0f} ms"
+    if name.endswith("_s") or name.endswith("seconds"):
+        return f"{value:.2f} s" if value < 100 else f"{value:,.0f} s"
+    if "rate" in name or "share" in name:
+        return f"{value:.1%}"
+    if name in ("documents", "chunks", "dead_letters", "backlog", "deleted_returned", "missed"):
+        return f"{value:,.0f}"
+    if name.startswith(("docs_", "chunks_", "probes")):
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def rule_text(metric: str, rule: str, limit: float) -> str:
+    if rule == "min":
+        return f"≥ {fmt(metric, limit)}"
+    if rule == "max":
+        return f"≤ {fmt(metric, limit)}"
+    return f"drop ≤ {fmt(metric, limit)}"
+
+
+def _rows_for(area: str, results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    modes = list(results.get("relevance", {}).get("modes", {})) or ["hybrid"]
+    rows: list[tuple[str, str, bool]] = []
+    for metric, label, brief in AREA_ROWS.get(area, []):
+        if "{mode}" in metric:
+            rows += [(metric.format(mode=m), label.format(mode=m), brief) for m in modes]
+        else:
+            rows.append((metric, label, brief))
+    return rows
+
+
+def _display_area(metric: str) -> str:
+    """Where a threshold's metric shows: latency metrics under Latency, mode scores under Relevance."""
+    area = area_of(metric)
+    if "latency" in metric:
+        return "latency"
+    if area in MODES:
+        return "relevance"
+    return area
+
+
+def overview(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per area: its rows (value, thresholds, previous, status), status and headline.
+
+    The terminal table and the report's cards both render this.
+    """
+    summary = results["summary"]
+    previous = (results.get("previous") or {}).get("summary") or {}
+    skipped = results.get("skipped_areas") or {}
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for c in results.get("checks", []):
+        by_metric.setdefault(c["metric"], []).append(c)
+    jumps = {j["metric"]: j for j in results.get("latency_jumps", [])}
+    areas = []
+    for area in ("relevance", "answers", "judge", "freshness", "latency", "index", "replay"):
+        rows = _rows_for(area, results)
+        listed = {m for m, _, _ in rows}
+        rows += [
+            (m, m, True) for m in by_metric if _display_area(m) == area and m not in listed
+        ]  # a threshold on a metric no row shows still gets its line
+        out_rows = []
+        left_out: dict[str, str] = {}  # area whose metrics did not run → why
+        for metric, label, brief in rows:
+            cs = by_metric.get(metric, [])
+            if area == "index" and not cs and results.get("index"):
+                pass  # the index card lists what the service does not expose too: "n/a"
+            elif metric not in summary and all(c["status"] == "skipped" for c in cs):
+                if cs:
+                    left_out[area_of(metric)] = cs[0].get("reason", "not run")
+                continue  # nothing measured: one "skipped" line says it, not a row of n/a
+            statuses = [c["status"] for c in cs]
+            note = ""
+            if metric in jumps:
+                j = jumps[metric]
+                statuses.append("warn")
+                note = f"×{j['ratio']:.1f} since last run ({fmt(metric, j['previous'])})"
+            status = max(statuses, key=STATUS_ORDER.get) if statuses else "info"
+            out_rows.append(
+                {
+                    "metric": metric,
+                    "label": label,
+                    "value": fmt(metric, summary.get(metric)),
+                    "threshold": ", ".join(rule_text(metric, c["rule"], c["limit"]) for c in cs),
+                    "previous": fmt(metric, previous[metric]) if metric in previous else "",
+                    "status": status,
+                    "note": note,
+                    # Gated or flagged rows are always brief: they are why the card has its colour.
+                    "brief": brief or status in ("fail", "warn") or bool(cs),
+                }
+            )
+        if area in ("judge", "replay") and not out_rows:
+            continue  # optional extras: no card when not asked for
+        skip = None
+        if not out_rows:
+            skip = skipped.get(area) or next(iter(left_out.values()), None) or "not run"
+            if area == "latency" and "relevance" in skipped:
+                skip = skipped["relevance"]
+        statuses = [r["status"] for r in out_rows]
+        status = max(statuses, key=STATUS_ORDER.get) if statuses else "skipped"
+        if out_rows and status in ("info", "n/a"):
+            status = "info"
+        head = next((r for r in out_rows if r["metric"] == HEADLINE[area]), None)
+        if head is None or head["value"] == "n/a":  # lead with what the service does expose
+            head = next((r for r in out_rows if r["value"] != "n/a"), head)
+        head = head or (out_rows[0] if out_rows else None)
+        areas.append(
+            {
+                "area": area,
+                "title": AREA_TITLES[area],
+                "status": status,
+                "skipped": skip,
+                "partly_skipped": _grouped(left_out) if out_rows else "",
+                "headline": head,
+                "rows": out_rows,
+            }
+        )
+    return areas
+
+
+def _grouped(left_out: dict[str, str]) -> str:
+    """{"dense": "mode not run", "sparse": "mode not run"} → "dense, sparse (mode not run)"."""
+    by_reason: dict[str, list[str]] = {}
+    for area, why in left_out.items():
+        by_reason.setdefault(why, []).append(area)
+    return "; ".join(f"{', '.join(areas)} ({why})" for why, areas in by_reason.items())
+
+
+def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> str:
+    """The compact table `freshrag eval` prints: what a cron mail needs, no more."""
+    prev = results.get("previous")
+    lines = [
+        f"FreshRAG eval {results['run_id']} against {results.get('service', '?')}: "
+        f"{results.get('dataset', {}).get('questions', 0)} questions"
+        + (f", compared with {prev['run_id']}" if prev else ", first run")
+    ]
+    head = f"{'':10} {'':20} {'value':>10}  {'threshold':<22} {'previous':>10}  status"
+    lines += [head, "-" * len(head)]
+    for a in overview(results):
+        if a["skipped"]:
+            lines.append(f"{a['area']:10} skipped ({a['skipped']})")
+            continue
+        if a["partly_skipped"]:
+            lines.append(f"{'':10} skipped: {a['partly_skipped']}")
+        if a["area"] == "index":
+            st = results.get("index") or {}
+            parts = [f"{r['label']} {r['value']}" for r in a["rows"]]
+            parts.append(f"last indexed {st.get('last_indexed_at') or 'n/a'}")
+            if st.get("ready") is False:
+                parts.append("NOT READY")
+            lines.append(f"{'index':10} " + ", ".join(parts))
+            continue
+        for n, r in enumerate(x for x in a["rows"] if x["brief"]):
+            status = {"info": "", "n/a": "n/a", "fail": "FAIL", "warn": "WARN"}.get(
+                r["status"], r["status"]
+            )
+            lines.append(
+                f"{a['area'] if n == 0 else '':10} {r['label'][:20]:20} {r['value']:>10}  "
+                f"{r['threshold'][:22]:<22} {r['previous']:>10}  {status}"
+                + (f" ({r['note'].split(' (')[0]})" if r["note"] else "")
+            )
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
+    counts = {
+        s: sum(c["status"] == s for c in results.get("checks", []))
+        for s in ("pass", "fail", "skipped")
+    }
+    tally = f"{counts['pass']} passed, {counts['skipped']} skipped"
+    regressions = results.get("regressions", [])
+    if regressions:
+        names = ", ".join(r["metric"] for r in regressions)
+        lines.append(f"verdict: REGRESSION: {names} ({tally})")
+    else:
+        lines.append(f"verdict: OK, no regression ({tally})")
+    if report_path:
+        lines.append(f"report: {report_path}")
+    return "\n".join(lines)
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _pyplot():  # noqa: ANN202
+    """matplotlib, headless and quiet (no 'generated new fontManager' on a fresh cache)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 10,
+            "axes.titleweight": "bold",
+            "figure.dpi": 100,
+        }
+    )
+    return plt
 
 
 def _png(fig) -> str:  # noqa: ANN001
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, facecolor="white")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _figures(results: dict[str, Any], past: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    import matplotlib
+COLORS = {"hybrid": "#2b6cb0", "dense": "#38a169", "sparse": "#dd6b20", "answer": "#805ad5"}
+OP_COLORS = {"add": "#2b6cb0", "change": "#38a169", "delete": "#dd6b20"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figs: list[tuple[str, str]] = []
+def _relevance_figure(plt, modes: dict[str, dict[str, Any]]) -> str:  # noqa: ANN001
+    metrics = [
+        ("ndcg@10", "nDCG@10"),
+        ("mrr@10", "MRR@10"),
+        ("recall@5", "recall@5"),
+        ("recall@10", "recall@10"),
+        ("id_based_context_precision", "context precision (ids)"),
+        ("id_based_context_recall", "context recall (ids)"),
+    ]
+    metrics = [(k, label) for k, label in metrics if any(k in s for s in modes.values())]
+    fig, ax = plt.subplots(figsize=(11, 3.4), layout="constrained")
+    width = 0.8 / len(modes)
+    for i, (mode, scores) in enumerate(modes.items()):
+        xs = [x + (i - (len(modes) - 1) / 2) * width for x in range(len(metrics))]
+        ys = [scores.get(k) or 0.0 for k, _ in metrics]
+        bars = ax.bar(xs, ys, width * 0.92, label=mode, color=COLORS.get(mode))
+        ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=7, padding=2)
+    ax.set_xticks(range(len(metrics)), [label for _, label in metrics])
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.grid(axis="y", alpha=0.3)
+    # Above the axes, never over a bar.
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(modes), frameon=False)
+    return _png(fig)
+
+
+def _latency_figure(plt, modes: dict[str, dict[str, Any]], answer_ms: list[float]) -> str:  # noqa: ANN001
+    import numpy as np
+
+    series = [
+        (f"/retrieve {m}", s.get("latencies_ms") or [], COLORS.get(m)) for m, s in modes.items()
+    ]
+    if answer_ms:
+        series.append(("/answer (uncached)", answer_ms, COLORS["answer"]))
+    series = [s for s in series if s[1]]
+    fig, ax = plt.subplots(figsize=(11, 0.8 + 0.55 * len(series)), layout="constrained")
+    rng = np.random.default_rng(0)
+    everything = [v for _, vs, _ in series for v in vs]
+    for i, (_, values, color) in enumerate(series):
+        y = len(series) - 1 - i
+        ax.boxplot(
+            values,
+            positions=[y],
+            vert=False,
+            widths=0.5,
+            showfliers=False,
+            medianprops={"color": "black"},
+            boxprops={"color": color},
+            whiskerprops={"color": color},
+            capprops={"color": color},
+        )
+        ax.scatter(values, y + rng.uniform(-0.18, 0.18, len(values)), s=7, alpha=0.45, color=color)
+        p50, p95 = np.percentile(values, 50), np.percentile(values, 95)
+        ax.annotate(
+            f"p50 {p50:,.1f} ms · p95 {p95:,.1f} ms",
+            (1.0, y),
+            xycoords=("axes fraction", "data"),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(series)), [s[0] for s in reversed(series)])
+    if everything and max(everything) / max(min(everything), 0.01) > 30:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def _freshness_figure(plt, fresh: dict[str, Any]) -> str:  # noqa: ANN001
+    import numpy as np
+
+    samples = fresh.get("samples", [])
+    lags = {
+        op: [s["lag_s"] for s in samples if s["op"] == op and s["lag_s"] is not None]
+        for op in ("add", "change", "delete")
+    }
+    everything = [v for vs in lags.values() for v in vs]
+    fig, ax = plt.subplots(figsize=(11, 3.2), layout="constrained")
+    if not everything:
+        ax.text(0.5, 0.5, "no probe became searchable", ha="center", va="center", fontsize=12)
+        ax.set_axis_off()
+        return _png(fig)
+    lo, hi = min(everything), max(everything)
+    start = 0.0 if lo < 0.5 * hi else lo * 0.9
+    span = max(hi - start, 1e-3)
+    edges = np.histogram_bin_edges(
+        everything, bins=min(30, max(8, len(everything) // 2)), range=(start, hi + span * 0.02)
+    )
+    ops = [op for op in lags if lags[op]]
+    ax.hist(
+        [lags[op] for op in ops],
+        bins=edges,
+        stacked=True,
+        color=[OP_COLORS[op] for op in ops],
+        label=[f"{op} ({len(lags[op])})" for op in ops],
+        edgecolor="white",
+        linewidth=0.5,
+    )
+    # Percentiles and the SLO go in the legend: labels on the plot collide when p95 ≈ p99.
+    for p, color in ((50, "#2f855a"), (95, "#c05621"), (99, "#c53030")):
+        v = float(np.percentile(everything, p, method="inverted_cdf"))
+        ax.axvline(v, color=color, linestyle="--", linewidth=1.3, label=f"p{p} {v:.2f} s")
+    slo = fresh.get("slo_s")
+    right = hi + span * 0.08
+    if slo is not None and slo <= right * 1.5:
+        ax.axvline(slo, color="black", linewidth=1.6, label=f"SLO {slo:g} s")
+        right = max(right, slo * 1.05)
+    elif slo is not None:
+        ax.plot([], [], " ", label=f"SLO {slo:g} s (off scale, right)")
+    ax.set_xlim(start, right)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(
+        f"seconds from publish to searchable · missed {fresh.get('missed', 0)} of {len(samples)}"
+    )
+    ax.set_ylabel("probe events")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _png(fig)
+
+
+def _at(run: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(run.get("at", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _trends_figure(
+    plt, runs: list[dict[str, Any]], thresholds: Mapping[str, Mapping[str, float]]
+) -> str | None:  # noqa: ANN001
+    import matplotlib.dates as mdates
+
+    dated = [(t, r.get("summary", {})) for r in runs if (t := _at(r))]
+    panels = [(m, label) for m, label in TRENDS if sum(m in s for _, s in dated) >= 1]
+    if len(dated) < 2 or not panels:
+        return None
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(11, 2.5 * rows), layout="constrained", squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    first, last = min(t for t, _ in dated), max(t for t, _ in dated)
+    pad = max((last - first) * 0.06, timedelta(seconds=30))
+    for ax, (metric, label) in zip(axes.flat, panels, strict=False):
+        ax.set_xlim(first - pad, last + pad)  # one time axis for all: a lone point stays in place
+        pts = [(t, s[metric]) for t, s in dated if metric in s and s[metric] is not None]
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, marker="o", markersize=4, color="#2b6cb0")
+        ax.set_title(label, loc="left")
+        bounded = not metric.endswith(("_ms", "_s"))
+        lo, hi = min(ys), max(ys)
+        limits = [
+            (rule, v)
+            for rule in ("min", "max")
+            if (v := thresholds.get(rule, {}).get(metric)) is not None
+        ]
+        if bounded:  # scores in [0, 1]: a dip of 0.008 must look like one
+            bottom = min([lo] + [v for _, v in limits])
+            bottom = max(0.0, min(bottom, hi - 0.1) - 0.05)
+            ax.set_ylim(bottom, max(1.0, hi) + 0.02)
+        else:  # times from zero, so twice as slow looks twice as high
+            top = hi * 1.3 or 1.0
+            for _, v in limits:
+                if v <= 3 * hi:
+                    top = max(top, v * 1.1)
+            ax.set_ylim(0, top)
+        for rule, v in limits:
+            if ax.get_ylim()[0] <= v <= ax.get_ylim()[1]:
+                ax.axhline(v, color="#c53030", linestyle="--", linewidth=1)
+                ax.annotate(
+                    f"{rule} {v:g}",
+                    (0, v),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(2, 2),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#c53030",
+                )
+            else:
+                ax.annotate(
+                    f"{rule} {v:g} (off scale)",
+                    (0, 1),
+                    xycoords="axes fraction",
+                    xytext=(2, -10),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#c53030",
+                )
+        if (
+            metric.endswith("latency_p50_ms")
+            and len(ys) >= 2
+            and ys[-2]
+            and ys[-1] / ys[-2] > LATENCY_JUMP
+        ):
+            ax.plot(xs[-1], ys[-1], marker="^", markersize=10, color="#c53030")
+            ax.annotate(
+                f"×{ys[-1] / ys[-2]:.1f}",
+                (xs[-1], ys[-1]),
+                xytext=(-28, -4),
+                textcoords="offset points",
+                color="#c53030",
+                fontsize=8,
+                fontweight="bold",
+            )
+        locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def figures(
+    results: dict[str, Any],
+    past: list[dict[str, Any]],
+    thresholds: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[dict[str, str]]:
+    plt = _pyplot()
+    out: list[dict[str, str]] = []
     modes = results.get("relevance", {}).get("modes", {})
     if modes:
-        metrics = [
-            "ndcg@10",
-            "mrr@10",
-            "recall@10",
-            "id_based_context_precision",
-            "id_based_context_recall",
-        ]
-        fig, ax = plt.subplots(figsize=(8, 3.2))
-        width = 0.8 / len(modes)
-        for i, (mode, scores) in enumerate(modes.items()):
-            ax.bar(
-                [x + i * width for x in range(len(metrics))],
-                [scores.get(m) or 0 for m in metrics],
-                width,
-                label=mode,
-            )
-        ax.set_xticks(
-            [x + width * (len(modes) - 1) / 2 for x in range(len(metrics))],
-            metrics,
-            fontsize=7,
-            rotation=12,
+        out.append({"title": "Relevance by mode", "src": _relevance_figure(plt, modes)})
+    answer_ms = [
+        r["latency_ms"]
+        for r in (results.get("answers") or {}).get("rows", [])
+        if r.get("latency_ms") and not r.get("cached")
+    ]
+    if any(s.get("latencies_ms") for s in modes.values()) or answer_ms:
+        out.append(
+            {
+                "title": "Latency per request (box: p25–p75, line: p50)",
+                "src": _latency_figure(plt, modes, answer_ms),
+            }
         )
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        ax.set_title("Relevance by mode")
-        figs.append(("Relevance by mode", _png(fig)))
-
-        fig, ax = plt.subplots(figsize=(8, 3))
-        for mode, scores in modes.items():
-            ax.hist(scores.get("latencies_ms", []), bins=30, alpha=0.6, label=mode)
-        ax.set_xlabel("/retrieve latency (ms)")
-        ax.legend(fontsize=8)
-        ax.set_title("Latency")
-        figs.append(("Latency histogram", _png(fig)))
-    fresh = results.get("freshness")
-    if fresh:
-        fig, ax = plt.subplots(figsize=(8, 3))
-        for op in ("add", "change", "delete"):
-            lags = [
-                s["lag_s"] for s in fresh["samples"] if s["op"] == op and s["lag_s"] is not None
-            ]
-            ax.hist(lags, bins=20, alpha=0.6, label=f"{op} ({len(lags)})")
-        ax.axvline(fresh["slo_s"], color="red", linestyle="--", label=f"SLO {fresh['slo_s']} s")
-        ax.set_xlabel("seconds from publish to searchable")
-        ax.legend(fontsize=8)
-        ax.set_title(f"Freshness lag (missed: {fresh['missed']})")
-        figs.append(("Freshness lag distribution", _png(fig)))
-    runs = past + [results]
-    fig, axes = plt.subplots(1, len(TRENDS), figsize=(10, 2.6))
-    for ax, metric in zip(axes, TRENDS, strict=True):
-        ys = [r.get("summary", {}).get(metric) for r in runs]
-        ax.plot(range(len(ys)), [y if y is not None else float("nan") for y in ys], marker="o")
-        ax.set_title(metric, fontsize=8)
-        ax.set_xticks(range(len(ys)), [str(i + 1) for i in range(len(ys))])
-        ax.set_xlabel("run", fontsize=7)
-        ax.tick_params(labelsize=7)
-    fig.suptitle("Trends across runs", fontsize=9)
-    figs.append(("Trends", _png(fig)))
-    return figs
-
-
-def render_html(results: dict[str, Any], past: list[dict[str, Any]]) -> str:
-    esc = html.escape
-    summary, previous = results["summary"], (results.get("previous") or {}).get("summary") or {}
-    regressions = results["regressions"]
-    status = "REGRESSION" if regressions else "OK"
-    cards = []
-    for key, label, fmt in HEADLINE:
-        if key in summary:
-            prev = previous.get(key)
-            delta = "" if prev is None else f"<small>prev {fmt.format(prev)}</small>"
-            cards.append(
-                f'<div class="card"><div class="label">{esc(label)}</div>'
-                f'<div class="value">{fmt.format(summary[key])}</div>{delta}</div>'
-            )
-    rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v:.4g}</td><td>{'' if previous.get(k) is None else f'{previous[k]:.4g}'}</td></tr>"
-        for k, v in sorted(summary.items())
-    )
-    reg = "".join(
-        f"<li><b>{esc(r['metric'])}</b> = {r['value']} breaks {r['rule']} {r['limit']}</li>"
-        for r in regressions
-    )
-    figs = "".join(
-        f'<figure><img alt="{esc(t)}" src="{src}"><figcaption>{esc(t)}</figcaption></figure>'
-        for t, src in _figures(results, past)
-    )
-    worst = ""
-    questions = results.get("relevance", {}).get("questions", {})
-    mode = "hybrid" if "hybrid" in questions else next(iter(questions), None)
-    if mode:
-        ranked = sorted(questions[mode], key=lambda q: (q["ndcg@10"], q["id"]))[:10]
-        worst = "".join(
-            f"<tr><td>{esc(q['question'])}</td><td>{q['ndcg@10']:.2f}</td><td>{esc(', '.join(q['gold']))}</td>"
-            f"<td><ol>{''.join(f'<li>{esc(r)}</li>' for r in q['retrieved'])}</ol></td></tr>"
-            for q in ranked
+    if results.get("freshness"):
+        out.append(
+            {
+                "title": "Freshness: time from publish to searchable, per probe event",
+                "src": _freshness_figure(plt, results["freshness"]),
+            }
         )
+    trend = _trends_figure(plt, [*past, results], thresholds or {})
+    if trend:
+        out.append({"title": "Trends (dashed red: thresholds)", "src": trend})
+    return out
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+
+def worst_questions(results: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
+    """Per mode, the questions whose gold is not at rank 1 (missed first): failures only."""
+    out = []
+    for mode, questions in results.get("relevance", {}).get("questions", {}).items():
+        failing = [q for q in questions if (q.get("ndcg@10") or 0.0) < 0.999]
+        failing.sort(
+            key=lambda q: (q.get("gold_rank") is not None, q.get("ndcg@10") or 0.0, q["id"])
+        )
+        out.append(
+            {
+                "mode": mode,
+                "total": len(questions),
+                "failing": len(failing),
+                "rows": [
+                    {
+                        **q,
+                        "retrieved": [
+                            {"id": r, "gold": r in set(q.get("gold", []))}
+                            for r in q.get("retrieved", [])
+                        ],
+                    }
+                    for q in failing[:limit]
+                ],
+            }
+        )
+    return out
+
+
+def answer_misses(results: dict[str, Any], limit: int = 10) -> dict[str, Any] | None:
+    answers = results.get("answers")
+    if not answers:
+        return None
+    rows = [r for r in answers.get("rows", []) if r.get("refused") or r.get("cites_gold") is False]
+    return {"total": len(answers.get("rows", [])), "failing": len(rows), "rows": rows[:limit]}
+
+
+def render_html(
+    results: dict[str, Any],
+    past: list[dict[str, Any]],
+    thresholds: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = lambda v, metric="": fmt(metric, v)
+    figs = figures(results, past, thresholds)
     replay = results.get("replay")
-    replay_html = ""
-    if replay:
-        replay_html = "<h2>Release replay: {}</h2><table>{}</table>".format(
-            esc(replay["label"]),
-            "".join(
-                f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>"
-                for k, v in replay.items()
-                if k != "label"
-            ),
-        )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>FreshRAG evaluation {esc(results["run_id"])}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}}
-.status{{display:inline-block;padding:.3rem .8rem;border-radius:4px;color:#fff;
-background:{"#c0392b" if regressions else "#27ae60"}}}
-.cards{{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}}
-.card{{border:1px solid #ddd;border-radius:6px;padding:.8rem 1rem;min-width:150px}}
-.label{{font-size:.8rem;color:#666}} .value{{font-size:1.6rem;font-weight:600}}
-table{{border-collapse:collapse;font-size:.85rem}} td,th{{border-bottom:1px solid #eee;padding:.3rem .6rem;text-align:left;vertical-align:top}}
-figure{{margin:1rem 0}} img{{max-width:100%}}
-</style></head>
-<body>
-<h1>FreshRAG evaluation <span class="status">{status}</span></h1>
-<p>Run {esc(results["run_id"])} at {esc(results["at"])} against {esc(results["service"])};
-dataset {esc(results.get("dataset", {}).get("name", "-"))} ({results.get("dataset", {}).get("questions", 0)} questions).</p>
-<div class="cards">{"".join(cards)}</div>
-{f"<h2>Regressions</h2><ul>{reg}</ul>" if regressions else ""}
-<h2>Figures</h2>{figs}
-<h2>Worst questions ({esc(mode or "-")})</h2>
-<table><tr><th>question</th><th>nDCG@10</th><th>gold</th><th>retrieved</th></tr>{worst}</table>
-{replay_html}
-<h2>All numbers</h2><table><tr><th>metric</th><th>this run</th><th>previous</th></tr>{rows}</table>
-<script>
-window.addEventListener("load", () => {{
-  const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
-  document.body.dataset.figuresLoaded = ok;
-}});
-</script>
-</body></html>
-"""
+    return env.get_template("report.html.j2").render(
+        r=results,
+        areas=overview(results),
+        figures=figs,
+        worst=worst_questions(results),
+        answer_misses=answer_misses(results),
+        replay=(
+            [(k, fmt(f"replay.{k}", v)) for k, v in replay.items() if k != "label"]
+            if replay
+            else None
+        ),
+        index=results.get("index") or {},
+        all_numbers=[
+            (
+                k,
+                fmt(k, v),
+                fmt(k, ((results.get("previous") or {}).get("summary") or {}).get(k))
+                if k in ((results.get("previous") or {}).get("summary") or {})
+                else "",
+            )
+            for k, v in sorted(results["summary"].items())
+        ],
+    )

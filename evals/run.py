@@ -13,7 +13,18 @@ from evals.dataset import load
 from evals.freshness import run_freshness
 from evals.relevance import run_answers, run_relevance
 from evals.replay import run_replay
-from evals.report import gate, history, load_thresholds, render_html, summarize
+from evals.report import (
+    checks,
+    gate,
+    history,
+    latency_jumps,
+    load_thresholds,
+    render_html,
+    skipped_areas,
+    summarize,
+)
+from evals.state import index_state, state_notes
+from ingest.publisher import check_broker
 
 
 @dataclass
@@ -41,12 +52,16 @@ class EvalConfig:
 
 
 def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
+    """Run every part that was asked for, then `finish`.
+
+    Fails fast, in one line (ServiceUnreachable / BrokerUnreachable), when the API is not
+    ready or, for the parts that publish events, the broker cannot be reached.
+    """
     client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
     try:
-        if not client.ready():
-            raise RuntimeError(
-                f"the service at {cfg.url} is not ready (GET /readyz); start it with `make up`"
-            )
+        client.check_ready()
+        if cfg.probes or cfg.replay:
+            check_broker(cfg.bootstrap)
         items = load(cfg.dataset)[: cfg.limit] if cfg.limit else load(cfg.dataset)
         run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         results: dict[str, Any] = {
@@ -54,11 +69,20 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "service": cfg.url,
             "dataset": {"name": cfg.dataset.name, "questions": len(items)},
+            "skipped": {},
+            "notes": [],
         }
+        skipped = results["skipped"]
         if items and cfg.modes:
             results["relevance"] = run_relevance(client, items, cfg.modes, cfg.top_k, cfg.progress)
+        else:
+            skipped["relevance"] = "--modes is empty"
         if items and cfg.answers:
             results["answers"] = run_answers(client, items, cfg.progress)
+            if results["answers"] is None:
+                skipped["answers"] = "the service has no /answer"
+            elif results["answers"].get("note"):
+                results["notes"].append(results["answers"]["note"])
             if cfg.judge and results["answers"]:
                 from evals.judge import judged_scores
                 from retrieval.encoders import resolve_model_path
@@ -71,6 +95,10 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                     key,
                     resolve_model_path(cfg.embedding_model),
                 )
+        elif not cfg.answers:
+            skipped["answers"] = "--no-answers"
+        if not cfg.judge:
+            skipped["judge"] = "no --judge-url/--judge-model"
         if cfg.probes:
             results["freshness"] = run_freshness(
                 client,
@@ -81,11 +109,17 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                 cfg.acl,
                 cfg.progress,
             )
+        else:
+            skipped["freshness"] = "--probes 0"
         if cfg.replay:
             old, new, label = cfg.replay
             results["replay"] = run_replay(
                 client, old, new, label, tenant=cfg.tenant, progress=cfg.progress
             )
+        else:
+            skipped["replay"] = "no --replay"
+        results["index"] = index_state(client)
+        results["notes"] += state_notes(results["index"])
     finally:
         client.close()
     return finish(results, cfg.out_dir, cfg.thresholds)
@@ -94,18 +128,24 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
 def finish(
     results: dict[str, Any], out_dir: Path, thresholds: Path | None
 ) -> tuple[dict[str, Any], int]:
-    """Summary, comparison with the previous run, gate, and the files."""
+    """Summary, comparison with the previous run, checks and gate, and the files."""
     hist_dir = out_dir / "history"
     past = history(hist_dir)
+    limits = load_thresholds(thresholds)
     results["summary"] = summarize(results)
     prev = past[-1] if past else None
-    results["previous"] = {"run_id": prev["run_id"], "summary": prev["summary"]} if prev else None
+    prev_summary = prev["summary"] if prev else None
+    results["previous"] = {"run_id": prev["run_id"], "summary": prev_summary} if prev else None
+    results["skipped_areas"] = skipped_areas(results)
+    results["checks"] = checks(results["summary"], prev_summary, limits, results["skipped_areas"])
     results["regressions"] = gate(
-        results["summary"], prev["summary"] if prev else None, load_thresholds(thresholds)
+        results["summary"], prev_summary, limits, results["skipped_areas"]
     )
+    results["latency_jumps"] = latency_jumps(results["summary"], prev_summary)
+    results.setdefault("notes", [])
     hist_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(results, indent=2, default=str))
-    (out_dir / "report.html").write_text(render_html(results, past))
+    (out_dir / "report.html").write_text(render_html(results, past, limits))
     (hist_dir / f"{results['run_id']}.json").write_text(
         json.dumps(
             {"run_id": results["run_id"], "at": results["at"], "summary": results["summary"]},

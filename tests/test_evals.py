@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 
+import httpx
 import pytest
 
 from api.app import create_app
@@ -16,8 +17,9 @@ from evals.client import ServiceClient
 from evals.dataset import EvalItem, build_django_faq, load, save
 from evals.metrics import freshness_metric, ir_scores, percentile, ragas_scores
 from evals.replay import run_replay
-from evals.report import gate
+from evals.report import THRESHOLDS, checks, gate, terminal_table
 from evals.run import EvalConfig, finish, run_eval
+from evals.state import index_state
 from ingest.consumer import IngestWorker
 from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
 
@@ -83,6 +85,176 @@ def test_gate_trips_on_a_worse_run():
         ("freshness.deleted_returned", "max"),
         ("hybrid.recall@10", "max_drop"),
     }
+
+
+def test_a_part_that_did_not_run_is_skipped_never_a_regression():
+    thresholds = {
+        "min": {"hybrid.ndcg@10": 0.3, "freshness.freshness": 0.9},
+        "max": {"freshness.missed_rate": 0.0},
+        "max_drop": {"dense.ndcg@10": 0.03, "answers.answer_cites_gold": 0.05},
+    }
+    summary = {"hybrid.ndcg@10": 0.9}
+    previous = {"dense.ndcg@10": 0.9, "answers.answer_cites_gold": 1.0}
+    skipped = {"freshness": "--probes 0", "dense": "mode not run", "answers": "--no-answers"}
+    assert gate(summary, previous, thresholds, skipped) == []
+    status = {
+        (c["metric"], c["rule"]): c["status"]
+        for c in checks(summary, previous, thresholds, skipped)
+    }
+    assert status == {
+        ("hybrid.ndcg@10", "min"): "pass",
+        ("freshness.freshness", "min"): "skipped",
+        ("freshness.missed_rate", "max"): "skipped",
+        ("dense.ndcg@10", "max_drop"): "skipped",
+        ("answers.answer_cites_gold", "max_drop"): "skipped",
+    }
+    # A part that ran but stopped reporting a gated number is a regression.
+    missing = gate(summary, None, thresholds, {"dense": "mode not run", "answers": "x"})
+    assert {(m["metric"], m["rule"]) for m in missing} == {
+        ("freshness.freshness", "missing"),
+        ("freshness.missed_rate", "missing"),
+    }
+
+
+def test_probes_0_with_the_shipped_thresholds_exits_0_and_says_skipped(tmp_path):
+    """`freshrag eval --probes 0` used to fail on `freshness.freshness = None (missing 0.9)`."""
+    results = {
+        "run_id": "r1",
+        "at": "2026-11-24T03:00:00Z",
+        "service": "http://x",
+        "dataset": {"name": "tiny", "questions": 1},
+        "relevance": {
+            "modes": {
+                "hybrid": {
+                    "ndcg@10": 0.9,
+                    "recall@10": 1.0,
+                    "latency_p50_ms": 20.0,
+                    "latency_p95_ms": 30.0,
+                }
+            },
+            "questions": {"hybrid": []},
+            "stale_hit_rate": 0.0,
+        },
+        "skipped": {"freshness": "--probes 0", "answers": "--no-answers"},
+    }
+    results, code = finish(results, tmp_path, THRESHOLDS)
+    assert code == 0 and results["regressions"] == []
+    assert results["skipped_areas"]["freshness"] == "--probes 0"
+    table = terminal_table(results, tmp_path / "report.html")
+    assert "freshness  skipped (--probes 0)" in table
+    assert "verdict: OK" in table and table.endswith(f"report: {tmp_path / 'report.html'}")
+    assert re.search(r"nDCG@10 hybrid\s+0\.900\s+≥ 0\.300.*pass", table), table
+
+
+def test_terminal_table_marks_failures_and_a_latency_jump(tmp_path):
+    def run(run_id, ndcg, p50):
+        return {
+            "run_id": run_id,
+            "at": f"2026-11-{run_id[-2:]}T03:00:00Z",
+            "service": "http://x",
+            "dataset": {"name": "tiny", "questions": 1},
+            "relevance": {
+                "modes": {"hybrid": {"ndcg@10": ndcg, "recall@10": 1.0, "latency_p50_ms": p50}},
+                "questions": {"hybrid": []},
+                "stale_hit_rate": 0.0,
+            },
+        }
+
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[min]\n"hybrid.ndcg@10" = 0.5\n')
+    finish(run(run_id="r23", ndcg=0.9, p50=27.0), tmp_path, thresholds)
+    results, code = finish(run(run_id="r24", ndcg=0.4, p50=218.0), tmp_path, thresholds)
+    assert code == 1
+    table = terminal_table(results)
+    assert re.search(r"nDCG@10 hybrid\s+0\.400\s+≥ 0\.500\s+0\.900\s+FAIL", table), table
+    assert re.search(r"p50 hybrid\s+218 ms\s+27 ms\s+WARN \(×8\.1", table), table
+    assert "verdict: REGRESSION: hybrid.ndcg@10" in table
+    assert [j["metric"] for j in results["latency_jumps"]] == ["hybrid.latency_p50_ms"]
+    page = (tmp_path / "report.html").read_text()
+    assert "went from 27 ms to 218 ms" in page
+
+
+def _mock_client(handler) -> ServiceClient:
+    client = ServiceClient("http://svc", "k", "127.0.0.1:1", "documents")
+    client.http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(handler))
+    return client
+
+
+def test_answers_bypass_the_cache_or_say_they_could_not():
+    bodies: list[dict] = []
+    answer = {
+        "answer": "a [1]",
+        "citations": [{"n": 1, "doc_id": "d", "version": 1, "text": "t"}],
+        "provider": "extractive",
+        "refused": False,
+        "cached": False,
+        "timings": {"total_ms": 12.0},
+    }
+
+    def old_server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "cache" in body:  # a server that forbids unknown fields
+            return httpx.Response(
+                422, json={"detail": [{"loc": ["body", "cache"], "msg": "Extra inputs"}]}
+            )
+        return httpx.Response(200, json=answer | {"cached": len(bodies) == 4})  # the 3rd answer
+
+    client = _mock_client(old_server)
+    items = [EvalItem(id=f"q{i}", question=f"q{i}?", gold_doc_ids=["d"]) for i in range(3)]
+    from evals.relevance import run_answers
+
+    out = run_answers(client, items, progress=False)
+    assert [("cache" in b) for b in bodies] == [True, False, False, False]  # tried once
+    assert out["cache_bypassed"] is False and "cache" in out["note"]
+    assert out["answer_cached_rate"] == 1 / 3 and out["answer_latency_p50_ms"] == 12.0
+
+    bodies.clear()
+    client = _mock_client(
+        lambda r: (bodies.append(json.loads(r.content)), httpx.Response(200, json=answer))[1]
+    )
+    out = run_answers(client, items, progress=False)
+    assert all(b["cache"] is False for b in bodies) and out["cache_bypassed"] is True
+    assert "note" not in out
+
+
+def test_index_state_from_readyz_and_prometheus_metrics():
+    metrics = """# HELP freshrag_ingest_dlq_total Events dead-lettered
+# TYPE freshrag_ingest_dlq_total counter
+freshrag_ingest_dlq_total{stage="parse"} 2.0
+freshrag_ingest_dlq_total{stage="decode"} 1.0
+# TYPE freshrag_ingest_events_total counter
+freshrag_ingest_events_total{outcome="indexed"} 40.0
+# TYPE freshrag_consumer_lag gauge
+freshrag_consumer_lag{partition="0"} 3.0
+freshrag_consumer_lag{partition="1"} 4.0
+# TYPE freshrag_ingest_last_indexed_timestamp_seconds gauge
+freshrag_ingest_last_indexed_timestamp_seconds 1.7999712e+09
+"""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/readyz":
+            return httpx.Response(
+                200,
+                json={
+                    "ready": True,
+                    "checks": {"broker": True},
+                    "index": {"documents": 638, "chunks": 9512},
+                },
+            )
+        return httpx.Response(200, text=metrics)
+
+    state = index_state(_mock_client(server))
+    assert state["ready"] is True and (state["documents"], state["chunks"]) == (638, 9512)
+    assert state["dead_letters"] == 3 and state["dead_letters_by_stage"] == {
+        "parse": 2.0,
+        "decode": 1.0,
+    }
+    assert state["backlog"] == 7 and state["events"] == {"indexed": 40.0}
+    assert state["last_indexed_at"] == "2027-01-15T00:00:00Z"
+
+    bare = index_state(_mock_client(lambda r: httpx.Response(404)))
+    assert bare["documents"] is None and bare["dead_letters"] is None
 
 
 def test_django_faq_builder(tmp_path):
@@ -181,6 +353,9 @@ def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
     assert s["freshness.missed"] == 0 and s["freshness.deleted_returned"] == 0
     assert s["freshness.lag_p95_s"] < 30 and s["freshness.stale_hit_rate"] == 0.0
     assert s["answers.answer_cites_gold"] == 1.0
+    # Bypassing the answer cache, or saying the service would not let it.
+    assert results["answers"]["cache_bypassed"] or "cache" in results["answers"]["note"]
+    assert results["index"]["ready"] is True and results["index"]["dead_letters"] == 0
     assert (cfg.out_dir / "report.html").exists() and len(
         list((cfg.out_dir / "history").glob("*.json"))
     ) == 1
@@ -198,6 +373,9 @@ def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
     )
     page = (cfg.out_dir / "report.html").read_text()
     assert "REGRESSION" in page and "freshness.missed_rate" in page
+    table = terminal_table(later)
+    assert "answers    skipped (--no-answers)" in table
+    assert "verdict: REGRESSION: freshness" in table
 
 
 def test_release_replay_counts_what_changed(live, tmp_path):
@@ -233,56 +411,70 @@ def test_release_replay_counts_what_changed(live, tmp_path):
         client.close()
     assert (r["docs_total"], r["docs_changed"], r["docs_added"], r["docs_removed"]) == (3, 1, 1, 1)
     assert r["chunks_reembedded"] == 2, "the edited section and the new document"
-    assert r["chunks_total"] == 7 + 1 + 1 and r["docs_not_reflected"] == 0
+    # As many chunks as the chunker cuts from the new release (its own tests pin the cuts).
+    from ingest.chunker import Chunker
+    from ingest.parser import parse
+
+    chunker = Chunker(128, 0)
+    cut = sum(len(chunker.chunk(parse(f.read_text(), "text/markdown"))) for f in new.iterdir())
+    assert r["chunks_total"] == cut and r["docs_not_reflected"] == 0
 
 
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_report_page_opens_in_headless_chromium(tmp_path):
-    if not _chromium():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("chromium is not installed here")
-    results = {
-        "run_id": "r1",
-        "at": "2026-11-24T00:00:00Z",
+def _report_results(run_id: str, at: str, p50: float) -> dict:
+    questions = [
+        {
+            "id": f"q{i}",
+            "question": f"Why {i}?",
+            "ndcg@10": 1.0 if i else 0.0,
+            "gold": [f"faq.md#Why {i}?"],
+            "gold_rank": 1 if i else None,
+            "retrieved": [f"faq.md#Why {i}?" if i else "other.md#Intro", "other.md#More"],
+        }
+        for i in range(4)
+    ]
+    return {
+        "run_id": run_id,
+        "at": at,
         "service": "http://x",
-        "dataset": {"name": "tiny", "questions": 1},
+        "dataset": {"name": "tiny", "questions": 4},
         "relevance": {
             "modes": {
                 "hybrid": {
                     "ndcg@10": 0.8,
                     "recall@10": 1.0,
                     "mrr@10": 0.7,
-                    "latencies_ms": [5.0, 7.0, 9.0],
+                    "latency_p50_ms": p50,
+                    "latency_p95_ms": p50 * 1.5,
+                    "latencies_ms": [p50 * f for f in (0.8, 1.0, 1.1, 1.5)],
                 }
             },
-            "questions": {
-                "hybrid": [
-                    {
-                        "id": "q",
-                        "question": "Why?",
-                        "ndcg@10": 0.8,
-                        "gold": ["a"],
-                        "retrieved": ["a"],
-                    }
-                ]
-            },
+            "questions": {"hybrid": questions},
             "stale_hit_rate": 0.0,
         },
         "freshness": {
             "slo_s": 5,
             "missed": 0,
+            "missed_rate": 0.0,
             "freshness": 1.0,
+            "lag_p50_s": 0.4,
             "lag_p95_s": 1.2,
-            "samples": [{"op": "add", "lag_s": 1.0}, {"op": "delete", "lag_s": 1.2}],
+            "deleted_returned": 0,
+            "stale_hit_rate": 0.0,
+            "samples": [
+                {"op": op, "lag_s": lag}
+                for op, lag in (("add", 0.4), ("change", 0.5), ("delete", 1.2), ("add", 0.35))
+            ],
         },
+        "index": {"ready": True, "documents": 12, "chunks": 80, "dead_letters": 0.0},
     }
-    finish(results, tmp_path, None)
-    page = tmp_path / "report.html"
-    dom = subprocess.run(
+
+
+def _headless(*args: str, tmp_path) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run(
         [
             _chromium(),
             "--headless",
@@ -293,19 +485,47 @@ def test_report_page_opens_in_headless_chromium(tmp_path):
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--hide-scrollbars",
             f"--user-data-dir={tmp_path / 'chrome'}",
             "--virtual-time-budget=5000",
-            "--dump-dom",
-            page.as_uri(),
+            *args,
         ],
         capture_output=True,
         text=True,
         timeout=120,
-    ).stdout
+    )
+
+
+def test_report_page_opens_in_headless_chromium(tmp_path):
+    """The page renders every figure; the screenshot (report.png) is for a person to look at."""
+    if not _chromium():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("chromium is not installed here")
+    finish(_report_results("r1", "2026-11-23T03:00:00Z", 27.0), tmp_path, THRESHOLDS)
+    results, code = finish(
+        _report_results("r2", "2026-11-24T03:00:00Z", 218.0), tmp_path, THRESHOLDS
+    )
+    assert code == 0, results["regressions"]
+    page = tmp_path / "report.html"
+    dom = _headless("--dump-dom", page.as_uri(), tmp_path=tmp_path).stdout
     loaded = re.search(r'data-figures-loaded="(\d+)"', dom)
-    assert loaded and int(loaded.group(1)) == 4, dom[:500]
-    assert "nDCG@10 (hybrid)" in dom and "0.800" in dom
+    expected = re.search(r'data-figures-expected="(\d+)"', dom)
+    # relevance, latency, freshness, trends (two runs): all four decoded by the browser.
+    assert loaded and expected and int(loaded.group(1)) == int(expected.group(1)) == 4, dom[:500]
+    assert "nDCG@10 hybrid" in dom and "0.800" in dom and "READY" in dom
+    assert "went from 27 ms to 218 ms" in dom  # the latency jump is marked
+    assert "Why 0?" in dom and "Why 1?" not in dom  # failures only in the questions table
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["hybrid.ndcg@10"] == 0.8
+
+    shot = tmp_path / "report.png"
+    _headless("--window-size=1280,2600", f"--screenshot={shot}", page.as_uri(), tmp_path=tmp_path)
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2600)
+        colours = image.convert("RGB").resize((64, 130)).getcolors(64 * 130)
+    assert colours and len(colours) > 50, "the screenshot is (nearly) blank"
 
 
 def test_llm_judged_metrics_through_an_openai_compatible_judge(live):

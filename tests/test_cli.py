@@ -1,0 +1,167 @@
+"""The `freshrag` client commands against the real Tansu broker: events really arrive on the
+topic; and a broker or API that is not there is one line and a non-zero exit, fast."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from api.cli import cli
+from retrieval.settings import Settings
+from tests.conftest import free_port, read_topic
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        "FRESHRAG_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "FRESHRAG_TOPIC": settings.topic,
+        "FRESHRAG_DATA_DIR": str(settings.data_dir),
+        **extra,
+    }
+
+
+def _events(settings: Settings, expected: int) -> list[dict]:
+    """The topic's events, oldest first per document (the key picks the partition, so order
+    holds within a document, not across documents)."""
+    events = [json.loads(r.value) for r in read_topic(settings, settings.topic, expected)]
+    return sorted(events, key=lambda e: (e["doc_id"], e["version"]))
+
+
+def test_publish_files_and_delete_by_id_or_by_a_gone_file(settings: Settings, tmp_path: Path):
+    runner = CliRunner()
+    docs = tmp_path / "notes"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nalpha")
+    (docs / "b.pdf").write_bytes(b"%PDF-1.4 tiny")
+    env = _env(settings)
+
+    r = runner.invoke(cli, ["publish", str(docs), "--prefix", "n/", "--acl", "eng"], env=env)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        cli, ["publish", "--delete", "--doc-id", "old/1", "--doc-id", "old/2"], env=env
+    )
+    assert r.exit_code == 0, r.output
+    assert "sent 2 event(s)" in r.output
+    r = runner.invoke(cli, ["publish", "--delete", str(tmp_path / "gone.md")], env=env)
+    assert r.exit_code == 0, r.output  # the file no longer exists: its id is its name
+
+    events = _events(settings, 5)
+    got = [(e["op"], e["doc_id"]) for e in events]
+    assert got == [
+        ("delete", "gone.md"),
+        ("upsert", "n/a.md"),
+        ("upsert", "n/b.pdf"),
+        ("delete", "old/1"),
+        ("delete", "old/2"),
+    ]
+    assert events[1]["content"] == "# A\n\nalpha" and events[1]["acl"] == ["eng"]
+    assert events[2]["content_base64"] and "content" not in events[2]
+
+    r = runner.invoke(cli, ["publish", "--doc-id", "x"], env=env)
+    assert r.exit_code == 2 and "--delete" in r.output
+    r = runner.invoke(cli, ["publish", str(tmp_path / "missing.md")], env=env)
+    assert r.exit_code == 2
+
+
+def test_sync_publishes_changes_only_and_deletes_vanished_files(settings: Settings, tmp_path: Path):
+    runner = CliRunner()
+    docs = tmp_path / "kb"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\none")
+    (docs / "b.md").write_text("# B\n\ntwo")
+    env = _env(settings)
+
+    r = runner.invoke(cli, ["sync", str(docs), "--prefix", "kb/", "--tenant", "acme"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "2 new or changed, 0 deleted, 0 unchanged" in r.output
+    r = runner.invoke(cli, ["sync", str(docs), "--prefix", "kb/", "--tenant", "acme"], env=env)
+    assert "0 new or changed, 0 deleted, 2 unchanged" in r.output
+
+    (docs / "a.md").write_text("# A\n\none, edited")
+    (docs / "b.md").unlink()
+    r = runner.invoke(cli, ["sync", str(docs), "--prefix", "kb/", "--tenant", "acme"], env=env)
+    assert r.exit_code == 0 and "1 new or changed, 1 deleted, 0 unchanged" in r.output
+
+    events = _events(settings, 4)
+    assert [(e["op"], e["doc_id"], e.get("content")) for e in events] == [
+        ("upsert", "kb/a.md", "# A\n\none"),
+        ("upsert", "kb/a.md", "# A\n\none, edited"),
+        ("upsert", "kb/b.md", "# B\n\ntwo"),
+        ("delete", "kb/b.md", None),
+    ]
+    assert all(e["tenant"] == "acme" for e in events)
+    assert list((settings.data_dir / "sync").glob("kb-*.json"))
+
+
+def test_sync_watch_picks_up_a_new_file(settings: Settings, tmp_path: Path):
+    """--watch keeps polling; here the loop is ended by the test's SIGINT stand-in."""
+    import threading
+
+    import api.cli as cli_module
+
+    docs = tmp_path / "w"
+    docs.mkdir()
+    (docs / "first.md").write_text("# first")
+    stop = threading.Event()
+    original = cli_module._stop_on_signals
+    cli_module._stop_on_signals = lambda quiet=False: stop  # no real signal handlers in tests
+    try:
+        runner = CliRunner()
+        result: dict = {}
+
+        def run() -> None:
+            result["r"] = runner.invoke(
+                cli, ["sync", str(docs), "--watch", "--interval", "0.2"], env=_env(settings)
+            )
+
+        t = threading.Thread(target=run)
+        t.start()
+        assert len(_events(settings, 1)) == 1
+        (docs / "second.md").write_text("# second")
+        events = _events(settings, 2)
+        stop.set()
+        t.join(30)
+    finally:
+        cli_module._stop_on_signals = original
+    assert [e["doc_id"] for e in events] == ["first.md", "second.md"]
+    assert result["r"].exit_code == 0, result["r"].output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["publish", "--delete", "--doc-id", "x"],
+        ["sync", "{tmp}"],
+    ],
+)
+def test_an_unreachable_broker_is_one_line_and_exit_3_within_seconds(
+    tmp_path: Path, args: list[str]
+):
+    env = {
+        "FRESHRAG_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "FRESHRAG_DATA_DIR": str(tmp_path / "data"),
+    }
+    started = time.monotonic()
+    r = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args], env=env)
+    assert time.monotonic() - started < 10
+    assert r.exit_code == 3, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the Kafka broker" in lines[0], r.output
+    assert not list((tmp_path / "data").rglob("*.json")), "no manifest without a confirmed send"
+
+
+def test_eval_against_no_service_is_one_line_and_exit_3(tmp_path: Path):
+    started = time.monotonic()
+    r = CliRunner().invoke(
+        cli,
+        ["eval", "--url", f"http://127.0.0.1:{free_port()}", "--api-key", "k"],
+        env={"FRESHRAG_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert time.monotonic() - started < 10
+    assert r.exit_code == 3, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the service" in lines[0], r.output
