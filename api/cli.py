@@ -117,7 +117,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
         log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
         if sample:
             events, version = _publish_sample(settings, sample_limit or settings.sample_limit)
-        _banner(server.url, key)
+        _banner(server.url, key, broker is not None)
         if sample:
             _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
@@ -135,7 +135,11 @@ def up(sample: bool, sample_limit: int | None) -> None:
 
 
 def _publish_sample(settings: Settings, limit: int | None) -> tuple[list, int]:
-    """Publish the Django docs as upsert events; returns them and their version."""
+    """Publish the Django docs to the backfill topic; returns the events and their version.
+
+    A backfill: the worker applies it only when no live event waits, so a document you
+    publish by hand while the sample loads is searchable within seconds, not minutes.
+    """
     from ingest.publisher import Publisher, build_events
     from ingest.sample import django_docs, doc_files, release_version
 
@@ -149,7 +153,7 @@ def _publish_sample(settings: Settings, limit: int | None) -> tuple[list, int]:
         version=version,
         metadata={"corpus": "django-docs", "release": settings.sample_django_version},
     )
-    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+    publisher = Publisher(settings.kafka_bootstrap_servers, settings.backfill_topic)
     try:
         publisher.publish(events, desc=f"publishing Django {settings.sample_django_version} docs")
     finally:
@@ -185,8 +189,16 @@ def _follow_indexing(
         )
 
 
-def _banner(url: str, key: str | None) -> None:
+def _banner(url: str, key: str | None, embedded_broker: bool = False) -> None:
     shown = key or "<your key>"
+    broker_note = (
+        "\nThe embedded broker keeps events in memory only: events not yet indexed and the\n"
+        "dead-letter topic are lost when it stops (the index under ./data stays). /readyz\n"
+        "and the worker's log say so after a restart. For durable events, run Kafka and set\n"
+        "FRESHRAG_EMBEDDED_BROKER=false.\n"
+        if embedded_broker
+        else ""
+    )
     print(
         f"""
 FreshRAG is up.
@@ -200,7 +212,7 @@ Try:
 
 Ctrl-C stops everything (the index stays under ./data). The API answers while the
 sample is still being indexed; the bar below shows how far it got.
-""",
+{broker_note}""",
         flush=True,
     )
 

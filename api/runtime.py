@@ -83,6 +83,8 @@ class EmbeddedBroker:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C stops the worker first; the broker is stopped last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while not broker_reachable(self.bootstrap, 0.2):

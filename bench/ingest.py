@@ -1,5 +1,9 @@
-"""Ingest throughput: the full pipeline (broker → parse → chunk → embed → Qdrant Edge) against
-the bare embedder on the same chunks, in the same run; prints both and their ratio.
+"""Ingest throughput: the full pipeline against the bare embedder on the same chunks.
+
+Pipeline = broker → worker → parse (child process) → chunk → diff → embed (child
+process) → Qdrant Edge, as `freshrag up` runs it. Baseline in the same run = the same
+model encoding the same chunk texts in one call in this process. Then a per-stage
+profile in-process on the same pages: ms/page for parse, chunk, embed and write.
 
     .venv/bin/python bench/ingest.py [--docs 200]
 
@@ -9,8 +13,7 @@ Writes bench/results/ingest.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -21,12 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
 
 from api.runtime import Core, EmbeddedBroker  # noqa: E402
+from bench.harness import RESULTS, free_port, machine, write  # noqa: E402
+from ingest.chunker import Chunker  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
+from ingest.parser import parse  # noqa: E402
 from ingest.publisher import Publisher, build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.index import Match  # noqa: E402
+from retrieval.encoders import DenseEncoder, SparseEncoder  # noqa: E402
+from retrieval.index import ChunkPoint, Match, chunk_point_id  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 
 
 def main() -> None:
@@ -34,26 +40,32 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--docs", type=int, default=200, help="Django doc pages to ingest")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
     settings = Settings(data_dir=tmp, kafka_bootstrap_servers=broker.bootstrap, poll_timeout_ms=200)
+    embedded = 0
+
+    def count(outcomes: list) -> None:
+        nonlocal embedded
+        embedded += sum(o.embedded for o in outcomes)
+
     try:
         ensure_topics(settings)
         docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
         files = doc_files(docs, args.docs)
         events = build_events(files, root=docs, mime="text/x-rst", prefix="django/", version=1)
         core = Core.open(settings)
-        core.dense.encode(["warm up"])
-        worker = core.worker()
+        worker = core.worker(on_batch=count)
+        worker.indexer.warm_up()  # child processes up and the model loaded: not timed
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         while not worker.consumer.assignment():  # exclude the group join from the timing
             time.sleep(0.05)
-        publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
-        embedded_before = core.dense.texts_encoded
+        load_before = machine()["loadavg"]
+        publisher = Publisher(settings.kafka_bootstrap_servers, settings.backfill_topic)
         started = time.perf_counter()
         publisher.publish(events, progress=False)
         pending = {e.doc_id for e in events}
@@ -62,16 +74,16 @@ def main() -> None:
             time.sleep(0.02)
         pipeline_s = time.perf_counter() - started
         worker.stop()
-        thread.join(30)
+        thread.join(60)
         publisher.close()
         chunks = core.index.count_chunks([Match("tenant", "default")])
-        embedded = core.dense.texts_encoded - embedded_before
 
         texts = _all_texts(core)
         started = time.perf_counter()
         core.dense.encode(texts)
         embed_s = time.perf_counter() - started
         core.index.close()
+        profile = stage_profile(events, settings, core.dense, tmp)
     finally:
         broker.stop()
 
@@ -85,12 +97,49 @@ def main() -> None:
         "embedder_seconds": round(embed_s, 3),
         "embedder_chunks_per_s": round(len(texts) / embed_s, 1),
         "pipeline_vs_embedder": round((chunks / pipeline_s) / (len(texts) / embed_s), 3),
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stage_ms_per_page": profile,
+        "loadavg_before": load_before,
     }
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write(result, args.out)
+
+
+def stage_profile(events: list, settings: Settings, dense: DenseEncoder, tmp: Path) -> dict:
+    """Each stage alone, in this process, on the same pages: median and mean ms/page."""
+    from retrieval.edge import EdgeIndex
+
+    chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
+    sparse = SparseEncoder()
+    index = EdgeIndex(tmp / "profile", "chunks", "documents")
+    index.ensure_schema(dense.dim)
+    times: dict[str, list[float]] = {"parse": [], "chunk": [], "embed": [], "write": []}
+    for e in events:
+        t0 = time.perf_counter()
+        elements = parse(e.content, e.mime)
+        t1 = time.perf_counter()
+        chunks = chunker.chunk(elements)
+        t2 = time.perf_counter()
+        vectors = dense.encode([c.text for c in chunks])
+        t3 = time.perf_counter()
+        points = [
+            ChunkPoint(chunk_point_id("default", e.doc_id, c.hash), v, sv, {"text": c.text})
+            for c, v, sv in zip(
+                chunks, vectors, sparse.encode_documents([c.text for c in chunks]), strict=True
+            )
+        ]
+        index.upsert_chunks(points)
+        t4 = time.perf_counter()
+        for name, a, b in (
+            ("parse", t0, t1),
+            ("chunk", t1, t2),
+            ("embed", t2, t3),
+            ("write", t3, t4),
+        ):
+            times[name].append((b - a) * 1000)
+    index.close()
+    return {
+        name: {"median": round(statistics.median(v), 2), "mean": round(statistics.fmean(v), 2)}
+        for name, v in times.items()
+    }
 
 
 def _all_texts(core: Core) -> list[str]:
@@ -104,12 +153,6 @@ def _all_texts(core: Core) -> list[str]:
         texts += [r.payload["text"] for r in page]
         if offset is None:
             return texts
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":
