@@ -175,6 +175,23 @@ def publish_events(settings: Settings, events: list[DocumentEvent]) -> None:
     produce(settings, [(e.key(), e.to_bytes()) for e in events])
 
 
+def committed(settings: Settings, topic: str | None = None) -> int:
+    """Sum of the group's committed offsets over the topic's partitions."""
+    from kafka.structs import TopicPartition
+
+    c = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    try:
+        name = topic or settings.topic
+        parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+        return sum(c.committed(tp) or 0 for tp in parts)
+    finally:
+        c.close()
+
+
 def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list:
     consumer = KafkaConsumer(
         topic,

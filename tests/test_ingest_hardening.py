@@ -11,8 +11,6 @@ import json
 import time
 
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from api.app import create_app
 from api.auth import KeyStore
@@ -27,6 +25,7 @@ from ingest.publisher import build_events
 from ingest.sources import SourcePolicy
 from retrieval.search import Principal, Retriever
 from tests.conftest import (
+    committed,
     delete,
     free_port,
     make_indexer,
@@ -45,19 +44,6 @@ READER = Principal("t", "default", ("public",))
 
 def searchable(retriever: Retriever, text: str, who: Principal = READER) -> bool:
     return any(text in h.payload["text"] for h in retriever.retrieve(who, text, 10, "sparse"))
-
-
-def committed(settings, group: str | None = None) -> int:
-    c = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group or settings.consumer_group,
-        enable_auto_commit=False,
-    )
-    try:
-        parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
-        return sum(c.committed(tp) or 0 for tp in parts)
-    finally:
-        c.close()
 
 
 def raw(**fields) -> bytes:  # noqa: ANN003

@@ -4,12 +4,10 @@ import json
 import threading
 import time
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
 from ingest.consumer import IngestWorker
 from retrieval.search import Principal, Retriever
 from tests.conftest import (
+    committed,
     delete,
     make_indexer,
     produce,
@@ -83,19 +81,6 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(settings, edge_ind
     assert all(dict(r.headers)["freshrag-reason"] for r in dead)
 
 
-def _committed(settings, consumer_group):
-    c = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=consumer_group,
-        enable_auto_commit=False,
-    )
-    try:
-        parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
-        return sum(c.committed(tp) or 0 for tp in parts)
-    finally:
-        c.close()
-
-
 class FlakyIndex:
     """Fault injection around the real index: the first `failures` writes raise."""
 
@@ -122,9 +107,9 @@ def test_transient_index_errors_retry_and_commit_only_after_success(
     with running_worker(settings, make_indexer(flaky, dense, sparse)):
         publish_events(settings, [upsert("r", "# R\n\nThe wombat retry document arrives.", 1)])
         flaky.gate.wait(60)
-        assert _committed(settings, settings.consumer_group) == 0, "nothing committed while failing"
+        assert committed(settings) == 0, "nothing committed while failing"
         wait_for(lambda: searchable(retriever, "wombat retry document"))
-        wait_for(lambda: _committed(settings, settings.consumer_group) == 1)
+        wait_for(lambda: committed(settings) == 1)
     assert flaky.calls == 4
 
 
@@ -182,7 +167,7 @@ def test_stop_finishes_the_batch_in_hand_and_commits(settings, edge_index, dense
     worker.stop()  # what SIGTERM does: the loop sees it after the batch in hand
     worker.close()
     assert handled >= 1
-    assert _committed(settings, settings.consumer_group) == handled
+    assert committed(settings) == handled
 
 
 class SlowIndex:
@@ -208,7 +193,7 @@ def test_a_batch_longer_than_max_poll_interval_keeps_the_partition(
         rec,
     ):
         publish_events(settings, [upsert("slow", "# Slow\n\nA very slow sloth document.", 1)])
-        wait_for(lambda: _committed(settings, settings.consumer_group) == 1, timeout=60)
+        wait_for(lambda: committed(settings) == 1, timeout=60)
         time.sleep(1)
     assert rec.statuses("slow") == ["indexed"], "no eviction, so no redelivery"
 
@@ -240,7 +225,7 @@ def test_a_live_edit_is_not_delayed_by_a_backfill(settings, edge_index, dense, s
         wait_for(
             lambda: all(edge_index.get_document("default", e.doc_id) for e in backlog), timeout=120
         )
-        wait_for(lambda: _committed(settings, settings.consumer_group) == 1)
+        wait_for(lambda: committed(settings) == 1)
         assert worker.status()["lag"] is not None
     handled = [o.event.doc_id for o in rec.outcomes if o.status == "indexed"]
     assert sorted(handled) == sorted([e.doc_id for e in backlog] + ["live"]), "each once"
