@@ -141,18 +141,22 @@ def _publish_sample(settings: Settings, limit: int | None) -> tuple[list, int]:
     publish by hand while the sample loads is searchable within seconds, not minutes.
     """
     from ingest.publisher import Publisher, build_events
-    from ingest.sample import django_docs, doc_files, release_version
+    from ingest.sample import django_docs, doc_files, release_version, sample_metadata
 
     docs = django_docs(settings.sample_django_version, settings.data_dir / "samples")
     version = release_version(settings.sample_django_version)
-    events = build_events(
-        doc_files(docs, limit),
-        root=docs,
-        mime="text/x-rst",
-        prefix="django/",
-        version=version,
-        metadata={"corpus": "django-docs", "release": settings.sample_django_version},
-    )
+    events = [
+        e
+        for f in doc_files(docs, limit)
+        for e in build_events(
+            [f],
+            root=docs,
+            mime="text/x-rst",
+            prefix="django/",
+            version=version,
+            metadata=sample_metadata(f, docs, settings.sample_django_version),
+        )
+    ]
     publisher = Publisher(settings.kafka_bootstrap_servers, settings.backfill_topic)
     try:
         publisher.publish(events, desc=f"publishing Django {settings.sample_django_version} docs")
@@ -451,7 +455,16 @@ def sync(
     "--dataset",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="JSONL eval set. Default: the shipped Django FAQ set.",
+    help="JSONL eval set. Default: the Django dev set (evals/datasets/django-dev-*.jsonl); "
+    "the FAQ-headings regression set is evals/datasets/django-faq-*.jsonl.",
+)
+@click.option(
+    "--heldout-faq/--no-heldout-faq",
+    default=False,
+    show_default=True,
+    help="Also ask the Django FAQ questions, with the FAQ pages republished (Kafka, usual "
+    "doc ids) without their question headings while scoring, restored afterwards. Bumps "
+    "those pages' versions by 2: for an evaluation deployment.",
 )
 @click.option("--modes", default="hybrid,dense,sparse", show_default=True)
 @click.option("--top-k", type=int, default=10, show_default=True)
@@ -501,6 +514,7 @@ def eval_command(
     replay,
     out,  # noqa: ANN001
     thresholds,
+    heldout_faq,
 ) -> None:
     """Score relevance and freshness against the running service; exit 1 on a regression.
 
@@ -556,7 +570,14 @@ def eval_command(
         embedding_model=settings.model,
     )
     try:
-        results, code = run_eval(cfg)
+        if heldout_faq:
+            from evals.heldout import run_eval_with_heldout_faq
+
+            cache = settings.data_dir / "samples"
+            docs = django_docs(settings.sample_django_version, cache)
+            results, code = run_eval_with_heldout_faq(cfg, docs, settings.sample_django_version)
+        else:
+            results, code = run_eval(cfg)
     except (ServiceUnreachable, BrokerUnreachable) as exc:
         raise Unreachable(str(exc)) from exc
     click.echo(terminal_table(results, cfg.out_dir / "report.html"))

@@ -11,6 +11,7 @@ from typing import Any
 from evals.client import ServiceClient
 from evals.dataset import load
 from evals.freshness import run_freshness
+from evals.heldout import answerable, refusal_scores
 from evals.relevance import run_answers, run_relevance
 from evals.replay import run_replay
 from evals.report import (
@@ -62,27 +63,35 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
         client.check_ready()
         if cfg.probes or cfg.replay:
             check_broker(cfg.bootstrap)
-        items = load(cfg.dataset)[: cfg.limit] if cfg.limit else load(cfg.dataset)
+        items = load(cfg.dataset, with_unanswerable=True)
+        items = items[: cfg.limit] if cfg.limit else items
+        ranked = answerable(items)  # unanswerable questions have no gold to rank
         run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         results: dict[str, Any] = {
             "run_id": run_id,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "service": cfg.url,
-            "dataset": {"name": cfg.dataset.name, "questions": len(items)},
+            "dataset": {
+                "name": cfg.dataset.name,
+                "questions": len(items),
+                "unanswerable": len(items) - len(ranked),
+            },
             "skipped": {},
             "notes": [],
         }
         skipped = results["skipped"]
-        if items and cfg.modes:
-            results["relevance"] = run_relevance(client, items, cfg.modes, cfg.top_k, cfg.progress)
+        if ranked and cfg.modes:
+            results["relevance"] = run_relevance(client, ranked, cfg.modes, cfg.top_k, cfg.progress)
         else:
             skipped["relevance"] = "--modes is empty"
         if items and cfg.answers:
             results["answers"] = run_answers(client, items, cfg.progress)
             if results["answers"] is None:
                 skipped["answers"] = "the service has no /answer"
-            elif results["answers"].get("note"):
-                results["notes"].append(results["answers"]["note"])
+            else:
+                results["answers"].update(refusal_scores(items, results["answers"]["rows"]))
+                if results["answers"].get("note"):
+                    results["notes"].append(results["answers"]["note"])
             if cfg.judge and results["answers"]:
                 from evals.judge import judged_scores
                 from retrieval.encoders import resolve_model_path
@@ -133,7 +142,10 @@ def finish(
     past = history(hist_dir)
     limits = load_thresholds(thresholds)
     results["summary"] = summarize(results)
-    prev = past[-1] if past else None
+    # Compare like with like: a run on another dataset is no baseline for this one.
+    dataset = (results.get("dataset") or {}).get("name")
+    same = [r for r in past if r.get("dataset") in (None, dataset)] if dataset else past
+    prev = same[-1] if same else None
     prev_summary = prev["summary"] if prev else None
     results["previous"] = {"run_id": prev["run_id"], "summary": prev_summary} if prev else None
     results["skipped_areas"] = skipped_areas(results)
@@ -148,7 +160,12 @@ def finish(
     (out_dir / "report.html").write_text(render_html(results, past, limits))
     (hist_dir / f"{results['run_id']}.json").write_text(
         json.dumps(
-            {"run_id": results["run_id"], "at": results["at"], "summary": results["summary"]},
+            {
+                "run_id": results["run_id"],
+                "at": results["at"],
+                "dataset": dataset,
+                "summary": results["summary"],
+            },
             indent=1,
         )
     )

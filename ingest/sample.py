@@ -49,6 +49,36 @@ def doc_files(docs: Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit else files
 
 
+# Top folder of a page → its `doc_type` metadata: a caller can keep release notes (367 of
+# the 638 pages) out of a search with `{"metadata.doc_type": [...the other types...]}`.
+DOC_TYPES = {
+    "releases": "release-notes",
+    "ref": "reference",
+    "topics": "topic",
+    "howto": "howto",
+    "intro": "intro",
+    "faq": "faq",
+    "internals": "internals",
+    "misc": "misc",
+}
+GUIDE = "guide"  # pages at the top of docs/ (index, glossary, contents)
+
+
+def doc_type(relative: Path | str) -> str:
+    """'releases/5.2.txt' → 'release-notes', 'ref/settings.txt' → 'reference', ..."""
+    parts = Path(relative).parts
+    return DOC_TYPES.get(parts[0], GUIDE) if len(parts) > 1 else GUIDE
+
+
+def sample_metadata(path: Path, docs: Path, release: str) -> dict[str, str]:
+    """The metadata every sample page is published with (also by the held-out FAQ eval)."""
+    return {
+        "corpus": "django-docs",
+        "release": release,
+        "doc_type": doc_type(path.relative_to(docs)),
+    }
+
+
 def release_version(version: str) -> int:
     """5.2.8 → 50208: a later release is a newer document version, so upgrades re-index."""
     parts = [int(x) for x in (version.split(".") + ["0", "0"])[:3]]

@@ -545,3 +545,124 @@ def test_llm_judged_metrics_through_an_openai_compatible_judge(live):
     assert scores["faithfulness"] == 1.0  # the judge supports every statement
     assert judge.requests and all(r["body"]["model"] == "judge-model" for r in judge.requests)
     assert "judge.faithfulness" in results["summary"]
+
+
+# --- the held-out FAQ: the FAQ pages indexed without their question headings -------------------
+
+HELDOUT_RST = """\
+============
+FAQ: General
+============
+
+Why does Django exist?
+======================
+
+It grew out of a newsroom that shipped web applications on journalism deadlines.
+
+Who maintains the framework?
+============================
+
+A foundation and many volunteers maintain it.
+"""
+
+
+def test_heldout_faq_replaces_the_question_headings_while_scoring_then_restores(live, tmp_path):
+    from evals.dataset import load as load_set
+    from evals.heldout import heldout_faq_indexed, run_eval_with_heldout_faq
+    from ingest.sample import sample_metadata
+
+    cfg, _, _ = live
+    docs = tmp_path / "docs"
+    (docs / "faq").mkdir(parents=True)
+    page = docs / "faq" / "general.txt"
+    page.write_text(HELDOUT_RST)
+    doc_id = "django/faq/general.txt"
+    client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
+    try:
+        client.publish(
+            [
+                upsert(
+                    doc_id,
+                    HELDOUT_RST,
+                    5,
+                    mime="text/x-rst",
+                    tenant="acme",
+                    acl=["eng"],
+                    metadata=sample_metadata(page, docs, "5.2.8"),
+                )
+            ]
+        )
+        wait_for(lambda: client.indexed_version(doc_id, fresh=True) == 5, timeout=60)
+
+        with heldout_faq_indexed(client, docs, "5.2.8", "acme", ["eng"], timeout_s=60) as run:
+            assert run.before == {doc_id: 5} and run.skipped == []
+            assert [i.gold_contexts for i in run.items] == [
+                [f"{doc_id}#Entry 1"],
+                [f"{doc_id}#Entry 2"],
+            ]
+            hits, _ = client.retrieve(
+                "newsroom journalism deadlines", "sparse", 5, {"doc_id": doc_id}
+            )
+            assert hits and {h["version"] for h in hits} == {6}
+            assert hits[0]["section"] == "Entry 1" and "exist?" not in hits[0]["text"]
+            assert hits[0]["metadata"]["variant"] == "faq-heldout"
+        assert client.indexed_version(doc_id, fresh=True) == 7  # the original, restored
+        hits, _ = client.retrieve("newsroom journalism deadlines", "sparse", 5, {"doc_id": doc_id})
+        assert (
+            hits[0]["section"] == "Why does Django exist?" and "variant" not in hits[0]["metadata"]
+        )
+        assert hits[0]["metadata"]["doc_type"] == "faq"
+
+        # The whole run: a dev question with gold on the FAQ page, renamed while it is held out.
+        dataset = tmp_path / "dev.jsonl"
+        save(
+            [
+                EvalItem(
+                    id="dev-1",
+                    question="Where did the framework come from originally?",
+                    gold_doc_ids=[doc_id],
+                    gold_contexts=[f"{doc_id}#Why does Django exist?"],
+                )
+            ],
+            dataset,
+        )
+        cfg.dataset, cfg.modes, cfg.probes, cfg.answers = dataset, ["sparse"], 0, False
+        results, _ = run_eval_with_heldout_faq(cfg, docs, "5.2.8", timeout_s=60)
+        asked = load_set(cfg.out_dir / "dev+faq-heldout.jsonl")
+        assert [(i.id, i.gold_contexts) for i in asked] == [
+            ("dev-1", [f"{doc_id}#Entry 1"]),
+            ("heldout-general-01", [f"{doc_id}#Entry 1"]),
+            ("heldout-general-02", [f"{doc_id}#Entry 2"]),
+        ]
+        assert results["dataset"]["name"] == "dev+faq-heldout.jsonl"
+        assert results["dataset"]["questions"] == 3
+        per_q = {q["id"]: q for q in results["relevance"]["questions"]["sparse"]}
+        assert per_q["heldout-general-02"]["gold_rank"] is not None
+        # The question headings were not in the index: no hit on this page carries one.
+        mine = [r for q in per_q.values() for r in q["retrieved"] if r.startswith(doc_id)]
+        assert mine and not any(r.endswith("?") for r in mine)
+        assert client.indexed_version(doc_id, fresh=True) == 9  # restored again
+    finally:
+        client.close()
+
+
+def test_unanswerable_questions_are_scored_as_refusals_not_ranked(live, tmp_path):
+    cfg, _, _ = live
+    dataset = tmp_path / "with-unanswerable.jsonl"
+    unanswerable = EvalItem(
+        id="u1", question="How do I enable the built-in GraphQL endpoint?", answerable=False
+    )
+    save([*ITEMS, unanswerable], dataset)
+    cfg.dataset, cfg.modes, cfg.probes = dataset, ["sparse"], 0
+    results, _ = run_eval(cfg)
+    assert results["dataset"] == {"name": dataset.name, "questions": 4, "unanswerable": 1}
+    assert [q["id"] for q in results["relevance"]["questions"]["sparse"]] == ["q1", "q2", "q3"]
+    rows = {r["id"]: r for r in results["answers"]["rows"]}
+    assert set(rows) == {"q1", "q2", "q3", "u1"} and rows["u1"]["answerable"] is False
+    s = results["summary"]
+    assert s["answers.unanswerable_questions"] == 1
+    assert s["answers.unanswerable_refusal_rate"] == float(rows["u1"]["refused"])
+    assert (
+        s["answers.false_refusal_rate"] == sum(rows[q]["refused"] for q in ("q1", "q2", "q3")) / 3
+    )
+    assert s["answers.answer_cites_gold"] == 1.0  # the unanswerable question has no gold to cite
