@@ -121,6 +121,9 @@ def _parse_init(chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int)
 
 
 def _embed_init(model: str, batch_size: int, nice: int) -> None:
+    # Torch's OpenMP threads must not spin while they wait: at a low priority, a spinning
+    # thread that loses its core stalls the other one and burns the API's CPU meanwhile.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if nice:
         os.nice(nice)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)

@@ -13,6 +13,9 @@ from typing import Any
 from retrieval.index import Condition, Match, MatchAny, Range
 
 FILTERABLE = {"doc_id", "title", "source", "mime", "version", "chunk_index"}
+# Typed fields: a value of the wrong type could never match, so it is an error, not 0 hits.
+INTEGER_FIELDS = {"version", "chunk_index"}
+STRING_FIELDS = {"doc_id", "title", "source", "mime"}
 # Never filterable from a request: access comes from the API key, not the body.
 PROTECTED = {"tenant", "acl"}
 _METADATA_KEY = re.compile(r"^metadata\.[A-Za-z0-9_\-]{1,64}$")
@@ -63,6 +66,10 @@ def _int64(name: str, v: int, what: str = "integer values") -> int:
 
 
 def _scalar(name: str, v: Any) -> str | int | bool:
+    if name in INTEGER_FIELDS and (isinstance(v, bool) or not isinstance(v, int)):
+        raise FilterError(f"filter '{name}': values must be integers (got {v!r:.40})", name)
+    if name in STRING_FIELDS and not isinstance(v, str):
+        raise FilterError(f"filter '{name}': values must be strings (got {v!r:.40})", name)
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
@@ -92,6 +99,8 @@ def parse_filters(filters: dict[str, Any] | None) -> list[Condition]:
     out: list[Condition] = []
     for name, spec in (filters or {}).items():
         _check_field(name)
+        if isinstance(spec, dict) and name in STRING_FIELDS:
+            raise FilterError(f"filter '{name}': a range needs a numeric field", name)
         if isinstance(spec, dict):
             if not spec or not set(spec) <= _RANGE_OPS:
                 raise FilterError(f"filter '{name}': a range takes only gte, gt, lte, lt", name)

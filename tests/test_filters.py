@@ -25,9 +25,9 @@ def test_equality_any_of_and_range():
         ({"version": {"between": 1}}, "range"),
         ({"version": {"gte": "2"}}, "number"),
         ({"doc_id": []}, "any-of"),
-        ({"doc_id": ["a", 1]}, "all strings"),
-        ({"doc_id": {"gte": None}}, "number"),
-        ({"doc_id": 1.5}, "strings, integers"),
+        ({"metadata.x": ["a", 1]}, "all strings"),
+        ({"metadata.x": {"gte": None}}, "number"),
+        ({"metadata.x": 1.5}, "strings, integers"),
     ],
 )
 def test_bad_filters_are_refused_with_a_reason(filters, fragment):
@@ -42,3 +42,18 @@ def test_access_conditions_come_from_credentials():
     ]
     # A key with no groups matches no document rather than every document.
     assert access_conditions("acme", [])[1].values == ("\x00no-group",)
+
+
+@pytest.mark.parametrize(
+    ("filters", "fragment"),
+    [
+        ({"version": "50208"}, "must be integers"),
+        ({"chunk_index": [1, "2"]}, "must be integers"),
+        ({"version": True}, "must be integers"),
+        ({"doc_id": 7}, "must be strings"),
+        ({"title": {"gte": 1}}, "numeric field"),
+    ],
+)
+def test_typed_fields_reject_values_that_could_never_match(filters, fragment):
+    with pytest.raises(FilterError, match=fragment):
+        parse_filters(filters)
