@@ -33,8 +33,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 bench: install
+	$(PY) bench/parse.py
 	$(PY) bench/ingest.py
+	$(PY) bench/freshness.py
+	$(PY) bench/replay.py
 	$(PY) bench/retrieve.py
+	$(PY) bench/retrieve.py --write-load
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
