@@ -174,6 +174,11 @@ class Core:
                 datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds") if last else None
             ),
         }
+        try:  # what the index holds, for the report's index-state card
+            status["documents"] = self.index.count_documents()
+            status["chunks"] = self.index.count_chunks([])
+        except Exception:  # a slow or absent index must not fail /readyz
+            pass
         lost = [st["broker_state_lost"] for st in states if st["broker_state_lost"]]
         if lost:
             status["broker_state_lost"] = lost[0]

@@ -169,6 +169,10 @@ class Index(Protocol):
 
     def get_document(self, tenant: str, doc_id: str) -> DocumentState | None: ...
 
+    def count_documents(self) -> int:
+        """Documents indexed and not deleted."""
+        ...
+
     def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
         """Registry entries of several documents in one lookup (absent keys are left out)."""
         ...

@@ -305,6 +305,11 @@ class ServerIndex:
         )
         return DocumentState.from_payload(recs[0].payload) if recs and recs[0].payload else None
 
+    def count_documents(self) -> int:
+        """Documents indexed and not deleted (the registry, tombstones left out)."""
+        flt = to_server_filter([Match("deleted", False)])
+        return self.client.count(self.registry, count_filter=flt, exact=True).count
+
     def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
         if not keys:
             return {}

@@ -88,3 +88,14 @@ def test_modes_filters_tenancy_and_registry(index, dense, sparse):
     assert state.version == 4 and state.deleted
     assert index.get_document("globex", "cats") is None
     assert index.ping()
+
+
+def test_count_documents_leaves_tombstones_out(index, dense, sparse):
+    from tests.conftest import delete, make_indexer, upsert
+
+    indexer = make_indexer(index, dense, sparse)
+    indexer.apply(
+        [upsert("a", "# A\n\nThe alpha page.", 1), upsert("b", "# B\n\nThe beta page.", 1)]
+    )
+    indexer.apply([delete("b", 2)])
+    assert index.count_documents() == 1

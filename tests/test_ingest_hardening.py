@@ -345,6 +345,8 @@ def test_a_broker_restart_that_lost_offsets_is_reported(tmp_path, edge_index, de
         with TestClient(create_app(core.services(KeyStore(settings.api_keys)))) as client:
             ready = client.get("/readyz").json()
         assert ready["details"]["ingest"]["broker_state_lost"] == message
+        assert ready["details"]["ingest"]["documents"] == 3, "index state for the report"
+        assert ready["details"]["ingest"]["chunks"] >= 3
         again = IngestWorker(settings, make_indexer(edge_index, dense, sparse), client_id="again")
         try:
             assert again.check_broker_state() is None, "reported once, then recording afresh"
