@@ -22,9 +22,12 @@ from retrieval.filters import INT64_MAX
 _SURROGATE = re.compile("[\ud800-\udfff]")
 FILTERS_DOC = (
     'Equality {"doc_id": "a"}, any-of {"metadata.lang": ["en", "de"]}, range '
-    '{"version": {"gte": 2}}. Fields: doc_id, title, source, mime, version, chunk_index, '
-    "metadata.<key>; values are strings, booleans or signed 64-bit integers, range bounds "
-    "finite numbers. Anything else is a 422 naming the field."
+    '{"version": {"gte": 2}}, negation {"metadata.doc_type": {"not": "release-notes"}} '
+    '(a value or a list), prefix {"doc_id": {"prefix": "topics/"}} and '
+    '{"doc_id": {"not_prefix": "releases/"}} on string fields; all must hold. Fields: '
+    "doc_id, title, source, mime, version, chunk_index, metadata.<key>; values are strings, "
+    "booleans or signed 64-bit integers, range bounds finite numbers. Anything else is a "
+    "422 naming the field."
 )
 
 

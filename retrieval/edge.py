@@ -23,6 +23,8 @@ from retrieval.index import (
     DocumentState,
     Match,
     MatchAny,
+    Not,
+    Prefix,
     Range,
     SearchHit,
     SearchMode,
@@ -43,11 +45,17 @@ def _condition(c: Condition) -> qe.FieldCondition:
         return qe.FieldCondition(
             c.field, range=qe.RangeFloat(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
         )
+    if isinstance(c, Prefix):
+        return qe.FieldCondition(c.field, match=qe.MatchPrefix(c.prefix))
     raise TypeError(f"unknown condition {c!r}")
 
 
 def to_edge_filter(conditions: list[Condition]) -> qe.Filter | None:
-    return qe.Filter(must=[_condition(c) for c in conditions]) if conditions else None
+    if not conditions:
+        return None
+    must = [_condition(c) for c in conditions if not isinstance(c, Not)]
+    must_not = [_condition(c.condition) for c in conditions if isinstance(c, Not)]
+    return qe.Filter(must=must, must_not=must_not or None)
 
 
 def _sparse(v: SparseVec) -> qe.SparseVector:

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from retrieval.index import Condition, Match, MatchAny, Range
+from retrieval.index import Condition, Match, MatchAny, Not, Prefix, Range
 
 FILTERABLE = {"doc_id", "title", "source", "mime", "version", "chunk_index"}
 # Typed fields: a value of the wrong type could never match, so it is an error, not 0 hits.
@@ -20,6 +20,9 @@ STRING_FIELDS = {"doc_id", "title", "source", "mime"}
 PROTECTED = {"tenant", "acl"}
 _METADATA_KEY = re.compile(r"^metadata\.[A-Za-z0-9_\-]{1,64}$")
 _RANGE_OPS = {"gte", "gt", "lte", "lt"}
+# Negation and prefix: {"doc_id": {"not_prefix": "releases/"}}, {"metadata.kind": {"not": "x"}}
+_MATCH_OPS = {"not", "prefix", "not_prefix"}
+MAX_PREFIX_CHARS = 512
 MAX_ANY_VALUES = 256
 # Qdrant stores integers as signed 64-bit; a bigger one cannot match and fails deep inside.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -94,30 +97,71 @@ def _bound(name: str, op: str, v: Any) -> float:
     return v
 
 
+def _equality(name: str, spec: Any) -> Match | MatchAny:
+    """A scalar is equality, a list is any-of."""
+    if isinstance(spec, list):
+        if not spec or len(spec) > MAX_ANY_VALUES:
+            raise FilterError(f"filter '{name}': any-of takes 1 to {MAX_ANY_VALUES} values", name)
+        values = [_scalar(name, v) for v in spec]
+        if len({type(v) for v in values}) != 1 or isinstance(values[0], bool):
+            raise FilterError(
+                f"filter '{name}': any-of values must be all strings or all integers", name
+            )
+        return MatchAny(name, tuple(values))
+    if isinstance(spec, dict):
+        raise FilterError(f"filter '{name}': 'not' takes a value or a list of values", name)
+    return Match(name, _scalar(name, spec))
+
+
+def _prefix(name: str, op: str, v: Any) -> Prefix:
+    if name in INTEGER_FIELDS:
+        raise FilterError(f"filter '{name}': '{op}' needs a string field", name)
+    if not isinstance(v, str) or not v or len(v) > MAX_PREFIX_CHARS:
+        raise FilterError(
+            f"filter '{name}': '{op}' takes a string of 1 to {MAX_PREFIX_CHARS} characters", name
+        )
+    return Prefix(name, str(_scalar(name, v)))
+
+
+def _operators(name: str, spec: dict[str, Any]) -> list[Condition]:
+    """`{"gte": 2, "not": 5}`, `{"prefix": "guides/", "not_prefix": "guides/old/"}`, …"""
+    unknown = set(spec) - _RANGE_OPS - _MATCH_OPS
+    if not spec or unknown:
+        raise FilterError(
+            f"filter '{name}': an object takes a range (gte, gt, lte, lt) or not, prefix, "
+            "not_prefix",
+            name,
+        )
+    ranges = {op: v for op, v in spec.items() if op in _RANGE_OPS}
+    if ranges and name in STRING_FIELDS:
+        raise FilterError(f"filter '{name}': a range needs a numeric field", name)
+    out: list[Condition] = []
+    if ranges:
+        out.append(Range(name, **{op: _bound(name, op, v) for op, v in ranges.items()}))
+    if "not" in spec:
+        out.append(Not(_equality(name, spec["not"])))
+    if "prefix" in spec:
+        out.append(_prefix(name, "prefix", spec["prefix"]))
+    if "not_prefix" in spec:
+        out.append(Not(_prefix(name, "not_prefix", spec["not_prefix"])))
+    return out
+
+
 def parse_filters(filters: dict[str, Any] | None) -> list[Condition]:
-    """`{"doc_id": "a", "metadata.lang": ["en", "de"], "version": {"gte": 2}}` → conditions."""
+    """Request filters → conditions, all of which must hold.
+
+    `{"doc_id": "a"}` equality, `{"metadata.lang": ["en", "de"]}` any-of,
+    `{"version": {"gte": 2}}` range, `{"metadata.doc_type": {"not": "release-notes"}}`
+    negation (a value or a list), `{"doc_id": {"prefix": "topics/"}}` and
+    `{"doc_id": {"not_prefix": "releases/"}}` on string fields.
+    """
     out: list[Condition] = []
     for name, spec in (filters or {}).items():
         _check_field(name)
-        if isinstance(spec, dict) and name in STRING_FIELDS:
-            raise FilterError(f"filter '{name}': a range needs a numeric field", name)
         if isinstance(spec, dict):
-            if not spec or not set(spec) <= _RANGE_OPS:
-                raise FilterError(f"filter '{name}': a range takes only gte, gt, lte, lt", name)
-            out.append(Range(name, **{op: _bound(name, op, v) for op, v in spec.items()}))
-        elif isinstance(spec, list):
-            if not spec or len(spec) > MAX_ANY_VALUES:
-                raise FilterError(
-                    f"filter '{name}': any-of takes 1 to {MAX_ANY_VALUES} values", name
-                )
-            values = [_scalar(name, v) for v in spec]
-            if len({type(v) for v in values}) != 1 or isinstance(values[0], bool):
-                raise FilterError(
-                    f"filter '{name}': any-of values must be all strings or all integers", name
-                )
-            out.append(MatchAny(name, tuple(values)))
+            out.extend(_operators(name, spec))
         else:
-            out.append(Match(name, _scalar(name, spec)))
+            out.append(_equality(name, spec))
     return out
 
 

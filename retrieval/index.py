@@ -60,7 +60,22 @@ class Range:
     lt: float | None = None
 
 
-Condition = Match | MatchAny | Range
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """A keyword field that starts with `prefix` (e.g. every doc_id under `releases/`)."""
+
+    field: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """Excludes what `condition` matches; a point without the field is kept."""
+
+    condition: Match | MatchAny | Prefix
+
+
+Condition = Match | MatchAny | Range | Prefix | Not
 
 
 # --- records ------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from retrieval.index import (
     DocumentState,
     Match,
     MatchAny,
+    Not,
+    Prefix,
     Range,
     SearchHit,
     SearchMode,
@@ -45,11 +47,17 @@ def _condition(c: Condition) -> qm.FieldCondition:
         return qm.FieldCondition(
             key=c.field, range=qm.Range(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
         )
+    if isinstance(c, Prefix):
+        return qm.FieldCondition(key=c.field, match=qm.MatchPrefix(prefix=c.prefix))
     raise TypeError(f"unknown condition {c!r}")
 
 
 def to_server_filter(conditions: list[Condition]) -> qm.Filter | None:
-    return qm.Filter(must=[_condition(c) for c in conditions]) if conditions else None
+    if not conditions:
+        return None
+    must = [_condition(c) for c in conditions if not isinstance(c, Not)]
+    must_not = [_condition(c.condition) for c in conditions if isinstance(c, Not)]
+    return qm.Filter(must=must, must_not=must_not or None)
 
 
 def _sparse(v: SparseVec) -> qm.SparseVector:
