@@ -139,6 +139,8 @@ class Core:
                 max_chunks=s.max_chunks_per_document,
                 parse_timeout_s=s.parse_timeout_s,
                 nice=s.ingest_nice,
+                idle=s.ingest_idle,
+                embed_threads=s.embed_threads,
             )
         return InlineProcessor(
             Chunker(s.chunk_size, s.chunk_overlap), self.dense, s.max_chunks_per_document
@@ -186,6 +188,7 @@ class Core:
 
     def services(self, keys: KeyStore) -> Services:
         s = self.settings
+        self.dense.limit_threads(s.query_threads)  # this process now serves queries
         retriever = Retriever(self.index, self.dense, self.sparse)
         cache = (
             AnswerCache(

@@ -65,7 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--docs", type=int, default=640)
+    ap.add_argument(
+        "--docs", type=int, default=None, help="pages indexed (640; 200 with --write-load)"
+    )
     ap.add_argument("--requests", type=int, default=400, help="requests per mode")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--top-k", type=int, default=5)
@@ -81,6 +83,8 @@ def main() -> None:
         help="write path in the worker thread (FRESHRAG_INGEST_PROCESS=false), for comparison",
     )
     args = ap.parse_args()
+    if args.docs is None:
+        args.docs = 200 if args.write_load else 640
     if args.write_load:
         name = "retrieve_under_writes_inline.json" if args.inline else "retrieve_under_writes.json"
         args.out = args.out or ROOT / "bench" / "results" / name
@@ -201,7 +205,13 @@ def under_writes(args: argparse.Namespace) -> None:
     args.mode = "hybrid"
     result: dict = {
         "benchmark": "retrieve_under_writes",
-        "write_path": "inline (worker thread)" if args.inline else "child process (nice 10)",
+        "write_path": (
+            "inline (worker thread)"
+            if args.inline
+            else f"child processes (nice {settings.ingest_nice}"
+            + (", SCHED_IDLE)" if settings.ingest_idle else ")")
+        ),
+        "query_threads": settings.query_threads,
         "base_docs": len(base),
         "backfill_docs": len(backfill),
         "edits_per_s": args.edits_per_s,
@@ -255,6 +265,8 @@ def under_writes(args: argparse.Namespace) -> None:
             time.sleep(1)
         stop = threading.Event()
 
+        sent: dict[str, int] = {}
+
         def edits() -> None:
             version, i = 3, 0
             while not stop.is_set():
@@ -266,6 +278,7 @@ def under_writes(args: argparse.Namespace) -> None:
                     }
                 )
                 publisher.publish([edited], progress=False)
+                sent[e.doc_id] = version
                 version, i = version + 1, i + 1
                 stop.wait(1 / args.edits_per_s)
 
@@ -275,6 +288,14 @@ def under_writes(args: argparse.Namespace) -> None:
         phase("edits")
         stop.set()
         editor.join()
+        # What the write path kept up with while queries had the CPU first.
+        behind = sum(
+            1
+            for doc_id, v in sent.items()
+            if (st := core.index.get_document("default", doc_id)) is None or st.version < v
+        )
+        result["phases"]["edits"]["edits_sent"] = max(sent.values(), default=2) - 2
+        result["phases"]["edits"]["pages_behind_at_end"] = behind
         idle = result["phases"]["idle"]["p99_ms"]
         result["p99_ratio_backfill_vs_idle"] = round(
             result["phases"]["backfill"]["p99_ms"] / idle, 2

@@ -41,6 +41,32 @@ def fingerprint(chunk_size: int, chunk_overlap: int, max_chunks: int) -> str:
     return f"parser={PARSER_VERSION};chunk={chunk_size}/{chunk_overlap};max={max_chunks}"
 
 
+Parsed = PreparedDocument | UnsupportedDocument
+
+
+class Parses(Iterator[Parsed]):
+    """Parsed documents in input order, as a processor produces them.
+
+    `next_ready()` tells the caller whether the next result is already there: when it is
+    not, the caller embeds what it holds instead of waiting, so parse and embed overlap.
+    In-line parsing has nothing to overlap with, so there it is always true.
+    """
+
+    def __init__(self, results: Iterator[Parsed]) -> None:
+        self._results = results
+
+    def __next__(self) -> Parsed:
+        return next(self._results)
+
+    def next_ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+
+
 class Processor(Protocol):
     """Parse + chunk one document, and embed texts for the write path."""
 
@@ -50,9 +76,7 @@ class Processor(Protocol):
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument: ...
 
-    def prepare_many(
-        self, items: list[tuple[str | bytes, str]]
-    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
         """Results in order; parsing may run ahead of the caller. Close it to stop early."""
         ...
 
@@ -92,9 +116,10 @@ class InlineProcessor:
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
         return prepare_document(body, mime, self.chunker, self.max_chunks)
 
-    def prepare_many(
-        self, items: list[tuple[str | bytes, str]]
-    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
+        return Parses(self._prepare_each(items))
+
+    def _prepare_each(self, items: list[tuple[str | bytes, str]]) -> Iterator[Parsed]:
         for body, mime in items:
             try:
                 yield self.prepare(body, mime)
@@ -113,20 +138,33 @@ class InlineProcessor:
 _child: dict[str, object] = {}
 
 
-def _parse_init(chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int) -> None:
+def lower_priority(nice: int, idle: bool = False) -> None:
+    """Give the calling thread (and the threads it starts later) away to the API's work.
+
+    On Linux niceness and scheduling class are per thread: call this before a child
+    starts its worker threads (torch's OpenMP pool), so they inherit it.
+    """
     if nice:
         os.nice(nice)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _parse_init(
+    chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int, idle: bool
+) -> None:
+    lower_priority(nice, idle)
     _child["chunker"] = Chunker(chunk_size, chunk_overlap)
     _child["max_chunks"] = max_chunks
 
 
-def _embed_init(model: str, batch_size: int, nice: int) -> None:
+def _embed_init(model: str, batch_size: int, nice: int, idle: bool, threads: int = 0) -> None:
     # Torch's OpenMP threads must not spin while they wait: at a low priority, a spinning
     # thread that loses its core stalls the other one and burns the API's CPU meanwhile.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if nice:
-        os.nice(nice)
+    lower_priority(nice, idle)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    DenseEncoder.limit_threads(threads)
     _child["dense"] = DenseEncoder(model, batch_size)
 
 
@@ -180,6 +218,55 @@ class _Lane:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _ChildParses(Parses):
+    """The parser child's results in order, up to `parse_ahead` documents queued ahead."""
+
+    def __init__(self, owner: ChildProcessor, items: list[tuple[str | bytes, str]]) -> None:
+        self._owner, self._items = owner, items
+        self._pending: list[Future] = []
+        self._next_submit = 0
+        self._next_yield = 0
+
+    def _fill(self) -> None:
+        lane, items = self._owner._parse, self._items
+        while self._next_submit < len(items) and len(self._pending) < self._owner.parse_ahead:
+            self._pending.append(lane.submit(_child_prepare, *items[self._next_submit]))
+            self._next_submit += 1
+
+    def next_ready(self) -> bool:
+        self._fill()
+        return not self._pending or self._pending[0].done()
+
+    def __next__(self) -> Parsed:
+        if self._next_yield >= len(self._items):
+            raise StopIteration
+        self._fill()
+        future = self._pending.pop(0)
+        mime = self._items[self._next_yield][1]
+        self._next_yield += 1
+        timeout = self._owner.parse_timeout_s
+        try:
+            return future.result(timeout=timeout)
+        except UnsupportedDocument as exc:
+            return exc
+        except FutureTimeout:
+            why = f"parsing took longer than {timeout:g}s (FRESHRAG_PARSE_TIMEOUT_S)"
+            self._owner._parse.restart(f"a {mime} document: {why}")
+        except BrokenProcessPool:
+            why = "the parser process died on this document (out of memory?)"
+            self._owner._parse.restart(why)
+        # The queue died with the child: resubmit what was waiting behind this one.
+        self._next_submit -= len(self._pending)
+        self._pending.clear()
+        return UnsupportedDocument(why)
+
+    def close(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pending.clear()
+        self._next_yield = self._next_submit = len(self._items)
+
+
 class ChildProcessor:
     """Parse + chunk in one low-priority child process, embed in another; both respawn."""
 
@@ -193,14 +280,18 @@ class ChildProcessor:
         max_chunks: int = 5000,
         parse_timeout_s: float = 120.0,
         nice: int = 10,
+        idle: bool = False,
+        embed_threads: int = 0,
         parse_ahead: int = 8,
     ) -> None:
         self.fingerprint = fingerprint(chunk_size, chunk_overlap, max_chunks)
         self.parse_timeout_s = parse_timeout_s
         self.parse_ahead = parse_ahead
         self.texts_encoded = 0
-        self._parse = _Lane("parser", _parse_init, (chunk_size, chunk_overlap, max_chunks, nice))
-        self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice))
+        self._parse = _Lane(
+            "parser", _parse_init, (chunk_size, chunk_overlap, max_chunks, nice, idle)
+        )
+        self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice, idle, embed_threads))
 
     @property
     def restarts(self) -> int:
@@ -217,38 +308,9 @@ class ChildProcessor:
             raise result
         return result
 
-    def prepare_many(
-        self, items: list[tuple[str | bytes, str]]
-    ) -> Iterator[PreparedDocument | UnsupportedDocument]:
+    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
         """Keep up to `parse_ahead` documents queued in the parser while the caller embeds."""
-        pending: list[Future] = []
-        nxt = 0
-        try:
-            for i in range(len(items)):
-                while nxt < len(items) and len(pending) < self.parse_ahead:
-                    pending.append(self._parse.submit(_child_prepare, *items[nxt]))
-                    nxt += 1
-                future = pending.pop(0)
-                mime = items[i][1]
-                try:
-                    yield future.result(timeout=self.parse_timeout_s)
-                    continue
-                except UnsupportedDocument as exc:
-                    yield exc
-                    continue
-                except FutureTimeout:
-                    why = f"parsing took longer than {self.parse_timeout_s:g}s (FRESHRAG_PARSE_TIMEOUT_S)"
-                    self._parse.restart(f"a {mime} document: {why}")
-                except BrokenProcessPool:
-                    why = "the parser process died on this document (out of memory?)"
-                    self._parse.restart(why)
-                # The queue died with the child: resubmit what was waiting behind this one.
-                nxt -= len(pending)
-                pending.clear()
-                yield UnsupportedDocument(why)
-        finally:
-            for f in pending:
-                f.cancel()
+        return _ChildParses(self, items)
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         if not texts:

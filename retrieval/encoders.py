@@ -68,6 +68,18 @@ class DenseEncoder:
     def encode_query(self, text: str) -> list[float]:
         return self._queries.encode(text)
 
+    @staticmethod
+    def limit_threads(threads: int) -> None:
+        """Torch's intra-op threads for this whole process (0 leaves torch's default).
+
+        A query is a few dozen tokens: split over two cores, each layer ends at an
+        OpenMP barrier that waits for a core the write path may be holding.
+        """
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+
 
 class QueryBatcher:
     """Query embeddings for many concurrent requests: a small LRU, then opportunistic batches.

@@ -131,6 +131,25 @@ class Settings(BaseSettings):
     ingest_nice: int = Field(
         10, ge=0, le=19, description="Niceness of the ingest child process (CPU priority)."
     )
+    ingest_idle: bool = Field(
+        True,
+        description="Run the ingest children under SCHED_IDLE (Linux): they get a core only "
+        "when queries leave one free, so reads keep their idle latency under writes. The "
+        "price: while queries saturate every core, indexing slows to a crawl (watch the "
+        "backlog in /readyz); false falls back to niceness alone.",
+    )
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        description="Torch threads of the ingest embedder child (0: one per core).",
+    )
+    query_threads: int = Field(
+        1,
+        ge=0,
+        description="Torch threads of the API process's query encoder (0: one per core). "
+        "One thread per batch is as fast for short queries and never waits at an OpenMP "
+        "barrier for a core the write path holds; that wait tripled p99 under writes.",
+    )
 
     # --- API --------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from ingest.chunker import Chunker
+from ingest.indexer import Indexer
 from ingest.parser import UnsupportedDocument
 from ingest.processing import ChildProcessor, InlineProcessor
+from tests.conftest import upsert
 
 DOC = "# Guide\n\n" + "\n\n".join(
     f"## Part {i}\n\nThe ocelot section {i} explains calibration step {i} in detail."
@@ -67,3 +69,49 @@ def test_a_parse_that_hangs_is_killed_and_the_next_document_works(child):
         assert slow.prepare(DOC, "text/markdown").chunks
     finally:
         slow.close()
+
+
+class _Spy:
+    """Records the texts of each encode call of the processor it wraps."""
+
+    def __init__(self, inner: ChildProcessor) -> None:
+        self.inner, self.calls = inner, []
+        self.fingerprint = inner.fingerprint
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return self.inner.encode(texts)
+
+
+def test_a_parsed_document_is_embedded_while_the_next_one_is_still_parsing(edge_index, sparse):
+    """Parse and embed overlap: the small page does not wait for the big page's parse."""
+    proc = ChildProcessor(
+        "all-MiniLM-L6-v2", 32, 128, 0, max_chunks=100_000, parse_timeout_s=120, nice=5
+    )
+    spy = _Spy(proc)
+    try:
+        proc.warm_up()
+        parses = proc.prepare_many([(DOC, "text/markdown"), (DOC * 300, "text/markdown")])
+        assert next(parses).chunks
+        assert not parses.next_ready(), "the big page should still be parsing"
+        assert len(next(parses).chunks) > 1000
+        assert parses.next_ready()  # nothing left to wait for
+        parses.close()
+
+        written: list[str] = []
+        indexer = Indexer(edge_index, spy, sparse, on_written=lambda _t, d: written.append(d))
+        small = upsert("small", DOC.replace("ocelot", "lynx"))
+        big = upsert("big", (DOC * 300).replace("ocelot", "tapir"))
+        outcomes = indexer.apply([small, big])
+        assert [o.status for o in outcomes] == ["indexed", "indexed"]
+        assert written == ["small", "big"]
+        first = spy.calls[0]
+        assert first and all("lynx" in t for t in first), (
+            "the small page was embedded together with the big one, after its parse"
+        )
+        assert edge_index.get_document("default", "big").chunk_count > 1000
+    finally:
+        proc.close()
