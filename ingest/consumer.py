@@ -454,7 +454,7 @@ class IngestWorker:
     ) -> BatchResult:
         source = {id(event): record for event, record in winners}
         outcomes: list[Outcome] = []
-        interrupted = self._live_waiting.is_set if interruptible else (lambda: False)
+        interrupted = self._live_waiting.is_set if interruptible else None
         for outcome in self.indexer.apply_iter([event for event, _ in winners], interrupted):
             outcomes.append(outcome)
         dead = malformed + [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,6 +42,10 @@ class Outcome:
     embedded: int = 0
     reused: int = 0
     same_version: bool = False  # stale because exactly this version is indexed
+
+
+class _Yield(Exception):  # noqa: N818  (control flow, not an error)
+    """A live event arrived while a yielding batch was embedding a page."""
 
 
 @dataclass(slots=True)
@@ -78,6 +83,8 @@ class Indexer:
         max_document_bytes: int = 20_000_000,
         write_batch: int = 256,
         embed_group_chunks: int = 64,
+        yield_group_chunks: int = 16,
+        recent_vectors: int = 2048,
         on_written: Callable[[str, str], None] | None = None,
     ) -> None:
         self.index = index
@@ -87,6 +94,12 @@ class Indexer:
         self.max_document_bytes = max_document_bytes
         self.write_batch = write_batch
         self.embed_group_chunks = embed_group_chunks
+        # A batch that yields to live events (a backfill) embeds in smaller calls, so a
+        # live edit waits for at most one short model call before its turn.
+        self.yield_group_chunks = yield_group_chunks
+        self.recent_vectors = recent_vectors
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
+        self._parsed: OrderedDict[str | None, PreparedDocument] = OrderedDict()
         self.on_written = on_written
 
     def warm_up(self) -> None:
@@ -97,7 +110,7 @@ class Indexer:
         return list(self.apply_iter(events))
 
     def apply_iter(
-        self, events: list[DocumentEvent], interrupted: Callable[[], bool] = lambda: False
+        self, events: list[DocumentEvent], interrupted: Callable[[], bool] | None = None
     ) -> Iterator[Outcome]:
         """Apply events one document at a time, yielding each outcome once it is written.
 
@@ -107,8 +120,16 @@ class Indexer:
         chunk and embed and only refreshes version and payload. Parsing runs ahead in the
         processor while the current document is embedded and written, so each document
         is searchable as soon as its own write is done. When `interrupted()` turns true
-        (a live event arrived), the iterator stops after the document in hand.
+        (a live event arrived), the iterator stops before the next parse or between
+        two embedding slices of `yield_group_chunks`; documents not yet written are left
+        unapplied (their events stay uncommitted and come back).
         """
+        group_chunks = self.embed_group_chunks
+        yielding = interrupted is not None
+        if interrupted is None:
+            interrupted = lambda: False  # noqa: E731
+        else:
+            group_chunks = min(group_chunks, self.yield_group_chunks)
         states = self.index.get_documents([(e.tenant, e.doc_id) for e in events])
         to_parse: list[tuple[DocumentEvent, str | bytes, str]] = []
         for event in events:
@@ -131,39 +152,58 @@ class Indexer:
                 else:
                     to_parse.append((event, body, digest))
             if interrupted():
-                return
+                break  # apply what is in hand; the rest stays for later
         if not to_parse:
             return
         stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in to_parse])
-        embedded_here: dict[str, list[float]] = {}  # identical texts across this batch
-        results = self.processor.prepare_many([(body, e.mime) for e, body, _ in to_parse])
-        parses = zip(to_parse, results, strict=True)
+        # Pages parsed by a try that gave up are not parsed again.
+        parsed = {d: self._parsed.pop(d) for _, _, d in to_parse if d in self._parsed}
+        results = self.processor.prepare_many(
+            [(body, e.mime) for e, body, d in to_parse if d not in parsed]
+        )
+        # A batch that yields embeds big pages in slices and gives up on a page when a
+        # live event arrives mid-page; its slices wait in `_recent` for the next try, so
+        # every try moves the page on by at least one slice.
+        slice_chunks = group_chunks if yielding else None
         try:
             # Micro-batches: the next documents' new chunks are embedded in one call, up
-            # to `embed_group_chunks` (many small edits share one model call; a big page
-            # goes alone), then each document is written and yielded on its own.
+            # to `group_chunks` (many small edits share one model call; a big page goes
+            # alone), then each document is written and yielded on its own.
             group: list[_Prepared] = []
-            for (event, _, digest), doc in parses:
+            for n, (event, _, digest) in enumerate(to_parse):
+                if n and interrupted():  # before waiting on the next parse (the first
+                    return  # page always goes ahead: a backfill progresses under any stream)
+                doc = parsed[digest] if digest in parsed else next(results)
                 if isinstance(doc, UnsupportedDocument):
                     yield Outcome(event, "failed", str(doc))
                 else:
                     group.append(
                         self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
                     )
-                if sum(len(p.plan.new) for p in group) >= self.embed_group_chunks:
-                    yield from self._embed_and_write(group, embedded_here)
+                # Embed now when the group is full, or when the next parse is not done:
+                # the parser keeps working meanwhile, so parse and embed overlap.
+                if group and (
+                    sum(len(p.plan.new) for p in group) >= group_chunks or not results.next_ready()
+                ):
+                    yield from self._embed_and_write(group, interrupted, slice_chunks)
                     group = []
-                if interrupted():
-                    yield from self._embed_and_write(group, embedded_here)
-                    return
-            yield from self._embed_and_write(group, embedded_here)
+            yield from self._embed_and_write(group, interrupted, slice_chunks)
+        except _Yield:
+            # The group's documents stay unapplied: the consumer keeps their events.
+            for p in group:
+                self._parsed[p.content_hash] = p.doc
+            while len(self._parsed) > 32:
+                self._parsed.popitem(last=False)
+            return
         finally:
             results.close()  # stop the parser running ahead
 
     def _embed_and_write(
-        self, group: list[_Prepared], embedded_here: dict[str, list[float]]
+        self, group: list[_Prepared], interrupted: Callable[[], bool], slice_chunks: int | None
     ) -> Iterator[Outcome]:
-        vectors = self._vectors_for(group, embedded_here)
+        if sum(len(p.plan.new) for p in group) > self.recent_vectors // 2:
+            slice_chunks = None  # too big to resume from `_recent`: finish it now
+        vectors = self._vectors_for(group, interrupted, slice_chunks)
         for p in group:
             yield self._write(p, vectors)
 
@@ -187,11 +227,16 @@ class Indexer:
         )
 
     def _vectors_for(
-        self, group: list[_Prepared], embedded_here: dict[str, list[float]]
+        self,
+        group: list[_Prepared],
+        interrupted: Callable[[], bool] = lambda: False,
+        slice_chunks: int | None = None,
     ) -> dict[str, list[float]]:
-        """One vector per new text: reuse this batch's or the index's identical chunks, embed the rest.
+        """One vector per new text: reuse recent or stored identical chunks, embed the rest.
 
-        Each embedded text is counted for the first document of the group that needed it.
+        With `slice_chunks`, texts are embedded that many at a time and `_Yield` is raised
+        between slices once `interrupted()`. Each embedded text is counted for the first
+        document of the group that needed it.
         """
         texts: dict[str, str] = {}
         owner: dict[str, _Prepared] = {}
@@ -199,18 +244,30 @@ class Indexer:
             for _, c in p.plan.new:
                 if c.hash not in texts:
                     texts[c.hash], owner[c.hash] = c.text, p
-        vectors = {h: embedded_here[h] for h in texts if h in embedded_here}
+        vectors = {h: self._recent[h] for h in texts if h in self._recent}
         wanted = [h for h in texts if h not in vectors]
         if wanted:
             vectors.update(self.index.vectors_by_hash(wanted))
         missing = [h for h in texts if h not in vectors]
-        encoded = self.processor.encode([texts[h] for h in missing])
-        fresh = dict(zip(missing, encoded, strict=True))
-        embedded_here.update(fresh)
-        vectors.update(fresh)
+        step = slice_chunks or max(1, len(missing))
+        for i in range(0, len(missing), step):
+            if i and interrupted():
+                raise _Yield
+            part = missing[i : i + step]
+            fresh = dict(zip(part, self.processor.encode([texts[h] for h in part]), strict=True))
+            self._remember(fresh)
+            vectors.update(fresh)
         for h in missing:
             owner[h].embedded += 1
         return vectors
+
+    def _remember(self, vectors: dict[str, list[float]]) -> None:
+        """Keep the last `recent_vectors` embeddings: identical texts across batches, retries."""
+        for h, v in vectors.items():
+            self._recent[h] = v
+            self._recent.move_to_end(h)
+        while len(self._recent) > self.recent_vectors:
+            self._recent.popitem(last=False)
 
     def _payload(self, event: DocumentEvent, indexed_at: str, title: str | None) -> dict:
         return {

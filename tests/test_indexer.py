@@ -118,3 +118,49 @@ def test_an_unchanged_body_skips_parsing_and_refreshes_version_and_payload(index
     changed = {**PARAS, "Templates": "A brand new closing section about templates."}
     [edited] = indexer.apply([upsert("u", doc(changed), 3)])
     assert edited.status == "indexed" and edited.reason is None and prepared == ["text/markdown"]
+
+
+class _Counting:
+    """The inline processor, counting the texts of each encode call."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner, self.calls, self.parsed = inner, [], 0
+        self.fingerprint = inner.fingerprint
+
+    def prepare_many(self, items):  # noqa: ANN001, ANN201
+        self.parsed += len(items)
+        return self.inner.prepare_many(items)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(len(texts))
+        return self.inner.encode(texts)
+
+
+def test_a_backfill_page_yields_to_a_live_event_mid_embedding_and_resumes(index, dense, sparse):
+    """A big page does not hold a live edit for its whole embedding; its work is not lost."""
+    indexer = make_indexer(index, dense, sparse)
+    spy = indexer.processor = _Counting(indexer.processor)
+    indexer.yield_group_chunks = 4
+    big = {
+        f"Topic {i}": f"Paragraph {i} explains the ocelot setting number {i}." for i in range(20)
+    }
+    page = upsert("big", doc(big), 1)
+    live = iter([False, True])  # a live event arrives while the first slice embeds
+
+    done = list(indexer.apply_iter([page], interrupted=lambda: next(live, True)))
+    assert done == [] and spy.calls == [4], "gave up after one slice, wrote nothing"
+    assert index.get_document("default", "big") is None
+
+    # Every later try moves on by at least one slice, even while live events keep
+    # arriving, and nothing is embedded twice.
+    tries = 1
+    while not (done := list(indexer.apply_iter([page], interrupted=lambda: True))):
+        tries += 1
+    [outcome] = done
+    assert tries == 4 and spy.calls == [4, 4, 4, 4, 4]
+    assert spy.parsed == 1, "the page was parsed once, not once per try"
+    assert outcome.status == "indexed" and (outcome.new, outcome.reused) == (20, 16)
+    assert index.get_document("default", "big").chunk_count == 20
