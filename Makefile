@@ -39,6 +39,7 @@ bench: install
 	$(PY) bench/replay.py
 	$(PY) bench/retrieve.py
 	$(PY) bench/retrieve.py --write-load
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
 
 from api.runtime import Core, EmbeddedBroker  # noqa: E402
-from bench.harness import RESULTS, free_port, machine, write  # noqa: E402
+from bench.harness import RESULTS, free_port, llama_minilm, machine, write  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
 from ingest.publisher import Publisher, build_events  # noqa: E402
 from ingest.sample import django_docs  # noqa: E402
@@ -107,33 +107,12 @@ def _events(texts: dict[str, str], version: int) -> list:
 
 def llamaindex(old: dict[str, str], new: dict[str, str], chunk_size: int) -> dict:
     from llama_index.core import Document
-    from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
     from llama_index.core.node_parser import SentenceSplitter
     from llama_index.core.storage.docstore import SimpleDocumentStore
     from llama_index.core.vector_stores import SimpleVectorStore
 
-    encoder = DenseEncoder("all-MiniLM-L6-v2")
-
-    class MiniLM(BaseEmbedding):
-        """The same model FreshRAG uses, counted."""
-
-        calls: int = 0
-
-        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-            self.calls += len(texts)
-            return encoder.encode(texts)
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return self._get_text_embeddings([text])[0]
-
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return self._get_text_embedding(query)
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
-
-    embed = MiniLM(embed_batch_size=64)
+    embed = llama_minilm(DenseEncoder("all-MiniLM-L6-v2"))
     pipeline = IngestionPipeline(
         transformations=[SentenceSplitter(chunk_size=chunk_size, chunk_overlap=0), embed],
         docstore=SimpleDocumentStore(),
