@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from ingest.chunker import Chunker
 from ingest.indexer import Indexer
 from ingest.parser import UnsupportedDocument
-from ingest.processing import ChildProcessor, InlineProcessor
+from ingest.processing import ChildProcessor, InlineProcessor, lower_priority
 from tests.conftest import upsert
 
 DOC = "# Guide\n\n" + "\n\n".join(
@@ -115,3 +118,21 @@ def test_a_parsed_document_is_embedded_while_the_next_one_is_still_parsing(edge_
         assert edge_index.get_document("default", "big").chunk_count > 1000
     finally:
         proc.close()
+
+
+def _priority_after_lowering() -> tuple[int, int]:
+    lower_priority(7, idle=True)
+    seen: list[tuple[int, int]] = []
+    # A thread started afterwards (torch's OpenMP pool, say) inherits both.
+    t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0), os.nice(0))))
+    t.start()
+    t.join()
+    return seen[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_ingest_children_get_a_core_only_when_queries_leave_one_free():
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        policy, nice = pool.submit(_priority_after_lowering).result()
+    assert policy == os.SCHED_IDLE and nice == os.nice(0) + 7
