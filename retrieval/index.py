@@ -21,8 +21,10 @@ SPARSE = "sparse"
 RRF_K = 60
 
 # Payload fields with an index; doc_id/tenant/acl/hash are keywords, version an integer.
-KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "hash")
-INTEGER_INDEXES = ("version",)
+# Every field a request may filter on gets a payload index, so a filtered search on a big
+# collection (or a Qdrant server in strict mode) never scans payloads.
+KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "hash", "title", "source", "mime")
+INTEGER_INDEXES = ("version", "chunk_index")
 
 _NAMESPACE = uuid.UUID("6f1f6c1e-7d0b-4c55-9a7e-1f0c2b7e9a11")
 

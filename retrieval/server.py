@@ -86,14 +86,14 @@ class ServerIndex:
                 },
                 sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             )
-            for name in KEYWORD_INDEXES:
-                self.client.create_payload_index(
-                    self.collection, name, qm.PayloadSchemaType.KEYWORD, wait=True
-                )
-            for name in INTEGER_INDEXES:
-                self.client.create_payload_index(
-                    self.collection, name, qm.PayloadSchemaType.INTEGER, wait=True
-                )
+        # Also on a collection made by an older version: add the indexes it lacks.
+        wanted = {name: qm.PayloadSchemaType.KEYWORD for name in KEYWORD_INDEXES} | {
+            name: qm.PayloadSchemaType.INTEGER for name in INTEGER_INDEXES
+        }
+        existing = set(self.client.get_collection(self.collection).payload_schema or {})
+        for name, kind in wanted.items():
+            if name not in existing:
+                self.client.create_payload_index(self.collection, name, kind, wait=True)
         if not self.client.collection_exists(self.registry):
             self.client.create_collection(self.registry, vectors_config={})
         if not self.client.collection_exists(self.answers):

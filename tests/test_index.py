@@ -99,3 +99,11 @@ def test_count_documents_leaves_tombstones_out(index, dense, sparse):
     )
     indexer.apply([delete("b", 2)])
     assert index.count_documents() == 1
+
+
+def test_every_filterable_field_has_a_payload_index(edge_index):
+    """Filters never scan payloads: each field a request may filter on is indexed."""
+    from retrieval.filters import FILTERABLE
+
+    schema = set(edge_index.chunks.info().payload_schema)
+    assert FILTERABLE | {"tenant", "acl"} <= schema
