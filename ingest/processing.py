@@ -158,7 +158,7 @@ def _parse_init(
     _child["max_chunks"] = max_chunks
 
 
-def _embed_init(model: str, batch_size: int, nice: int, idle: bool, threads: int = 0) -> None:
+def _embed_init(model: str, batch_size: int, nice: int, idle: bool, threads: int) -> None:
     # Torch's OpenMP threads must not spin while they wait: at a low priority, a spinning
     # thread that loses its core stalls the other one and burns the API's CPU meanwhile.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -23,7 +23,6 @@ from retrieval.index import (
     DocumentState,
     Match,
     MatchAny,
-    Not,
     Prefix,
     Range,
     SearchHit,
@@ -31,6 +30,7 @@ from retrieval.index import (
     StoredChunk,
     document_point_id,
     prefetch_limit,
+    split_negated,
 )
 
 _PAGE = 512
@@ -53,9 +53,10 @@ def _condition(c: Condition) -> qe.FieldCondition:
 def to_edge_filter(conditions: list[Condition]) -> qe.Filter | None:
     if not conditions:
         return None
-    must = [_condition(c) for c in conditions if not isinstance(c, Not)]
-    must_not = [_condition(c.condition) for c in conditions if isinstance(c, Not)]
-    return qe.Filter(must=must, must_not=must_not or None)
+    must, must_not = split_negated(conditions)
+    return qe.Filter(
+        must=[_condition(c) for c in must], must_not=[_condition(c) for c in must_not] or None
+    )
 
 
 def _sparse(v: SparseVec) -> qe.SparseVector:

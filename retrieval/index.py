@@ -80,6 +80,14 @@ class Not:
 Condition = Match | MatchAny | Range | Prefix | Not
 
 
+def split_negated(
+    conditions: list[Condition],
+) -> tuple[list[Condition], list[Match | MatchAny | Prefix]]:
+    """(what must hold, what must not): the two halves of a Qdrant filter, for both adapters."""
+    must = [c for c in conditions if not isinstance(c, Not)]
+    return must, [c.condition for c in conditions if isinstance(c, Not)]
+
+
 # --- records ------------------------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from retrieval.index import (
     DocumentState,
     Match,
     MatchAny,
-    Not,
     Prefix,
     Range,
     SearchHit,
@@ -33,6 +32,7 @@ from retrieval.index import (
     StoredChunk,
     document_point_id,
     prefetch_limit,
+    split_negated,
 )
 
 _PAGE = 512
@@ -55,9 +55,10 @@ def _condition(c: Condition) -> qm.FieldCondition:
 def to_server_filter(conditions: list[Condition]) -> qm.Filter | None:
     if not conditions:
         return None
-    must = [_condition(c) for c in conditions if not isinstance(c, Not)]
-    must_not = [_condition(c.condition) for c in conditions if isinstance(c, Not)]
-    return qm.Filter(must=must, must_not=must_not or None)
+    must, must_not = split_negated(conditions)
+    return qm.Filter(
+        must=[_condition(c) for c in must], must_not=[_condition(c) for c in must_not] or None
+    )
 
 
 def _sparse(v: SparseVec) -> qm.SparseVector:
