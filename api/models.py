@@ -134,6 +134,9 @@ class AnswerResponse(BaseModel):
     prompt: str
     cached: bool
     refused: bool
+    refusal_reason: str | None = Field(
+        None, description="Why the service refused before asking a provider, when it did."
+    )
     attempts: list[dict[str, str]] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     cache_similarity: float | None = None

@@ -207,6 +207,8 @@ class Core:
             cache,
             s.answer_context_tokens,
             deadline_s=s.answer_deadline_s,
+            require_names=s.answer_require_names,
+            ignore_names=frozenset(n.lower() for n in s.answer_ignore_names),
         )
         return Services(
             s,

@@ -75,6 +75,32 @@ def run_relevance(
     return out
 
 
+def answer_scores(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Cites-gold and refusal rates, and citation precision: the share of the documents an
+    answer cites that are gold (over answers to answerable questions that cite any), so an
+    answer padded with unrelated sources scores lower even when one citation is right."""
+    precise = [
+        len(set(r["cited"]) & set(r["gold"])) / len(r["cited"])
+        for r in rows
+        if r["cites_gold"] is not None and r["cited"]
+    ]
+    return {
+        "answer_cites_gold": mean(
+            [float(r["cites_gold"]) for r in rows if r["cites_gold"] is not None]
+        ),
+        "answer_citation_precision": mean(precise),
+        "answer_refusal_rate": mean([float(r["refused"]) for r in rows]),
+    }
+
+
+def _by_provider(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows by the provider that answered ("none": refused before any was asked)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["provider"], []).append(r)
+    return groups
+
+
 def run_answers(
     client: ServiceClient, items: list[EvalItem], progress: bool = True
 ) -> dict[str, Any] | None:
@@ -110,10 +136,11 @@ def run_answers(
         )
     fresh = [r["latency_ms"] for r in rows if r["latency_ms"] and not r["cached"]]
     out: dict[str, Any] = {
-        "answer_cites_gold": mean(
-            [float(r["cites_gold"]) for r in rows if r["cites_gold"] is not None]
-        ),
-        "answer_refusal_rate": mean([float(r["refused"]) for r in rows]),
+        **answer_scores(rows),
+        "by_provider": {
+            name: {"questions": len(group), **answer_scores(group)}
+            for name, group in _by_provider(rows).items()
+        },
         "answer_cached_rate": mean([float(r["cached"]) for r in rows]),
         "answer_latency_p50_ms": percentile(fresh, 50),
         "answer_latency_p95_ms": percentile(fresh, 95),

@@ -40,6 +40,9 @@ AREA_ROWS: dict[str, list[tuple[str, str, bool]]] = {
     "answers": [
         ("answers.answer_cites_gold", "cite a gold doc", True),
         ("answers.answer_refusal_rate", "refused", True),
+        ("answers.unanswerable_refusal_rate", "refused when unanswerable", True),
+        ("answers.false_refusal_rate", "refused when answerable", True),
+        ("answers.answer_citation_precision", "citations on gold", False),
         ("answers.answer_cached_rate", "from the cache", False),
     ],
     "judge": [
@@ -120,6 +123,11 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
         for k, v in (results.get(area) or {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 out[f"{area}.{k}"] = v
+    # Per provider (the one that answered; `none`: refused before any was asked).
+    for provider, scores in ((results.get("answers") or {}).get("by_provider") or {}).items():
+        for k, v in scores.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[f"answers.{provider}.{k}"] = v
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from retrieval.cache import AnswerCache, cache_scope
 from retrieval.encoders import DenseEncoder
+from retrieval.evidence import unsupported_names
 from retrieval.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
 from retrieval.index import Condition, SearchHit, SearchMode
 from retrieval.prompts import REFUSAL, Prompt
@@ -86,6 +87,8 @@ class AnswerService:
     context_tokens: int
     # One budget per request, retrieval included: the caller waits for all of it, not per step.
     deadline_s: float = 45.0
+    require_names: bool = True  # see Settings.answer_require_names
+    ignore_names: frozenset[str] = frozenset()
 
     def answer(
         self,
@@ -133,13 +136,15 @@ class AnswerService:
         )
         lap("retrieve")
         result: dict[str, Any]
-        if not hits:
+        reason = self._refusal_reason(query, hits)
+        if reason is not None:
             result = {
                 "answer": REFUSAL,
                 "citations": [],
                 "provider": "none",
                 "model": "none",
                 "refused": True,
+                "refusal_reason": reason,
                 "attempts": [],
             }
         else:
@@ -178,6 +183,17 @@ class AnswerService:
             lap("cache_put")
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return {**result, "cached": False, "timings": timings}
+
+    def _refusal_reason(self, query: str, hits: list[SearchHit]) -> str | None:
+        """Why no provider should be asked: no sources, or sources that never name the topic."""
+        if not hits:
+            return "no source matched the question"
+        if self.require_names:
+            texts = [f"{h.payload.get('title') or ''}\n{h.payload.get('text', '')}" for h in hits]
+            missing = unsupported_names(query, texts, self.ignore_names)
+            if missing:
+                return "no source mentions " + ", ".join(f"'{m}'" for m in missing)
+        return None
 
 
 def _citation(n: int, hit: SearchHit) -> dict[str, Any]:

@@ -190,6 +190,17 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(3, ge=1, description="Failures that open a provider's circuit.")
     breaker_cooldown_s: float = Field(30.0, ge=0, description="How long an open circuit skips.")
     answer_context_tokens: int = Field(1500, ge=64, description="Token budget for contexts.")
+    answer_require_names: bool = Field(
+        True,
+        description="Refuse, before any provider runs, when the question names something "
+        "(a product, setting, flag or identifier: `Celery`, `DATADOG_API_KEY`, `--turbo`) that "
+        "none of the retrieved sources mentions. Ordinary words are never required.",
+    )
+    answer_ignore_names: list[str] = Field(
+        default_factory=list,
+        description="Names a source need not repeat for the check above, such as the product "
+        'the corpus documents (e.g. ["Django"]); compared case-insensitively.',
+    )
     answer_deadline_s: float = Field(
         45.0,
         gt=0,

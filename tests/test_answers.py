@@ -249,3 +249,31 @@ def test_answer_deadline_stops_a_slow_chain(edge_index, dense, sparse, tmp_path)
         assert edge_index.cache_count() == 0  # nothing answered, nothing cached
     finally:
         server.stop()
+
+
+def test_question_naming_what_no_source_mentions_is_refused_with_a_reason(service):
+    """The runbook is retrieved (same topic), but it never mentions Kubernetes: refuse."""
+    out = ask(service, ENG, "How do I stop the ingest worker cleanly on Kubernetes?")
+    assert out["refused"] and out["citations"] == [] and out["provider"] == "none"
+    assert "Kubernetes" in out["refusal_reason"]
+    assert not ask(service, ENG, "How do I stop the ingest worker cleanly with SIGTERM?")["refused"]
+
+
+def test_question_about_a_deleted_document_is_refused(service, index, dense, sparse):
+    """The issue's case: once the only page about it is gone, the rest must not answer it."""
+    make_indexer(index, dense, sparse).apply(
+        [
+            upsert(
+                "zephyr",
+                "# Zephyr Deploy Handbook\n\nZephyr ships builds nightly.",
+                1,
+                tenant="acme",
+                acl=["eng"],
+            )
+        ]
+    )
+    question = "How often does Zephyr ship builds?"
+    assert not ask(service, ENG, question)["refused"]
+    make_indexer(index, dense, sparse).apply([delete("zephyr", 2, tenant="acme", acl=["eng"])])
+    gone = ask(service, ENG, question, filters={"x": 1})  # a new cache scope
+    assert gone["refused"] and "Zephyr" in gone["refusal_reason"]

@@ -17,7 +17,7 @@ from evals.client import ServiceClient
 from evals.dataset import EvalItem, build_django_faq, load, save
 from evals.metrics import freshness_metric, ir_scores, percentile, ragas_scores
 from evals.replay import run_replay
-from evals.report import THRESHOLDS, checks, gate, terminal_table
+from evals.report import THRESHOLDS, checks, gate, summarize, terminal_table
 from evals.run import EvalConfig, finish, run_eval
 from evals.state import index_state
 from ingest.consumer import IngestWorker
@@ -178,6 +178,49 @@ def _mock_client(handler) -> ServiceClient:
     client = ServiceClient("http://svc", "k", "127.0.0.1:1", "documents")
     client.http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(handler))
     return client
+
+
+def test_answer_metrics_per_provider_and_citation_precision():
+    """Each provider's answers are scored apart; citing a non-gold page lowers precision."""
+    replies = {
+        "q0": ("primary", ["d"]),
+        "q1": ("primary", ["d", "other"]),
+        "q2": ("fallback", ["other"]),
+        "q3": ("none", []),
+    }
+
+    def server(request: httpx.Request) -> httpx.Response:
+        qid = json.loads(request.content)["query"].rstrip("?")
+        provider, docs = replies[qid]
+        cites = [{"n": n, "doc_id": d, "version": 1, "text": "t"} for n, d in enumerate(docs, 1)]
+        return httpx.Response(
+            200,
+            json={
+                "answer": "a",
+                "citations": cites,
+                "provider": provider,
+                "refused": not docs,
+                "cached": False,
+                "timings": {"total_ms": 5.0},
+            },
+        )
+
+    from evals.relevance import run_answers
+
+    items = [EvalItem(id=f"q{i}", question=f"q{i}?", gold_doc_ids=["d"]) for i in range(4)]
+    out = run_answers(_mock_client(server), items, progress=False)
+    assert out["answer_cites_gold"] == 0.5 and out["answer_refusal_rate"] == 0.25
+    assert out["answer_citation_precision"] == (1 + 0.5 + 0) / 3
+    by = out["by_provider"]
+    assert by["primary"] == {
+        "questions": 2,
+        "answer_cites_gold": 1.0,
+        "answer_citation_precision": 0.75,
+        "answer_refusal_rate": 0.0,
+    }
+    assert by["fallback"]["answer_cites_gold"] == 0.0 and by["none"]["answer_refusal_rate"] == 1.0
+    summary = summarize({"answers": out})
+    assert summary["answers.primary.answer_citation_precision"] == 0.75
 
 
 def test_answers_bypass_the_cache_or_say_they_could_not():
@@ -661,7 +704,10 @@ def test_unanswerable_questions_are_scored_as_refusals_not_ranked(live, tmp_path
     assert set(rows) == {"q1", "q2", "q3", "u1"} and rows["u1"]["answerable"] is False
     s = results["summary"]
     assert s["answers.unanswerable_questions"] == 1
-    assert s["answers.unanswerable_refusal_rate"] == float(rows["u1"]["refused"])
+    # No indexed page mentions GraphQL: refused before any provider was asked.
+    assert rows["u1"]["refused"] and rows["u1"]["provider"] == "none"
+    assert s["answers.unanswerable_refusal_rate"] == 1.0
+    assert s["answers.none.answer_refusal_rate"] == 1.0
     assert (
         s["answers.false_refusal_rate"] == sum(rows[q]["refused"] for q in ("q1", "q2", "q3")) / 3
     )
