@@ -192,7 +192,14 @@ def create_app(services: Services) -> FastAPI:
         started = time.perf_counter()
         conditions = conditions_of(body.filters)
         hits = await lanes.retrieve.run(
-            services.retriever.retrieve, who, body.query, body.top_k, body.mode, conditions
+            services.retriever.retrieve,
+            who,
+            body.query,
+            body.top_k,
+            body.mode,
+            conditions,
+            None,
+            body.group,
         )
         took = time.perf_counter() - started
         REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
@@ -243,6 +250,7 @@ def create_app(services: Services) -> FastAPI:
                 body.filters,
                 prompt,
                 body.cache,
+                body.group,
             )
         except PromptError as exc:
             raise invalid(("body", "prompt"), str(exc)) from exc
@@ -359,6 +367,8 @@ def _hit(score: float, p: dict[str, Any]) -> Hit:
         title=p.get("title"),
         source=p.get("source"),
         section=p.get("section"),
+        path=p.get("path") or [],
+        chunks=p.get("chunks") or [],
         event_time=p.get("event_time"),
         indexed_at=p.get("indexed_at"),
         metadata=p.get("metadata") or {},

@@ -90,9 +90,21 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
         top_k=(top_k, 5),
         mode=(
             Literal["hybrid", "dense", "sparse"],
-            Field("hybrid", description="hybrid fuses dense and sparse inside Qdrant with RRF."),
+            Field(
+                "hybrid",
+                description="hybrid fuses dense and sparse inside Qdrant with weighted RRF.",
+            ),
         ),
         filters=(dict[str, Any], Field(default_factory=dict, description=FILTERS_DOC)),
+        group=(
+            Literal["section", "chunk"],
+            Field(
+                "section",
+                description="section: one hit per document section, its text the section's "
+                "matching chunks in reading order (`chunks` lists them); chunk: every "
+                "matching chunk as its own hit.",
+            ),
+        ),
     )
     answer = create_model(
         "AnswerRequest",
@@ -158,6 +170,12 @@ class Hit(BaseModel):
     title: str | None = None
     source: str | None = None
     section: str | None = None
+    path: list[str] = Field(
+        default_factory=list, description="The headings above `section`, the page title first."
+    )
+    chunks: list[int] = Field(
+        default_factory=list, description="Chunk indexes merged into this hit (section grouping)."
+    )
     event_time: str | None = None
     indexed_at: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

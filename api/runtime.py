@@ -25,9 +25,9 @@ from ingest.sources import SourcePolicy
 from retrieval.answers import AnswerService, build_gateway
 from retrieval.cache import AnswerCache
 from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.index import Index, open_index
+from retrieval.index import Fusion, Index, open_index
 from retrieval.prompts import PromptRegistry
-from retrieval.search import Retriever
+from retrieval.search import Ranking, Retriever
 from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag")
@@ -136,6 +136,7 @@ class Core:
                 s.embed_batch_size,
                 s.chunk_size,
                 s.chunk_overlap,
+                headers=s.chunk_headers,
                 max_chunks=s.max_chunks_per_document,
                 parse_timeout_s=s.parse_timeout_s,
                 nice=s.ingest_nice,
@@ -143,7 +144,9 @@ class Core:
                 embed_threads=s.embed_threads,
             )
         return InlineProcessor(
-            Chunker(s.chunk_size, s.chunk_overlap), self.dense, s.max_chunks_per_document
+            Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers),
+            self.dense,
+            s.max_chunks_per_document,
         )
 
     def indexer(self, on_written: Callable[[str, str], None] | None = None) -> Indexer:
@@ -186,10 +189,20 @@ class Core:
             status["broker_state_lost"] = lost[0]
         return status
 
+    def retriever(self) -> Retriever:
+        """The read path with the ranking the settings give."""
+        s = self.settings
+        ranking = Ranking(
+            Fusion(s.fusion_k, s.fusion_dense_weight, s.fusion_sparse_weight),
+            s.document_boost,
+            s.search_candidates,
+        )
+        return Retriever(self.index, self.dense, self.sparse, ranking)
+
     def services(self, keys: KeyStore) -> Services:
         s = self.settings
         self.dense.limit_threads(s.query_threads)  # this process now serves queries
-        retriever = Retriever(self.index, self.dense, self.sparse)
+        retriever = self.retriever()
         cache = (
             AnswerCache(
                 self.index,

@@ -107,7 +107,7 @@ def stage_profile(events: list, settings: Settings, dense: DenseEncoder, tmp: Pa
     """Each stage alone, in this process, on the same pages: median and mean ms/page."""
     from retrieval.edge import EdgeIndex
 
-    chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
+    chunker = Chunker(settings.chunk_size, settings.chunk_overlap, headers=settings.chunk_headers)
     sparse = SparseEncoder()
     index = EdgeIndex(tmp / "profile", "chunks", "documents")
     index.ensure_schema(dense.dim)

@@ -4,17 +4,20 @@ Same corpus (the Django docs of the sample release: every page, or `--docs N` pa
 every gold page), same questions (the dev set's answerable ones), same MiniLM model,
 scored the same way, in one run:
 
-- document level: the top 30 chunks folded to distinct pages in rank order; nDCG@10,
+- document level: the top 30 hits folded to distinct pages in rank order; nDCG@10,
   MRR@10 and hit@10 of the gold pages (ranx for nDCG and MRR);
-- passage level: a chunk is right when its words contain the opening words of a gold
+- passage level: a hit is right when its words contain the opening words of a gold
   passage (lower-cased words only, so raw reST markup and FreshRAG's parsed text compare
-  alike); MRR@10 and hit@10 over the first 10 chunks.
+  alike); MRR@10 and hit@10 over the first 10 hits (a FreshRAG hit is a section's matched
+  chunks, as `/retrieve` returns it by default; a llama-index hit is a chunk).
 
-Pipelines: FreshRAG hybrid, dense and sparse as the service runs them; llama-index
-`SentenceSplitter()` with its defaults and `SentenceSplitter(chunk_size=192,
-chunk_overlap=0)` over the raw reST, each in a `VectorStoreIndex` with its retriever.
+Pipelines: FreshRAG hybrid, dense and sparse as the service runs them (its settings'
+defaults); llama-index `SentenceSplitter()` with its defaults and
+`SentenceSplitter(chunk_size=192, chunk_overlap=0)` over the raw reST, each in a
+`VectorStoreIndex` with its retriever. The ablation indexes the pages a second time
+without chunk headers and scores each ranking step on both indexes.
 
-    .venv/bin/python bench/quality.py [--docs N] [--dataset FILE]
+    .venv/bin/python bench/quality.py [--docs N] [--dataset FILE] [--no-ablation] [--baseline REV]
 
 Writes bench/results/quality.json.
 """
@@ -22,7 +25,9 @@ Writes bench/results/quality.json.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +44,8 @@ from evals.dataset import EvalItem, default_path, load  # noqa: E402
 from evals.metrics import ir_scores  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.search import Principal, Retriever  # noqa: E402
+from retrieval.index import Fusion  # noqa: E402
+from retrieval.search import Grouping, Principal, Ranking, Retriever  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
 
 CANDIDATES = 30  # chunks per question before folding to pages
@@ -89,34 +95,122 @@ def score(items: list[EvalItem], ranked: dict[str, list[tuple[str, str]]]) -> di
     }
 
 
-def freshrag(files: list[Path], docs: Path, items: list[EvalItem]) -> dict[str, dict]:
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-quality-")))
+# Ranking ablation on one index: each row adds one step to the one before.
+ABLATION: list[tuple[str, Ranking, Grouping]] = [
+    ("RRF k=60, chunks (before)", Ranking(Fusion(60, 1.0, 1.0), 0.0), "chunk"),
+    ("+ weighted RRF k=5, dense 2", Ranking(Fusion(5, 2.0, 1.0), 0.0), "chunk"),
+    ("+ document boost 0.2", Ranking(Fusion(5, 2.0, 1.0), 0.2), "chunk"),
+    ("+ one hit per section", Ranking(Fusion(5, 2.0, 1.0), 0.2), "section"),
+]
+
+
+def freshrag_index(files: list[Path], docs: Path, headers: bool) -> tuple[Core, float]:
+    """The pages indexed as the service indexes them; `headers`: FRESHRAG_CHUNK_HEADERS."""
+    settings = Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="freshrag-quality-")), chunk_headers=headers
+    )
     core = Core.open(settings)
     events = build_events(files, root=docs, mime="text/x-rst", prefix="django/", version=1)
     indexer = core.indexer()
     started = time.perf_counter()
-    for i in tqdm(range(0, len(events), 16), desc="FreshRAG: indexing", unit="batch"):
+    desc = f"FreshRAG ({'headers' if headers else 'no headers'}): indexing"
+    for i in tqdm(range(0, len(events), 16), desc=desc, unit="batch"):
         indexer.apply(events[i : i + 16])
     indexer.processor.close()
-    seconds = time.perf_counter() - started
-    retriever = Retriever(core.index, core.dense, core.sparse)
+    return core, time.perf_counter() - started
+
+
+def freshrag_run(
+    retriever: Retriever, items: list[EvalItem], mode: str, group: Grouping = "section"
+) -> dict[str, float]:
     who = Principal("bench", "default", ("public",))
-    out = {}
-    for mode in ("hybrid", "dense", "sparse"):
-        ranked = {
-            i.id: [
-                (h.payload["doc_id"], h.payload["text"])
-                for h in retriever.retrieve(who, i.question, CANDIDATES, mode)
-            ]
-            for i in items
+    ranked = {
+        i.id: [
+            (h.payload["doc_id"], h.payload["text"])
+            for h in retriever.retrieve(who, i.question, CANDIDATES, mode, group=group)
+        ]
+        for i in items
+    }
+    return score(items, ranked)
+
+
+def freshrag(
+    files: list[Path], docs: Path, items: list[EvalItem], ablation: bool
+) -> tuple[dict[str, dict], list[dict]]:
+    """The service's three modes at its defaults, and the ablation rows (hybrid)."""
+    out: dict[str, dict] = {}
+    rows: list[dict] = []
+    for headers in (True, False) if ablation else (True,):
+        core, seconds = freshrag_index(files, docs, headers)
+        extra = {"chunks": core.index.count_chunks([]), "index_seconds": round(seconds, 1)}
+        if headers:
+            for mode in ("hybrid", "dense", "sparse"):
+                out[f"freshrag_{mode}"] = {**freshrag_run(core.retriever(), items, mode), **extra}
+        for name, ranking, group in ABLATION if ablation else ():
+            retriever = Retriever(core.index, core.dense, core.sparse, ranking)
+            for mode in ("hybrid", "dense", "sparse"):
+                rows.append(
+                    {
+                        "headers": headers,
+                        "ranking": name,
+                        "mode": mode,
+                        **freshrag_run(retriever, items, mode, group),
+                    }
+                )
+        core.index.close()
+    return out, rows
+
+
+# Run inside a checkout of an older commit (its own code on sys.path): index the pages
+# as that version did and dump each question's ranked (doc_id, text) per mode as JSON.
+_BASELINE = """
+import json, sys, tempfile
+from pathlib import Path
+sys.path[0] = "."
+from api.runtime import Core
+from ingest.publisher import build_events
+from retrieval.search import Principal, Retriever
+from retrieval.settings import Settings
+files, docs, questions, out, k = json.loads(sys.argv[1])
+core = Core.open(Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-baseline-"))))
+events = build_events([Path(f) for f in files], root=Path(docs), mime="text/x-rst",
+                      prefix="django/", version=1)
+indexer = core.indexer()
+for i in range(0, len(events), 16):
+    indexer.apply(events[i : i + 16])
+retriever = Retriever(core.index, core.dense, core.sparse)
+who = Principal("bench", "default", ("public",))
+ranked = {mode: {qid: [(h.payload["doc_id"], h.payload["text"])
+                       for h in retriever.retrieve(who, q, k, mode)]
+                 for qid, q in questions.items()} for mode in ("hybrid", "dense", "sparse")}
+Path(out).write_text(json.dumps(ranked))
+"""
+
+
+def baseline(rev: str, files: list[Path], docs: Path, items: list[EvalItem]) -> dict[str, dict]:
+    """FreshRAG as of commit `rev` (a git worktree, this venv), scored like the rest."""
+    work = Path(tempfile.mkdtemp(prefix="freshrag-baseline-src-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(work), rev], cwd=ROOT, check=True)
+    try:
+        out = work / "ranked.json"
+        spec = [[str(f) for f in files], str(docs), {i.id: i.question for i in items}, str(out)]
+        started = time.perf_counter()
+        print(f"baseline {rev}: indexing {len(files)} pages with that commit's code", flush=True)
+        subprocess.run(
+            [sys.executable, "-c", _BASELINE, json.dumps([*spec, CANDIDATES])], cwd=work, check=True
+        )
+        seconds = round(time.perf_counter() - started, 1)
+        ranked = json.loads(out.read_text())
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(work)], cwd=ROOT, check=False)
+    return {
+        f"baseline_{mode}": {
+            **score(items, {q: [tuple(h) for h in hits] for q, hits in per_q.items()}),
+            "commit": rev,
+            "seconds": seconds,
         }
-        out[f"freshrag_{mode}"] = {
-            **score(items, ranked),
-            "chunks": core.index.count_chunks([]),
-            "index_seconds": round(seconds, 1),
-        }
-    core.index.close()
-    return out
+        for mode, per_q in ranked.items()
+    }
 
 
 def llamaindex(
@@ -156,6 +250,18 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=None, help="pages besides the gold ones (all)")
     ap.add_argument("--dataset", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        default=None,
+        help="also score FreshRAG as of this git commit (indexed by that commit's code in a "
+        "temporary worktree), e.g. the main an issue was filed against",
+    )
+    ap.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the ablation (a second index without chunk headers, each ranking step)",
+    )
     args = ap.parse_args()
 
     version = Settings().sample_django_version
@@ -176,7 +282,11 @@ def main() -> None:
         "candidates": CANDIDATES,
         "pipelines": {},
     }
-    result["pipelines"].update(freshrag(files, docs, items))
+    pipelines, ablation = freshrag(files, docs, items, not args.no_ablation)
+    result["pipelines"].update(pipelines)
+    result["ablation"] = ablation
+    if args.baseline:
+        result["pipelines"].update(baseline(args.baseline, files, docs, items))
     from retrieval.encoders import DenseEncoder
 
     encoder = DenseEncoder(Settings().model)
@@ -187,7 +297,27 @@ def main() -> None:
     cols = ["doc_ndcg@10", "doc_mrr@10", "doc_hit@10", "passage_mrr@10", "passage_hit@10"]
     print(f"{'pipeline':24}" + "".join(f"{c:>16}" for c in cols) + f"{'chunks':>9}")
     for name, row in result["pipelines"].items():
-        print(f"{name:24}" + "".join(f"{row[c]:>16.3f}" for c in cols) + f"{row['chunks']:>9}")
+        print(f"{name:24}" + "".join(f"{row[c]:>16.3f}" for c in cols) + f"{row.get('chunks', '-'):>9}")
+    if ablation:
+        print(f"\nablation (doc MRR@10 / passage MRR@10), {len(items)} questions")
+        print(
+            f"{'headers':9}{'ranking':30}"
+            + "".join(f"{m:>16}" for m in ("hybrid", "dense", "sparse"))
+        )
+        for headers in dict.fromkeys(r["headers"] for r in ablation):
+            for name, _, _ in ABLATION:
+                cells = {
+                    r["mode"]: r
+                    for r in ablation
+                    if r["headers"] == headers and r["ranking"] == name
+                }
+                print(
+                    f"{'yes' if headers else 'no':9}{name:30}"
+                    + "".join(
+                        f"{cells[m]['doc_mrr@10']:>9.3f} / {cells[m]['passage_mrr@10']:.3f}"
+                        for m in ("hybrid", "dense", "sparse")
+                    )
+                )
     write(result, args.out)
 
 

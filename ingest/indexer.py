@@ -243,7 +243,7 @@ class Indexer:
         for p in group:
             for _, c in p.plan.new:
                 if c.hash not in texts:
-                    texts[c.hash], owner[c.hash] = c.text, p
+                    texts[c.hash], owner[c.hash] = c.indexed_text, p
         vectors = {h: self._recent[h] for h in texts if h in self._recent}
         wanted = [h for h in texts if h not in vectors]
         if wanted:
@@ -288,8 +288,7 @@ class Indexer:
         title = event.title or p.doc.title
         now = utc_now()
         common = self._payload(event, now, title)
-        new_texts = [c.text for _, c in plan.new]
-        sparse = self.sparse.encode_documents(new_texts)
+        sparse = self.sparse.encode_documents([c.indexed_text for _, c in plan.new])
         points = [
             ChunkPoint(
                 pid,
@@ -301,6 +300,7 @@ class Indexer:
                     "text": c.text,
                     "hash": c.hash,
                     "section": c.section,
+                    "path": list(c.path),
                 },
             )
             for (pid, c), sv in zip(plan.new, sparse, strict=True)

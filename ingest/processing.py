@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ingest.chunker import Chunk, Chunker
-from ingest.parser import PARSER_VERSION, UnsupportedDocument, parse
+from ingest.parser import UnsupportedDocument, parse
 from retrieval.encoders import DenseEncoder
 
 log = logging.getLogger("freshrag.ingest")
@@ -36,9 +36,9 @@ class PreparedDocument:
     title: str | None
 
 
-def fingerprint(chunk_size: int, chunk_overlap: int, max_chunks: int) -> str:
+def fingerprint(chunker: Chunker, max_chunks: int) -> str:
     """What besides the body decides a document's chunks: parser version and chunk settings."""
-    return f"parser={PARSER_VERSION};chunk={chunk_size}/{chunk_overlap};max={max_chunks}"
+    return f"{chunker.identity};max={max_chunks}"
 
 
 Parsed = PreparedDocument | UnsupportedDocument
@@ -108,7 +108,7 @@ class InlineProcessor:
 
     def __init__(self, chunker: Chunker, dense: DenseEncoder, max_chunks: int = 5000) -> None:
         self.chunker, self.dense, self.max_chunks = chunker, dense, max_chunks
-        self.fingerprint = fingerprint(chunker.chunk_size, chunker.chunk_overlap, max_chunks)
+        self.fingerprint = fingerprint(chunker, max_chunks)
 
     def warm_up(self) -> None:
         pass
@@ -151,10 +151,10 @@ def lower_priority(nice: int, idle: bool = False) -> None:
 
 
 def _parse_init(
-    chunk_size: int, chunk_overlap: int, max_chunks: int, nice: int, idle: bool
+    chunk_size: int, chunk_overlap: int, headers: bool, max_chunks: int, nice: int, idle: bool
 ) -> None:
     lower_priority(nice, idle)
-    _child["chunker"] = Chunker(chunk_size, chunk_overlap)
+    _child["chunker"] = Chunker(chunk_size, chunk_overlap, headers=headers)
     _child["max_chunks"] = max_chunks
 
 
@@ -277,6 +277,7 @@ class ChildProcessor:
         chunk_size: int,
         chunk_overlap: int,
         *,
+        headers: bool = True,
         max_chunks: int = 5000,
         parse_timeout_s: float = 120.0,
         nice: int = 10,
@@ -284,12 +285,14 @@ class ChildProcessor:
         embed_threads: int = 0,
         parse_ahead: int = 8,
     ) -> None:
-        self.fingerprint = fingerprint(chunk_size, chunk_overlap, max_chunks)
+        self.fingerprint = fingerprint(
+            Chunker(chunk_size, chunk_overlap, headers=headers), max_chunks
+        )
         self.parse_timeout_s = parse_timeout_s
         self.parse_ahead = parse_ahead
         self.texts_encoded = 0
         self._parse = _Lane(
-            "parser", _parse_init, (chunk_size, chunk_overlap, max_chunks, nice, idle)
+            "parser", _parse_init, (chunk_size, chunk_overlap, headers, max_chunks, nice, idle)
         )
         self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice, idle, embed_threads))
 

@@ -14,7 +14,7 @@ from retrieval.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gat
 from retrieval.index import Condition, SearchHit, SearchMode
 from retrieval.prompts import REFUSAL, Prompt
 from retrieval.providers import AnswerInput, AnthropicProvider, ExtractiveProvider, OpenAIProvider
-from retrieval.search import Principal, Retriever
+from retrieval.search import Grouping, Principal, Retriever
 from retrieval.settings import Settings
 
 _DELIMITERS = re.compile(r"</?source[^>]*>", re.I)
@@ -100,6 +100,7 @@ class AnswerService:
         filters: dict[str, Any],
         prompt: Prompt,
         use_cache: bool = True,
+        group: Grouping = "section",
     ) -> dict[str, Any]:
         timings: dict[str, float] = {}
         cache = self.cache if use_cache else None
@@ -123,6 +124,7 @@ class AnswerService:
             filters=filters,
             mode=mode,
             top_k=top_k,
+            group=group,
         )
         if cache is not None:
             cached = cache.get(vector, scope)
@@ -131,7 +133,9 @@ class AnswerService:
                 timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
                 return {**cached, "cached": True, "timings": timings}
         hits = budget_contexts(
-            self.retriever.retrieve(who, query, top_k, mode, conditions, dense_vector=vector),
+            self.retriever.retrieve(
+                who, query, top_k, mode, conditions, dense_vector=vector, group=group
+            ),
             self.context_tokens,
         )
         lap("retrieve")

@@ -15,12 +15,12 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    RRF_K,
     SPARSE,
     ChunkPoint,
     Condition,
     DocKey,
     DocumentState,
+    Fusion,
     Match,
     MatchAny,
     Prefix,
@@ -341,6 +341,7 @@ class EdgeIndex:
         sparse: SparseVec | None,
         conditions: list[Condition],
         limit: int,
+        fusion: Fusion = Fusion(),
     ) -> list[SearchHit]:
         flt = to_edge_filter(conditions)
         if mode == "dense":
@@ -367,7 +368,9 @@ class EdgeIndex:
                         limit=n, query=qe.Query.Nearest(_sparse(sparse), using=SPARSE), filter=flt
                     ),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                query=qe.Fusion.Rrf(
+                    k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight]
+                ),
                 filter=flt,
                 with_payload=True,
             )

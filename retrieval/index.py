@@ -18,7 +18,6 @@ DocKey = tuple[str, str]  # (tenant, doc_id)
 
 DENSE = "dense"
 SPARSE = "sparse"
-RRF_K = 60
 
 # Payload fields with an index; doc_id/tenant/acl/hash are keywords, version an integer.
 # Every field a request may filter on gets a payload index, so a filtered search on a big
@@ -36,6 +35,16 @@ def chunk_point_id(tenant: str, doc_id: str, content_hash: str) -> str:
 
 def document_point_id(tenant: str, doc_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """Weighted reciprocal-rank fusion of the dense and sparse lists, as Qdrant computes it:
+    a point at rank r (1-based) of a list with weight w adds 1 / (r / w + k - 1)."""
+
+    k: int = 60
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
 
 
 # --- neutral filter conditions (all must hold) -------------------------------------------
@@ -211,6 +220,7 @@ class Index(Protocol):
         sparse: SparseVec | None,
         conditions: list[Condition],
         limit: int,
+        fusion: Fusion = Fusion(),
     ) -> list[SearchHit]: ...
 
     def count_chunks(self, conditions: list[Condition]) -> int: ...

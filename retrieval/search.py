@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.filters import access_conditions
-from retrieval.index import Condition, Index, SearchHit, SearchMode
+from retrieval.grouping import boost_by_document, group_sections
+from retrieval.index import Condition, Fusion, Index, SearchHit, SearchMode
+
+Grouping = Literal["section", "chunk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +22,31 @@ class Principal:
     groups: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How candidates become results (Settings: FRESHRAG_FUSION_*, _DOCUMENT_BOOST, ...).
+
+    The defaults were chosen on the dev set (evals/datasets/django-dev-*) with
+    bench/quality.py; the README's quality table gives the ablation.
+    """
+
+    fusion: Fusion = Fusion(k=5, dense_weight=2.0, sparse_weight=1.0)
+    document_boost: float = 0.2
+    candidates: int = 30  # chunks ranked before grouping; at least 3 × top_k
+
+
 class Retriever:
-    def __init__(self, index: Index, dense: DenseEncoder, sparse: SparseEncoder) -> None:
+    def __init__(
+        self,
+        index: Index,
+        dense: DenseEncoder,
+        sparse: SparseEncoder,
+        ranking: Ranking = Ranking(),
+    ) -> None:
         self.index = index
         self.dense = dense
         self.sparse = sparse
+        self.ranking = ranking
 
     def retrieve(
         self,
@@ -32,7 +56,10 @@ class Retriever:
         mode: SearchMode = "hybrid",
         conditions: list[Condition] | None = None,
         dense_vector: list[float] | None = None,
+        group: Grouping = "section",
     ) -> list[SearchHit]:
+        """The `top_k` best results: fused, boosted by document, one per section unless
+        `group="chunk"` (every chunk on its own, as the index ranked it)."""
         must = access_conditions(principal.tenant, list(principal.groups)) + list(conditions or [])
         dense = None
         if mode in ("dense", "hybrid"):
@@ -43,4 +70,14 @@ class Retriever:
             if mode == "sparse":
                 return []
             mode, sparse = "dense", None
-        return self.index.search(mode, dense, sparse, must, top_k)
+        r = self.ranking
+        # The boost adds scores, so it needs scores on one scale: hybrid's RRF. Dense
+        # (cosine) and sparse (BM25) keep the engine's order, as a baseline to compare.
+        boost = r.document_boost if mode == "hybrid" else 0.0
+        if group == "chunk" and boost <= 0:
+            return self.index.search(mode, dense, sparse, must, top_k, r.fusion)
+        hits = self.index.search(mode, dense, sparse, must, max(r.candidates, 3 * top_k), r.fusion)
+        hits = boost_by_document(hits, boost)
+        if group == "section":
+            hits = group_sections(hits)
+        return hits[:top_k]

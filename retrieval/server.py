@@ -17,12 +17,12 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    RRF_K,
     SPARSE,
     ChunkPoint,
     Condition,
     DocKey,
     DocumentState,
+    Fusion,
     Match,
     MatchAny,
     Prefix,
@@ -350,6 +350,7 @@ class ServerIndex:
         sparse: SparseVec | None,
         conditions: list[Condition],
         limit: int,
+        fusion: Fusion = Fusion(),
     ) -> list[SearchHit]:
         flt = to_server_filter(conditions)
         if mode == "dense":
@@ -378,7 +379,9 @@ class ServerIndex:
                     qm.Prefetch(query=dense, using=DENSE, filter=flt, limit=n),
                     qm.Prefetch(query=_sparse(sparse), using=SPARSE, filter=flt, limit=n),
                 ],
-                query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
+                query=qm.RrfQuery(
+                    rrf=qm.Rrf(k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight])
+                ),
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,

@@ -77,6 +77,33 @@ class Settings(BaseSettings):
         "so keep it low in dev; raise it in production if batches are slow.",
     )
 
+    # --- ranking ---------------------------------------------------------------------------
+    # Defaults chosen on the dev set with bench/quality.py (README: retrieval quality).
+    fusion_k: int = Field(
+        5,
+        ge=1,
+        description="RRF constant of hybrid search: a point at rank r of a list with "
+        "weight w scores 1 / (r / w + k - 1). Small k trusts the top of each list more.",
+    )
+    fusion_dense_weight: float = Field(2.0, gt=0, description="Weight of the dense list in RRF.")
+    fusion_sparse_weight: float = Field(
+        1.0, gt=0, description="Weight of the sparse (BM25) list in RRF."
+    )
+    document_boost: float = Field(
+        0.2,
+        ge=0,
+        description="Hybrid search: each candidate gains this share of the (RRF) scores of "
+        "the other candidates from its document, so a page with several matching chunks "
+        "outranks one lucky sentence elsewhere; 0 turns it off.",
+    )
+    search_candidates: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Chunks ranked, boosted and grouped by section before top_k are kept "
+        "(at least 3 × top_k).",
+    )
+
     # --- embedding and chunking -------------------------------------------------------
     model: str = Field(
         "all-MiniLM-L6-v2",
@@ -92,6 +119,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Tokens of overlap. 0 keeps chunk boundaries stable across edits, "
         "which is what lets an edit re-embed only the chunks it touched.",
+    )
+    chunk_headers: bool = Field(
+        True,
+        description="Encode each chunk with the headings above its section in front (the "
+        "page title › parent sections; the stored and returned text stays as written): a "
+        "section named 'null' or 'Settings' alone does not say which page it belongs to. "
+        "Changing it re-embeds every document on its next event.",
     )
     max_document_bytes: int = Field(
         20_000_000, ge=1, description="Largest document body (inline, base64-decoded or file)."

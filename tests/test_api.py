@@ -180,3 +180,33 @@ def test_readiness_fails_without_a_broker(tmp_path, edge_index, dense, sparse):
     with TestClient(create_app(services)) as client:
         r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["detail"]["checks"]["broker"] is False
+
+
+def test_a_long_section_comes_back_once_unless_chunks_are_asked_for(env):
+    client, indexer = env
+    body = " ".join(
+        f"Step {i}: the okapi ledger rotates its shard keys and reconciles the okapi counts."
+        for i in range(40)
+    )
+    indexer.apply(
+        [upsert("ledger", f"# Ledger\n\n## Rotation\n\n{body}", 1, tenant="acme", acl=["eng"])]
+    )
+    query = {
+        "query": "okapi ledger shard key rotation",
+        "top_k": 5,
+        "filters": {"doc_id": "ledger"},
+    }
+    every = query | {"group": "chunk", "top_k": 20}
+    chunks = client.post("/retrieve", json=every, headers=A).json()["hits"]
+    assert len(chunks) > 1 and {h["section"] for h in chunks} == {"Rotation"}
+
+    hits = client.post("/retrieve", json=query, headers=A).json()["hits"]
+    assert len(hits) == 1
+    (section,) = hits
+    assert section["path"] == ["Ledger"] and section["section"] == "Rotation"
+    assert sorted(section["chunks"]) == section["chunks"] and len(section["chunks"]) == len(chunks)
+    assert section["text"].count("## Rotation") == 1 and "Step 0:" in section["text"]
+    assert section["score"] == max(h["score"] for h in chunks)
+
+    bad = client.post("/retrieve", json=query | {"group": "page"}, headers=A)
+    assert bad.status_code == 422 and "group" in bad.text

@@ -109,3 +109,36 @@ def test_a_document_of_only_a_heading_still_has_its_text():
     """A one-line PDF comes back as a single Title element: it must not vanish."""
     chunks = Chunker(128, 0).chunk([Element("Title", "Quarterly okapi census")])
     assert [c.text for c in chunks] == ["Quarterly okapi census"]
+
+
+def test_a_chunk_is_encoded_with_the_headings_above_its_section():
+    els = [
+        Element("Title", "Model field reference", 1),
+        Element("NarrativeText", "Fields and their options."),
+        Element("Title", "Field options", 2),
+        Element("NarrativeText", "Options every field takes."),
+        Element("Title", "null", 3),
+        Element("NarrativeText", "If True, empty values are stored as NULL."),
+        Element("Title", "Field types", 2),
+        Element("NarrativeText", "The built-in fields."),
+    ]
+    chunks = Chunker(128).chunk(els)
+    assert [c.path for c in chunks] == [
+        (),
+        ("Model field reference",),
+        ("Model field reference", "Field options"),
+        ("Model field reference",),  # a sibling of "Field options", not its child
+    ]
+    null = chunks[2]
+    assert null.text == "## null\n\nIf True, empty values are stored as NULL."  # stored as written
+    assert null.indexed_text == f"Model field reference › Field options\n\n{null.text}"
+    assert chunks[0].indexed_text == chunks[0].text  # the title's own section needs no header
+
+    # The header is part of what is embedded, so renaming a parent re-embeds its children.
+    renamed = Chunker(128).chunk([els[0], els[1], Element("Title", "Options", 2), *els[3:]])
+    assert renamed[2].text == null.text and renamed[2].hash != null.hash
+    assert renamed[0].hash == chunks[0].hash and renamed[3].hash == chunks[3].hash
+
+    plain = Chunker(128, headers=False).chunk(els)
+    assert all(c.indexed_text == c.text for c in plain)
+    assert plain[2].hash != null.hash  # a settings change never mixes old and new vectors
