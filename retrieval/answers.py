@@ -24,7 +24,9 @@ def build_gateway(settings: Settings, encoder: DenseEncoder) -> Gateway:
     chain = []
     for spec in settings.llm_chain:
         if spec.kind == "extractive":
-            provider = ExtractiveProvider(encoder, min_score=spec.min_score)
+            provider = ExtractiveProvider(
+                encoder, min_score=spec.min_score, rank_bonus=spec.rank_bonus
+            )
         elif spec.kind == "openai":
             if not spec.base_url or not spec.model:
                 raise ValueError("an openai provider needs base_url and model")

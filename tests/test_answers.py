@@ -277,3 +277,17 @@ def test_question_about_a_deleted_document_is_refused(service, index, dense, spa
     make_indexer(index, dense, sparse).apply([delete("zephyr", 2, tenant="acme", acl=["eng"])])
     gone = ask(service, ENG, question, filters={"x": 1})  # a new cache scope
     assert gone["refused"] and "Zephyr" in gone["refusal_reason"]
+
+
+def test_extractive_close_call_cites_the_better_ranked_source(dense):
+    from retrieval.providers import AnswerInput, ExtractiveProvider
+
+    question = "How do I stop the ingest worker?"
+    near = "To stop the ingest worker, send it SIGTERM."
+    nearer = "To stop the ingest worker cleanly, send it SIGTERM."
+    contexts = [near, "Unrelated pricing notes.", nearer]
+    plain = ExtractiveProvider(dense, max_sentences=1, rank_bonus=0.0)
+    ranked = ExtractiveProvider(dense, max_sentences=1, rank_bonus=0.06)
+    inputs = AnswerInput(question, contexts, "", "")
+    assert plain.complete(inputs).text.endswith("[3]")  # closest by cosine alone
+    assert ranked.complete(inputs).text.endswith("[1]")  # source 1 wins the close call
