@@ -398,7 +398,7 @@ def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> 
         f"{results.get('dataset', {}).get('questions', 0)} questions"
         + (f", compared with {prev['run_id']}" if prev else ", first run")
     ]
-    head = f"{'':10} {'':20} {'value':>10}  {'threshold':<22} {'previous':>10}  status"
+    head = f"{'':10} {'':26} {'value':>10}  {'threshold':<22} {'previous':>10}  status"
     lines += [head, "-" * len(head)]
     for a in overview(results):
         if a["skipped"]:
@@ -419,7 +419,7 @@ def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> 
                 r["status"], r["status"]
             )
             lines.append(
-                f"{a['area'] if n == 0 else '':10} {r['label'][:20]:20} {r['value']:>10}  "
+                f"{a['area'] if n == 0 else '':10} {r['label'][:26]:26} {r['value']:>10}  "
                 f"{r['threshold'][:22]:<22} {r['previous']:>10}  {status}"
                 + (f" ({r['note'].split(' (')[0]})" if r["note"] else "")
             )
