@@ -117,7 +117,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
         log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
         if sample:
             events, version = _publish_sample(settings, sample_limit or settings.sample_limit)
-        _banner(server.url, key, broker is not None)
+        _banner(server.url, key, broker is not None, str(settings.data_dir.resolve()))
         if sample:
             _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
@@ -193,11 +193,13 @@ def _follow_indexing(
         )
 
 
-def _banner(url: str, key: str | None, embedded_broker: bool = False) -> None:
+def _banner(
+    url: str, key: str | None, embedded_broker: bool = False, data_dir: str = "./data"
+) -> None:
     shown = key or "<your key>"
     broker_note = (
         "\nThe embedded broker keeps events in memory only: events not yet indexed and the\n"
-        "dead-letter topic are lost when it stops (the index under ./data stays). /readyz\n"
+        f"dead-letter topic are lost when it stops (the index under {data_dir} stays). /readyz\n"
         "and the worker's log say so after a restart. For durable events, run Kafka and set\n"
         "FRESHRAG_EMBEDDED_BROKER=false.\n"
         if embedded_broker
@@ -214,7 +216,7 @@ Try:
        -H 'Content-Type: application/json' \\
        -d '{{"query": "How do I use Django with Gunicorn?", "top_k": 3}}'
 
-Ctrl-C stops everything (the index stays under ./data). The API answers while the
+Ctrl-C stops everything (the index stays under {data_dir}). The API answers while the
 sample is still being indexed; the bar below shows how far it got.
 {broker_note}""",
         flush=True,
