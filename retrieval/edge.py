@@ -15,6 +15,7 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    MAX_METADATA_INDEXES,
     SPARSE,
     ChunkPoint,
     Condition,
@@ -29,6 +30,7 @@ from retrieval.index import (
     SearchMode,
     StoredChunk,
     document_point_id,
+    metadata_indexes,
     prefetch_limit,
     split_negated,
 )
@@ -69,6 +71,14 @@ def _opened(shard: qe.EdgeShard | None) -> qe.EdgeShard:
     return shard
 
 
+_EDGE_KINDS = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+    "bool": qe.PayloadSchemaType.Bool,
+}
+
+
 def _ensure_payload_indexes(shard: qe.EdgeShard, wanted: dict[str, qe.PayloadSchemaType]) -> None:
     existing = set(shard.info().payload_schema)
     for name, kind in wanted.items():
@@ -87,6 +97,7 @@ class EdgeIndex:
         self._chunks: qe.EdgeShard | None = None
         self._registry: qe.EdgeShard | None = None
         self._answers: qe.EdgeShard | None = None
+        self._metadata_indexed: set[str] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -208,6 +219,7 @@ class EdgeIndex:
     def upsert_chunks(self, points: list[ChunkPoint]) -> None:
         if not points:
             return
+        self._index_metadata(points)
         self.chunks.update(
             qe.UpdateOperation.upsert_points(
                 [
@@ -216,6 +228,16 @@ class EdgeIndex:
                 ]
             )
         )
+
+    def _index_metadata(self, points: list[ChunkPoint]) -> None:
+        """A payload index for each metadata key in use, so filters on it never scan."""
+        if self._metadata_indexed is None:  # read once; this process is the shard's writer
+            schema = self.chunks.info().payload_schema
+            self._metadata_indexed = {k for k in schema if k.startswith("metadata.")}
+        room = MAX_METADATA_INDEXES - len(self._metadata_indexed)
+        for name, kind in metadata_indexes(points, self._metadata_indexed, room).items():
+            self.chunks.update(qe.UpdateOperation.create_field_index(name, _EDGE_KINDS[kind]))
+            self._metadata_indexed.add(name)
 
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
         if point_ids:

@@ -24,6 +24,10 @@ SPARSE = "sparse"
 # collection (or a Qdrant server in strict mode) never scans payloads.
 KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "hash", "title", "source", "mime")
 INTEGER_INDEXES = ("version", "chunk_index")
+# `metadata.<key>` fields get an index when first written, up to this many: keys come from
+# events, so an unbounded number of them must not mean an unbounded number of indexes.
+MAX_METADATA_INDEXES = 64
+IndexKind = Literal["keyword", "integer", "float", "bool"]
 
 _NAMESPACE = uuid.UUID("6f1f6c1e-7d0b-4c55-9a7e-1f0c2b7e9a11")
 
@@ -247,6 +251,31 @@ class Index(Protocol):
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+def metadata_indexes(
+    points: list[ChunkPoint], indexed: set[str], room: int
+) -> dict[str, IndexKind]:
+    """The `metadata.<key>` fields these points bring that have no index yet, and the kind
+    each needs (from the first value seen: bool, integer, float, else keyword), at most
+    `room` of them, in the order they appear."""
+    out: dict[str, IndexKind] = {}
+    for p in points:
+        for key, value in (p.payload.get("metadata") or {}).items():
+            name = f"metadata.{key}"
+            if name in indexed or name in out:
+                continue
+            if len(out) >= room:
+                return out
+            if isinstance(value, bool):
+                out[name] = "bool"
+            elif isinstance(value, int):
+                out[name] = "integer"
+            elif isinstance(value, float):
+                out[name] = "float"
+            else:
+                out[name] = "keyword"
+    return out
 
 
 def prefetch_limit(limit: int) -> int:

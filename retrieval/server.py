@@ -17,6 +17,7 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    MAX_METADATA_INDEXES,
     SPARSE,
     ChunkPoint,
     Condition,
@@ -31,11 +32,18 @@ from retrieval.index import (
     SearchMode,
     StoredChunk,
     document_point_id,
+    metadata_indexes,
     prefetch_limit,
     split_negated,
 )
 
 _PAGE = 512
+_SERVER_KINDS = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "bool": qm.PayloadSchemaType.BOOL,
+}
 
 
 def _condition(c: Condition) -> qm.FieldCondition:
@@ -73,6 +81,7 @@ class ServerIndex:
         self.collection = collection
         self.registry = registry
         self.answers = f"{collection}_answers"
+        self._metadata_indexed: set[str] | None = None  # read from the schema on first write
 
     @classmethod
     def connect(cls, url: str, api_key: str | None, collection: str, registry: str) -> ServerIndex:
@@ -191,6 +200,7 @@ class ServerIndex:
     def upsert_chunks(self, points: list[ChunkPoint]) -> None:
         if not points:
             return
+        self._index_metadata(points)
         self.client.upsert(
             self.collection,
             points=[
@@ -201,6 +211,20 @@ class ServerIndex:
             ],
             wait=True,
         )
+
+    def _index_metadata(self, points: list[ChunkPoint]) -> None:
+        """A payload index for each metadata key in use, so filters on it never scan.
+
+        The indexed keys are remembered: local mode reports no payload schema, and a server
+        need not be asked again for every batch.
+        """
+        if self._metadata_indexed is None:
+            schema = self.client.get_collection(self.collection).payload_schema or {}
+            self._metadata_indexed = {k for k in schema if k.startswith("metadata.")}
+        room = MAX_METADATA_INDEXES - len(self._metadata_indexed)
+        for name, kind in metadata_indexes(points, self._metadata_indexed, room).items():
+            self.client.create_payload_index(self.collection, name, _SERVER_KINDS[kind], wait=True)
+            self._metadata_indexed.add(name)
 
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
         if point_ids:

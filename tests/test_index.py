@@ -107,3 +107,42 @@ def test_every_filterable_field_has_a_payload_index(edge_index):
 
     schema = set(edge_index.chunks.info().payload_schema)
     assert FILTERABLE | {"tenant", "acl"} <= schema
+
+
+def test_metadata_keys_in_use_get_a_payload_index_of_their_kind(index, dense, sparse):
+    """Both adapters index `metadata.<key>` when first written, and filters still work."""
+    from tests.conftest import make_indexer, upsert
+
+    indexer = make_indexer(index, dense, sparse)
+    meta = {"doc_type": "faq", "tier": 2, "score": 0.5, "draft": False}
+    indexer.apply([upsert("m", "# M\n\nMetadata page.", 1, metadata=meta)])
+    indexer.apply([upsert("n", "# N\n\nAnother page.", 1, metadata={"doc_type": "guide"})])
+    if index.backend == "edge":
+        schema = index.chunks.info().payload_schema
+    else:  # local mode reports no schema: the adapter's own record of what it created
+        schema = {k: None for k in index._metadata_indexed}
+    assert {f"metadata.{k}" for k in meta} <= set(schema)
+    query = sparse.encode_query("page")
+    hits = index.search("sparse", None, query, [Match("metadata.tier", 2)], 10)
+    assert {h.payload["doc_id"] for h in hits} == {"m"}
+
+
+def test_metadata_indexes_are_bounded_and_typed():
+    from retrieval.index import metadata_indexes
+
+    def point(meta):
+        return ChunkPoint("p", [], None, {"metadata": meta})
+
+    kinds = metadata_indexes([point({"a": "x", "b": 1, "c": 1.5, "d": True})], set(), 10)
+    assert kinds == {
+        "metadata.a": "keyword",
+        "metadata.b": "integer",
+        "metadata.c": "float",
+        "metadata.d": "bool",
+    }
+    assert metadata_indexes([point({"a": "x", "z": "y"})], {"metadata.a"}, 10) == {
+        "metadata.z": "keyword"
+    }
+    many = point({f"k{i}": "v" for i in range(100)})
+    assert len(metadata_indexes([many], set(), 3)) == 3
+    assert metadata_indexes([many], set(), 0) == {}
