@@ -144,7 +144,7 @@ class Core:
                 embed_threads=s.embed_threads,
             )
         return InlineProcessor(
-            Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers),
+            Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers, model=s.model),
             self.dense,
             s.max_chunks_per_document,
         )

@@ -107,7 +107,12 @@ def stage_profile(events: list, settings: Settings, dense: DenseEncoder, tmp: Pa
     """Each stage alone, in this process, on the same pages: median and mean ms/page."""
     from retrieval.edge import EdgeIndex
 
-    chunker = Chunker(settings.chunk_size, settings.chunk_overlap, headers=settings.chunk_headers)
+    chunker = Chunker(
+        settings.chunk_size,
+        settings.chunk_overlap,
+        headers=settings.chunk_headers,
+        model=settings.model,
+    )
     sparse = SparseEncoder()
     index = EdgeIndex(tmp / "profile", "chunks", "documents")
     index.ensure_schema(dense.dim)

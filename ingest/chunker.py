@@ -8,8 +8,8 @@ SentenceSplitter (no overlap by default). So an edit inside one section changes 
 section's chunk(s) and leaves the hashes of every other chunk alone: that is what makes
 re-embedding proportional to the edit.
 
-A chunk's hash (its point id derives from it) also covers `PARSER_VERSION` and the chunk
-settings: after an upgrade or a settings change every chunk of a re-indexed document is
+A chunk's hash (its point id derives from it) also covers `PARSER_VERSION`, the chunk
+settings and the embedding model: after an upgrade or a settings change every chunk of a re-indexed document is
 new, never a mix of old and new cuts. A change to how this module cuts or renders chunks
 bumps `PARSER_VERSION` too.
 """
@@ -136,12 +136,15 @@ class Chunker:
         chunk_overlap: int = 0,
         parser_version: str = PARSER_VERSION,
         headers: bool = True,
+        model: str = "",
     ) -> None:
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.headers = headers
         self.identity = f"parser={parser_version};size={chunk_size};overlap={chunk_overlap}"
         if headers:
             self.identity += ";headers=path"
+        if model:  # a vector is reused by hash: another model must never find this one's
+            self.identity += f";model={model}"
         self._tokenizer = get_tokenizer()
         self._splitter = SentenceSplitter(
             chunk_size=chunk_size,

@@ -151,10 +151,11 @@ def lower_priority(nice: int, idle: bool = False) -> None:
 
 
 def _parse_init(
-    chunk_size: int, chunk_overlap: int, headers: bool, max_chunks: int, nice: int, idle: bool
+    chunker: tuple[int, int, bool, str], max_chunks: int, nice: int, idle: bool
 ) -> None:
     lower_priority(nice, idle)
-    _child["chunker"] = Chunker(chunk_size, chunk_overlap, headers=headers)
+    size, overlap, headers, model = chunker
+    _child["chunker"] = Chunker(size, overlap, headers=headers, model=model)
     _child["max_chunks"] = max_chunks
 
 
@@ -286,13 +287,15 @@ class ChildProcessor:
         parse_ahead: int = 8,
     ) -> None:
         self.fingerprint = fingerprint(
-            Chunker(chunk_size, chunk_overlap, headers=headers), max_chunks
+            Chunker(chunk_size, chunk_overlap, headers=headers, model=model), max_chunks
         )
         self.parse_timeout_s = parse_timeout_s
         self.parse_ahead = parse_ahead
         self.texts_encoded = 0
         self._parse = _Lane(
-            "parser", _parse_init, (chunk_size, chunk_overlap, headers, max_chunks, nice, idle)
+            "parser",
+            _parse_init,
+            ((chunk_size, chunk_overlap, headers, model), max_chunks, nice, idle),
         )
         self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice, idle, embed_threads))
 

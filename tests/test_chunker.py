@@ -142,3 +142,12 @@ def test_a_chunk_is_encoded_with_the_headings_above_its_section():
     plain = Chunker(128, headers=False).chunk(els)
     assert all(c.indexed_text == c.text for c in plain)
     assert plain[2].hash != null.hash  # a settings change never mixes old and new vectors
+
+
+def test_another_embedding_model_never_reuses_a_chunk_vector():
+    """Vectors are reused by chunk hash, so the hash must differ per model."""
+    els = elements(SECTIONS)
+    mini = Chunker(128, model="all-MiniLM-L6-v2").chunk(els)
+    mpnet = Chunker(128, model="all-mpnet-base-v2").chunk(els)
+    assert [c.text for c in mini] == [c.text for c in mpnet]
+    assert not {c.hash for c in mini} & {c.hash for c in mpnet}

@@ -34,7 +34,7 @@ def child():
 
 
 def test_the_child_chunks_and_embeds_like_the_inline_path(child, dense):
-    inline = InlineProcessor(Chunker(128, 0), dense)
+    inline = InlineProcessor(Chunker(128, 0, model="all-MiniLM-L6-v2"), dense)
     there, here = child.prepare(DOC, "text/markdown"), inline.prepare(DOC, "text/markdown")
     assert [c.hash for c in there.chunks] == [c.hash for c in here.chunks]
     texts = [c.text for c in here.chunks]
