@@ -297,7 +297,11 @@ def main() -> None:
     cols = ["doc_ndcg@10", "doc_mrr@10", "doc_hit@10", "passage_mrr@10", "passage_hit@10"]
     print(f"{'pipeline':24}" + "".join(f"{c:>16}" for c in cols) + f"{'chunks':>9}")
     for name, row in result["pipelines"].items():
-        print(f"{name:24}" + "".join(f"{row[c]:>16.3f}" for c in cols) + f"{row.get('chunks', '-'):>9}")
+        print(
+            f"{name:24}"
+            + "".join(f"{row[c]:>16.3f}" for c in cols)
+            + f"{row.get('chunks', '-'):>9}"
+        )
     if ablation:
         print(f"\nablation (doc MRR@10 / passage MRR@10), {len(items)} questions")
         print(
