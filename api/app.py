@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query
@@ -191,16 +192,8 @@ def create_app(services: Services) -> FastAPI:
     ) -> RetrieveResponse:
         started = time.perf_counter()
         conditions = conditions_of(body.filters)
-        hits = await lanes.retrieve.run(
-            services.retriever.retrieve,
-            who,
-            body.query,
-            body.top_k,
-            body.mode,
-            conditions,
-            None,
-            body.group,
-        )
+        search = partial(services.retriever.retrieve, group=body.group)
+        hits = await lanes.retrieve.run(search, who, body.query, body.top_k, body.mode, conditions)
         took = time.perf_counter() - started
         REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
         return RetrieveResponse(

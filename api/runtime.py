@@ -25,7 +25,7 @@ from ingest.sources import SourcePolicy
 from retrieval.answers import AnswerService, build_gateway
 from retrieval.cache import AnswerCache
 from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.index import Fusion, Index, open_index
+from retrieval.index import Index, open_index
 from retrieval.prompts import PromptRegistry
 from retrieval.search import Ranking, Retriever
 from retrieval.settings import Settings
@@ -191,13 +191,7 @@ class Core:
 
     def retriever(self) -> Retriever:
         """The read path with the ranking the settings give."""
-        s = self.settings
-        ranking = Ranking(
-            Fusion(s.fusion_k, s.fusion_dense_weight, s.fusion_sparse_weight),
-            s.document_boost,
-            s.search_candidates,
-        )
-        return Retriever(self.index, self.dense, self.sparse, ranking)
+        return Retriever(self.index, self.dense, self.sparse, Ranking.of(self.settings))
 
     def services(self, keys: KeyStore) -> Services:
         s = self.settings

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,14 @@ from evals.dataset import EvalItem, default_path, load  # noqa: E402
 from evals.metrics import ir_scores  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.index import Fusion  # noqa: E402
-from retrieval.search import Grouping, Principal, Ranking, Retriever  # noqa: E402
+from retrieval.search import (  # noqa: E402
+    DEFAULT_RANKING,
+    PREVIOUS_RANKING,
+    Grouping,
+    Principal,
+    Ranking,
+    Retriever,
+)  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
 
 CANDIDATES = 30  # chunks per question before folding to pages
@@ -96,11 +103,16 @@ def score(items: list[EvalItem], ranked: dict[str, list[tuple[str, str]]]) -> di
 
 
 # Ranking ablation on one index: each row adds one step to the one before.
+_NOW = DEFAULT_RANKING
 ABLATION: list[tuple[str, Ranking, Grouping]] = [
-    ("RRF k=60, chunks (before)", Ranking(Fusion(60, 1.0, 1.0), 0.0), "chunk"),
-    ("+ weighted RRF k=5, dense 2", Ranking(Fusion(5, 2.0, 1.0), 0.0), "chunk"),
-    ("+ document boost 0.2", Ranking(Fusion(5, 2.0, 1.0), 0.2), "chunk"),
-    ("+ one hit per section", Ranking(Fusion(5, 2.0, 1.0), 0.2), "section"),
+    ("RRF k=60, chunks (before)", PREVIOUS_RANKING, "chunk"),
+    (
+        f"+ weighted RRF k={_NOW.fusion.k}, dense {_NOW.fusion.dense_weight:g}",
+        replace(_NOW, document_boost=0.0),
+        "chunk",
+    ),
+    (f"+ document boost {_NOW.document_boost:g}", _NOW, "chunk"),
+    ("+ one hit per section", _NOW, "section"),
 ]
 
 

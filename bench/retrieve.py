@@ -38,8 +38,8 @@ from api.runtime import Core, ServerThread  # noqa: E402
 from bench.harness import free_port, pct  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.index import Fusion, Match  # noqa: E402
-from retrieval.search import Principal, Ranking, Retriever  # noqa: E402
+from retrieval.index import Match  # noqa: E402
+from retrieval.search import PREVIOUS_RANKING, Principal, Retriever  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
 
 QUERIES = [
@@ -140,7 +140,7 @@ def main() -> None:
             print(mode, result["modes"][mode], flush=True)
         # What the ranking costs (30 candidates, page boost, section grouping) against the
         # previous one (RRF k=60 over top_k chunks), in-process, same queries, alternating.
-        plain = Retriever(core.index, core.dense, core.sparse, Ranking(Fusion(60, 1.0, 1.0), 0.0))
+        plain = Retriever(core.index, core.dense, core.sparse, PREVIOUS_RANKING)
         now, before = [], []
         for i in range(args.requests):
             q = query(i + 200_000, "hybrid")

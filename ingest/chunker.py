@@ -9,8 +9,8 @@ section's chunk(s) and leaves the hashes of every other chunk alone: that is wha
 re-embedding proportional to the edit.
 
 A chunk's hash (its point id derives from it) also covers `PARSER_VERSION`, the chunk
-settings and the embedding model: after an upgrade or a settings change every chunk of a re-indexed document is
-new, never a mix of old and new cuts. A change to how this module cuts or renders chunks
+settings and the embedding model: after an upgrade or a settings change every chunk of a
+re-indexed document is new, never a mix of old and new cuts or vectors. A change to how this module cuts or renders chunks
 bumps `PARSER_VERSION` too.
 """
 

@@ -15,7 +15,6 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    MAX_METADATA_INDEXES,
     SPARSE,
     ChunkPoint,
     Condition,
@@ -234,8 +233,7 @@ class EdgeIndex:
         if self._metadata_indexed is None:  # read once; this process is the shard's writer
             schema = self.chunks.info().payload_schema
             self._metadata_indexed = {k for k in schema if k.startswith("metadata.")}
-        room = MAX_METADATA_INDEXES - len(self._metadata_indexed)
-        for name, kind in metadata_indexes(points, self._metadata_indexed, room).items():
+        for name, kind in metadata_indexes(points, self._metadata_indexed).items():
             self.chunks.update(qe.UpdateOperation.create_field_index(name, _EDGE_KINDS[kind]))
             self._metadata_indexed.add(name)
 

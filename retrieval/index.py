@@ -254,11 +254,12 @@ class Index(Protocol):
 
 
 def metadata_indexes(
-    points: list[ChunkPoint], indexed: set[str], room: int
+    points: list[ChunkPoint], indexed: set[str], limit: int = MAX_METADATA_INDEXES
 ) -> dict[str, IndexKind]:
     """The `metadata.<key>` fields these points bring that have no index yet, and the kind
-    each needs (from the first value seen: bool, integer, float, else keyword), at most
-    `room` of them, in the order they appear."""
+    each needs (from the first value seen: bool, integer, float, else keyword), in the
+    order they appear, so that `indexed` plus them stays within `limit`."""
+    room = limit - len(indexed)
     out: dict[str, IndexKind] = {}
     for p in points:
         for key, value in (p.payload.get("metadata") or {}).items():

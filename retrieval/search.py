@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.filters import access_conditions
 from retrieval.grouping import boost_by_document, group_sections
 from retrieval.index import Condition, Fusion, Index, SearchHit, SearchMode
+from retrieval.settings import Settings
 
 Grouping = Literal["section", "chunk"]
 
@@ -24,15 +25,26 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    """How candidates become results (Settings: FRESHRAG_FUSION_*, _DOCUMENT_BOOST, ...).
+    """How candidates become results (Settings: FRESHRAG_FUSION_*, _DOCUMENT_BOOST, ...)."""
 
-    The defaults were chosen on the dev set (evals/datasets/django-dev-*) with
-    bench/quality.py; the README's quality table gives the ablation.
-    """
+    fusion: Fusion
+    document_boost: float
+    candidates: int  # chunks ranked before grouping; at least 3 × top_k
 
-    fusion: Fusion = Fusion(k=5, dense_weight=2.0, sparse_weight=1.0)
-    document_boost: float = 0.2
-    candidates: int = 30  # chunks ranked before grouping; at least 3 × top_k
+    @classmethod
+    def of(cls, settings: Settings) -> Ranking:
+        s = settings
+        return cls(
+            Fusion(s.fusion_k, s.fusion_dense_weight, s.fusion_sparse_weight),
+            s.document_boost,
+            s.search_candidates,
+        )
+
+
+# The settings' defaults (chosen on the dev set with bench/quality.py), environment unread.
+DEFAULT_RANKING = Ranking.of(Settings.model_construct())
+# Before them: plain RRF (k=60), no page boost; what the benches compare against.
+PREVIOUS_RANKING = replace(DEFAULT_RANKING, fusion=Fusion(60, 1.0, 1.0), document_boost=0.0)
 
 
 class Retriever:
@@ -41,7 +53,7 @@ class Retriever:
         index: Index,
         dense: DenseEncoder,
         sparse: SparseEncoder,
-        ranking: Ranking = Ranking(),
+        ranking: Ranking = DEFAULT_RANKING,
     ) -> None:
         self.index = index
         self.dense = dense

@@ -17,7 +17,6 @@ from retrieval.index import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    MAX_METADATA_INDEXES,
     SPARSE,
     ChunkPoint,
     Condition,
@@ -221,8 +220,7 @@ class ServerIndex:
         if self._metadata_indexed is None:
             schema = self.client.get_collection(self.collection).payload_schema or {}
             self._metadata_indexed = {k for k in schema if k.startswith("metadata.")}
-        room = MAX_METADATA_INDEXES - len(self._metadata_indexed)
-        for name, kind in metadata_indexes(points, self._metadata_indexed, room).items():
+        for name, kind in metadata_indexes(points, self._metadata_indexed).items():
             self.client.create_payload_index(self.collection, name, _SERVER_KINDS[kind], wait=True)
             self._metadata_indexed.add(name)
 
