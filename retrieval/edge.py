@@ -1,12 +1,45 @@
 """Qdrant Edge adapter: the Qdrant engine in-process, one shard directory per collection.
 
 A shard belongs to one process, so in embedded mode the worker and the API share it.
+
+Keeping the chunks shard fast as it grows. Edge builds HNSW graphs, merges segments and
+vacuums deleted points only inside `EdgeShard.optimize()`, and that call (like every Edge
+call) holds the GIL until it returns: run in a thread of this process it freezes every
+query and write for its whole duration (seconds at 30k points, minutes at 500k). A second
+process cannot open a live shard either (its WAL is locked). So optimisation runs in a
+short-lived child process on a *spare* copy of the shard, and the copies take turns:
+
+    live dir (serving)  ◄── writes, each also appended to an op log
+    spare dir (child)   ◄── the child replays the op log, optimize(), replays the tail,
+                            closes it and reads its files back into the page cache
+    swap (this process) ──► load the spare, replay the last few logged writes into it,
+                            make it live; the old live dir becomes the spare
+
+Queries stop only while the warm spare is loaded and the old shard closed (both hold
+the GIL), writes also while the last few logged writes are replayed; `bench/scale.py`
+measures these pauses at 100k–1M points.
+The live dir name is kept in `<collection>.edge-state.json`; without that file the shard is
+`<collection>/` as before, so existing shards keep loading.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import qdrant_edge as qe
 
@@ -34,7 +67,10 @@ from retrieval.index import (
     split_negated,
 )
 
+log = logging.getLogger(__name__)
+
 _PAGE = 512
+_ON_DISK_INDEXES = frozenset({"hash", "doc_id", "version"})
 
 
 def _condition(c: Condition) -> qe.FieldCondition:
@@ -70,12 +106,8 @@ def _opened(shard: qe.EdgeShard | None) -> qe.EdgeShard:
     return shard
 
 
-_EDGE_KINDS = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "integer": qe.PayloadSchemaType.Integer,
-    "float": qe.PayloadSchemaType.Float,
-    "bool": qe.PayloadSchemaType.Bool,
-}
+# Kinds from `metadata_indexes`, as the op log's field_index records name them.
+_EDGE_KINDS = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool"}
 
 
 def _ensure_payload_indexes(shard: qe.EdgeShard, wanted: dict[str, qe.PayloadSchemaType]) -> None:
@@ -85,34 +117,743 @@ def _ensure_payload_indexes(shard: qe.EdgeShard, wanted: dict[str, qe.PayloadSch
             shard.update(qe.UpdateOperation.create_field_index(name, kind))
 
 
+def _open_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+    if (path / "edge_config.json").exists():
+        return qe.EdgeShard.load(str(path), config)
+    path.mkdir(parents=True, exist_ok=True)
+    return qe.EdgeShard.create(str(path), config)
+
+
+# --- tuning of the chunks shard ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTuning:
+    """How the chunks shard is indexed, searched and kept optimised (FRESHRAG_EDGE_* settings).
+
+    Defaults suit 2 cores: one niced indexing thread in the child leaves a core to serve.
+    """
+
+    optimizer: Literal["process", "off"] = "process"
+    optimize_after_points: int = 20_000
+    optimize_interval_s: float = 120.0
+    optimize_threads: int = 1
+    optimize_nice: int = 10
+    segments: int = 6
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    search_ef: int = 512
+    quantization: Literal["none", "int8"] = "int8"
+    oversampling: float = 2.0
+    on_disk: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EdgeTuning:
+        """The `edge_*` fields of `retrieval.settings.Settings`."""
+        return cls(
+            optimizer=settings.edge_optimizer,
+            optimize_after_points=settings.edge_optimize_after_points,
+            optimize_interval_s=settings.edge_optimize_interval_s,
+            optimize_threads=settings.edge_optimize_threads,
+            optimize_nice=settings.edge_optimize_nice,
+            segments=settings.edge_segments,
+            hnsw_m=settings.edge_hnsw_m,
+            hnsw_ef_construct=settings.edge_hnsw_ef_construct,
+            search_ef=settings.edge_search_ef,
+            quantization=settings.edge_quantization,
+            oversampling=settings.edge_quantization_oversampling,
+            on_disk=settings.edge_on_disk,
+        )
+
+
+def chunks_config(dense_dim: int, tuning: EdgeTuning | None) -> qe.EdgeConfig:
+    """Schema of the chunks shard; with tuning also its HNSW, quantization and placement.
+
+    Loading an existing shard with this config rewrites its `edge_config.json`; segments
+    built under the old config are rebuilt by the next optimisation (in the child).
+    """
+    sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+    if tuning is None:
+        dense = qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)
+        return qe.EdgeConfig(vectors={DENSE: dense}, sparse_vectors=sparse)
+    cold = qe.Memory.Cold if tuning.on_disk else None
+    dense = qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine, memory=cold)
+    quantization = (
+        qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+        if tuning.quantization == "int8"
+        else None
+    )
+    return qe.EdgeConfig(
+        vectors={DENSE: dense},
+        sparse_vectors=sparse,
+        hnsw_config=qe.HnswIndexConfig(
+            m=tuning.hnsw_m,
+            ef_construct=tuning.hnsw_ef_construct,
+            full_scan_threshold=10_000,  # KB, Qdrant's default: small filtered sets scan exactly
+            max_indexing_threads=tuning.optimize_threads,
+        ),
+        quantization_config=quantization,
+        payload_memory=cold,
+        # Segments the merge optimiser aims for. Edge's automatic target on 2 cores merged
+        # every new batch back into the big segment (7 s per 10k new points at 100k, an
+        # HNSW rebuild); with room for a few, a batch is indexed on its own (0.8 s).
+        optimizers=qe.EdgeOptimizersConfig(default_segment_number=tuning.segments),
+    )
+
+
+def search_params(tuning: EdgeTuning | None) -> qe.SearchParams | None:
+    """Dense search: HNSW beam width, and int8 candidates rescored with the originals."""
+    if tuning is None:
+        return None
+    quantization = (
+        qe.QuantizationSearchParams(rescore=True, oversampling=tuning.oversampling)
+        if tuning.quantization == "int8"
+        else qe.QuantizationSearchParams(ignore=True)  # a shard quantized earlier keeps it
+    )
+    return qe.SearchParams(hnsw_ef=tuning.search_ef, quantization=quantization)
+
+
+# --- the op log: chunk writes as plain records, replayable into another shard ------------
+
+Record = tuple[Any, ...]
+_FRAME = struct.Struct("<I")
+
+
+def _record_ops(rec: Record) -> list[qe.UpdateOperation]:
+    """The Edge update(s) a write record stands for; the live shard and replays use this."""
+    kind = rec[0]
+    if kind == "upsert":
+        return [
+            qe.UpdateOperation.upsert_points(
+                [
+                    qe.Point(
+                        pid,
+                        {
+                            DENSE: dense.tolist() if isinstance(dense, array) else dense,
+                            SPARSE: qe.SparseVector(indices=idx, values=vals),
+                        },
+                        payload,
+                    )
+                    for pid, dense, idx, vals, payload in rec[1]
+                ]
+            )
+        ]
+    if kind == "set_payload":
+        return [qe.UpdateOperation.set_payload(rec[1], rec[2])]
+    if kind == "set_payload_where":
+        return [qe.UpdateOperation.set_payload_by_filter(to_edge_filter(rec[1]), rec[2])]
+    if kind == "chunk_indexes":  # in-process calls: no round trip to save
+        return [
+            qe.UpdateOperation.set_payload([pid], {"chunk_index": n}) for pid, n in rec[1].items()
+        ]
+    if kind == "delete":
+        return [qe.UpdateOperation.delete_points(rec[1])]
+    if kind == "delete_where":
+        return [qe.UpdateOperation.delete_points_by_filter(to_edge_filter(rec[1]))]
+    if kind == "field_index":
+        name, schema, on_disk = rec[1], rec[2], rec[3]
+        if on_disk and schema == "Keyword":
+            params: Any = qe.KeywordIndexParams(memory=qe.Memory.Cold)
+        elif on_disk and schema == "Integer":
+            params = qe.IntegerIndexParams(lookup=True, range=True, memory=qe.Memory.Cold)
+        else:
+            params = getattr(qe.PayloadSchemaType, schema)
+        return [qe.UpdateOperation.create_field_index(name, params)]
+    raise ValueError(f"unknown write record {kind!r}")
+
+
+def _record_points(rec: Record) -> int:
+    """Points a record touches (filter writes count as one): what triggers an optimisation."""
+    return len(rec[1]) if rec[0] in ("upsert", "set_payload", "chunk_indexes", "delete") else 1
+
+
+def _apply(shard: qe.EdgeShard, rec: Record) -> None:
+    for op in _record_ops(rec):
+        shard.update(op)
+
+
+def _packed(rec: Record) -> Record:
+    """Dense vectors as float32 arrays: a quarter of a pickled list, and what Edge stores."""
+    if rec[0] != "upsert":
+        return rec
+    return ("upsert", [(p, array("f", d), i, v, pl) for p, d, i, v, pl in rec[1]])
+
+
+def _read_log(path: Path, offset: int) -> Iterator[tuple[Record, int]]:
+    """Complete records from `offset` on, each with the offset after it; stops at a torn tail."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while True:
+            head = fh.read(_FRAME.size)
+            if len(head) < _FRAME.size:
+                return
+            (size,) = _FRAME.unpack(head)
+            body = fh.read(size)
+            if len(body) < size:
+                return
+            offset += _FRAME.size + size
+            yield pickle.loads(body), offset
+
+
+def _replay(
+    shard: qe.EdgeShard, path: Path, offset: int, limit: int | None = None
+) -> tuple[int, int]:
+    """Applies the log from `offset` (stopping once `limit` points are applied, if given);
+    returns (new offset, points touched)."""
+    points = 0
+    end = offset
+    for rec, end in _read_log(path, offset):  # noqa: B007 (the last offset is the result)
+        _apply(shard, rec)
+        points += _record_points(rec)
+        if limit is not None and points >= limit:
+            break
+    return end, points
+
+
+# --- the chunks shard: live dir, spare dir, op log ---------------------------------------
+
+
+class _Live:
+    """The serving shard and how many calls are inside it (it is closed only at zero)."""
+
+    __slots__ = ("shard", "path", "users")
+
+    def __init__(self, shard: qe.EdgeShard, path: Path) -> None:
+        self.shard = shard
+        self.path = path
+        self.users = 0
+
+
+class ChunkStore:
+    """The chunks shard that serves, the spare copy the optimiser rebuilds, and the op log.
+
+    Without `log_writes` this is just the shard. With it, every write is also appended to
+    an op log, so the spare (the same data as the live shard at the start of the log) can
+    be brought up to date in another process and swapped in.
+    """
+
+    def __init__(self, root: Path, collection: str, config: qe.EdgeConfig, log_writes: bool):
+        self.root = root
+        self.collection = collection
+        self.config = config
+        self.log_writes = log_writes
+        self._state_path = root / f"{collection}.edge-state.json"
+        self._cond = threading.Condition()  # guards _live and the users counts
+        self._write_lock = threading.Lock()  # one write (apply + log) at a time; swaps wait
+        self._log_fh: Any = None
+        self.log_path: Path | None = None
+        self.pending = 0  # points written since the live shard was last optimised
+        self.dirty = 0  # points written since the live shard was last flushed
+        self.spare_valid = False
+        self.on_write: Callable[[], None] | None = None
+        state = self._read_state()
+        live_path = root / state.get("live", collection)
+        if not (live_path / "edge_config.json").exists() and live_path.name != collection:
+            live_path = root / collection  # a state file without its shard: start over
+        self._live = _Live(_open_shard(live_path, config), live_path)
+        if not log_writes:
+            if state:
+                self._write_state(spare_valid=False)  # unlogged writes: the spare is stale
+            return
+        log_path = root / state["log"] if state.get("log") else None
+        resumable = (
+            state.get("spare_valid")
+            and log_path is not None
+            and log_path.exists()
+            and (self.spare_path / "edge_config.json").exists()
+        )
+        if resumable:  # closed cleanly: spare + log still equal the live shard
+            self.log_path, self.spare_valid = log_path, True
+            self._log_fh = open(log_path, "ab")  # noqa: SIM115 (lives as long as the store)
+            self.pending = 1 if log_path.stat().st_size else 0
+            self._write_state(spare_valid=False)  # a crash from here on loses log records
+        self._drop_stale_logs()
+
+    # --- paths and state --------------------------------------------------------------
+
+    @property
+    def live_path(self) -> Path:
+        return self._live.path
+
+    @property
+    def spare_path(self) -> Path:
+        a, b = self.root / self.collection, self.root / f"{self.collection}.b"
+        return b if self._live.path == a else a
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, spare_valid: bool) -> None:
+        """Atomically: which dir is live, the current log, and whether the spare matches it."""
+        state = {
+            "live": self._live.path.name,
+            "log": self.log_path.name if self.log_path else None,
+            "spare_valid": spare_valid,
+        }
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self._state_path)
+
+    def _drop_stale_logs(self) -> None:
+        for p in self.root.glob(f"{self.collection}.oplog.*"):
+            if p != self.log_path:
+                p.unlink(missing_ok=True)
+
+    def _new_log(self) -> None:
+        """Starts an empty op log (the spare equals the live shard at this point)."""
+        if self._log_fh is not None:
+            self._log_fh.close()
+        self.log_path = self.root / f"{self.collection}.oplog.{time.time_ns()}"
+        self._log_fh = open(self.log_path, "ab")  # noqa: SIM115 (lives as long as the store)
+        self._drop_stale_logs()
+
+    # --- access -----------------------------------------------------------------------
+
+    @contextmanager
+    def use(self) -> Iterator[qe.EdgeShard]:
+        """The live shard for one call; a swap closes the old one only after such calls end."""
+        with self._cond:
+            live = self._live
+            live.users += 1
+        try:
+            yield live.shard
+        finally:
+            with self._cond:
+                live.users -= 1
+                if live.users == 0:
+                    self._cond.notify_all()
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        """The live shard (no use count: for callers that own the lifecycle, e.g. a bench)."""
+        return self._live.shard
+
+    def write(self, rec: Record) -> None:
+        with self._write_lock:
+            with self.use() as shard:
+                _apply(shard, rec)
+            if self._log_fh is not None:
+                body = pickle.dumps(_packed(rec), protocol=pickle.HIGHEST_PROTOCOL)
+                self._log_fh.write(_FRAME.pack(len(body)) + body)
+                self._log_fh.flush()  # to the OS, where the child reads it
+            n = _record_points(rec)
+            self.pending += n
+            self.dirty += n
+        if self.on_write is not None:
+            self.on_write()
+
+    # --- the optimiser's side ---------------------------------------------------------
+
+    def flush(self) -> None:
+        """Persists the live shard. Edge never flushes by itself and a flush holds the GIL
+        for as long as the unflushed data takes to write (0.25 s for 30k points here), so
+        the optimiser flushes every few seconds and a swap's close has little left to do."""
+        if self.dirty:
+            self.dirty = 0
+            with self.use() as shard:
+                shard.flush()
+
+    def make_spare(self) -> float:
+        """Copies the live shard to the spare with writes held; returns the seconds taken.
+
+        Needed once per fresh start (and after a crash or a failed cycle): afterwards the
+        two dirs swap roles and nothing is copied again. Queries keep running meanwhile.
+        """
+        t0 = time.monotonic()
+        with self._write_lock:
+            with self.use() as shard:
+                shard.flush()
+            shutil.rmtree(self.spare_path, ignore_errors=True)
+            shutil.copytree(self.live_path, self.spare_path)
+            self._new_log()
+            self.spare_valid = True
+            self._write_state(spare_valid=False)
+        return time.monotonic() - t0
+
+    def swap(self, offset: int) -> dict[str, float]:
+        """Makes the (optimised, warm) spare live; the old live dir becomes the spare.
+
+        `offset` is how far into the log the spare already is. Returns the pauses: `load_s`
+        (the load holds the GIL, so everything waits), `tail_s` (writes wait while the last
+        records are replayed) and `close_s` (closing the old shard, GIL again), and
+        `catch_up_s` (replaying what came meanwhile; nothing waits long for it).
+        """
+        assert self.log_path is not None
+        t0 = time.monotonic()
+        new_path = self.spare_path
+        new = qe.EdgeShard.load(str(new_path), self.config)
+        t1 = time.monotonic()
+        swapped = False
+        try:
+            # Catch up without holding writes (they keep going to the old shard and the
+            # log, in order); then only the last few records are replayed with writes held.
+            for _ in range(5):
+                offset, n = _replay(new, self.log_path, offset)
+                if n < 500:
+                    break
+            t2 = time.monotonic()
+            with self._write_lock:
+                offset, tail = _replay(new, self.log_path, offset)
+                with self._cond:
+                    old = self._live
+                    self._live = _Live(new, new_path)
+                swapped = True
+                self._new_log()
+                self.pending = self.dirty = tail
+                self.spare_valid = True  # the old live dir: equal to the new one right now
+                self._write_state(spare_valid=False)
+        except BaseException:
+            if not swapped:
+                new.close()
+            raise
+        t3 = time.monotonic()
+        with self._cond:
+            self._cond.wait_for(lambda: old.users == 0, timeout=60)
+        old.shard.close()
+        _malloc_trim()
+        t4 = time.monotonic()
+        return {
+            "load_s": t1 - t0,
+            "catch_up_s": t2 - t1,
+            "tail_s": t3 - t2,
+            "close_s": t4 - t3,
+            "tail_points": tail,
+        }
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._live.shard.flush()
+            self._live.shard.close()
+            if self._log_fh is not None:
+                self._log_fh.flush()
+                os.fsync(self._log_fh.fileno())
+                self._log_fh.close()
+                self._log_fh = None
+                self._write_state(spare_valid=self.spare_valid)
+
+
+def _opened_store(store: ChunkStore | None) -> ChunkStore:
+    if store is None:
+        raise RuntimeError("index not initialised: call ensure_schema(dim) first")
+    return store
+
+
+# --- the optimiser: a background thread that runs one child process per cycle -----------
+
+_CHILD = "from retrieval.edge import _child_main; _child_main()"
+_FLUSH_EVERY_S = 2.0
+_REPLAY_STEP = 250_000  # points; Edge's default max segment on 2 cores is ~400 MB of vectors
+_REINDEX_POINTS = 5_000  # fewer new points than this stay in the appendable segment
+
+
+class OptimizerStopped(Exception):
+    """The index was closed while a cycle ran; the spare is rebuilt on the next start."""
+
+
+class EdgeOptimizer:
+    """Keeps the chunks shard optimised without holding this process's GIL for long.
+
+    A cycle starts after `optimize_after_points` written points, or `optimize_interval_s`
+    after the last cycle when anything was written; never two at once. The child loads
+    the spare, replays the op log, runs `optimize()` (HNSW on sealed segments, merges,
+    vacuum of deleted points), replays what arrived meanwhile, closes the spare and warms
+    its files; then `ChunkStore.swap` makes it live here.
+    """
+
+    def __init__(self, store: ChunkStore, tuning: EdgeTuning, dense_dim: int) -> None:
+        self.store = store
+        self.tuning = tuning
+        self.dense_dim = dense_dim
+        self.cycles = 0
+        self.last: dict[str, Any] = {}
+        self.last_error: str | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._requested = 0
+        self._finished = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._retry_after = 0.0
+        store.on_write = self._poke
+        self._thread = threading.Thread(target=self._run, name="edge-optimizer", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def _poke(self) -> None:
+        if self.store.pending >= self.tuning.optimize_after_points:
+            with self._cond:
+                self._cond.notify_all()
+
+    def request(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Runs a cycle now (after the one in progress, if any); with `wait`, returns its stats."""
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            self._cond.notify_all()
+            if wait:
+                self._cond.wait_for(
+                    lambda: self._finished >= ticket or self._stopping, timeout=timeout
+                )
+            return dict(self.last)
+
+    def _due(self, last_end: float) -> tuple[bool, float]:
+        now = time.monotonic()
+        if self._requested > self._finished:
+            return True, 0.0
+        if now < self._retry_after:
+            return False, self._retry_after - now
+        pending = self.store.pending
+        if pending >= self.tuning.optimize_after_points:
+            return True, 0.0
+        wait = last_end + self.tuning.optimize_interval_s - now
+        return (pending > 0 and wait <= 0), min(max(wait, 0.1), _FLUSH_EVERY_S)
+
+    def _run(self) -> None:
+        last_end = time.monotonic()
+        while True:
+            with self._cond:
+                due, wait = self._due(last_end)
+                if not due and not self._stopping:
+                    self._cond.wait(timeout=wait)
+                    due, _ = self._due(last_end)
+                if self._stopping:
+                    return
+                ticket = self._requested
+            self._flush()
+            if not due:
+                continue
+            try:
+                self.last = self._cycle()
+                self.cycles += 1
+                self.last_error = None
+            except OptimizerStopped:
+                return
+            except Exception as exc:  # keep serving from the live shard; retry later
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._retry_after = time.monotonic() + self.tuning.optimize_interval_s
+                log.exception("edge optimiser cycle failed; the live shard keeps serving")
+            finally:
+                last_end = time.monotonic()
+                with self._cond:
+                    self._finished = max(self._finished, ticket)
+                    self._cond.notify_all()
+
+    def _cycle(self) -> dict[str, Any]:
+        store = self.store
+        t0 = time.monotonic()
+        copy_s = 0.0
+        if not store.spare_valid:
+            copy_s = store.make_spare()
+        store.spare_valid = False  # the child is about to change it
+        command = {
+            "dir": str(store.spare_path),
+            "log": str(store.log_path),
+            "dim": self.dense_dim,
+            "tuning": asdict(self.tuning),
+        }
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        with self._cond:
+            if self._stopping:
+                raise OptimizerStopped
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+        try:
+            message: bytes | None = json.dumps(command).encode()
+            while True:  # the live shard keeps taking writes: keep flushing it meanwhile
+                try:
+                    out, _ = self._proc.communicate(message, timeout=_FLUSH_EVERY_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    message = None
+                    self._flush()
+            code = self._proc.returncode
+        finally:
+            with self._cond:
+                self._proc = None
+        if self._stopping:
+            raise OptimizerStopped
+        lines = out.decode(errors="replace").strip().splitlines()
+        reply = json.loads(lines[-1]) if lines else {}
+        if code != 0 or not reply.get("ok"):
+            raise RuntimeError(f"optimiser child exited {code}: {reply.get('error', out[-500:])}")
+        t1 = time.monotonic()
+        pauses = store.swap(reply["offset"])
+        return {
+            "copy_s": copy_s,
+            "child_s": t1 - t0 - copy_s,
+            "total_s": time.monotonic() - t0,
+            **{
+                k: reply[k]
+                for k in (
+                    "optimize_s",
+                    "warm_s",
+                    "replayed_points",
+                    "child_peak_rss_mb",
+                    "child_rss_anon_mb",
+                )
+            },
+            **pauses,
+        }
+
+    def _flush(self) -> None:
+        try:
+            self.store.flush()
+        except Exception:
+            log.exception("edge: flushing the chunks shard failed")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops the thread; a running child is killed (its spare is then rebuilt on start)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            proc = self._proc
+        if proc is not None:
+            proc.kill()
+        self._thread.join(timeout)
+
+
+def _malloc_trim() -> None:
+    """glibc keeps the old shard's freed heap; hand it back so RSS reflects the new shard."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except Exception:  # not glibc
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL if the process that started it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the parent kills the child on close
+        pass
+
+
+def _warm(path: Path) -> float:
+    """Reads the shard's files so the parent's load finds them in the page cache.
+
+    Closing a shard drops its pages from the cache; loading it cold read from disk
+    took 2 s for 200k points here, warm 0.1 s, and the load holds the parent's GIL.
+    """
+    t0 = time.monotonic()
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                with open(os.path.join(dirpath, name), "rb") as fh:
+                    while fh.read(1 << 22):
+                        pass
+            except OSError:
+                pass
+    return time.monotonic() - t0
+
+
+def _rss_mb(field: str) -> float:
+    """A memory figure of this process from /proc (VmHWM: peak RSS; RssAnon: heap), in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _child_main() -> None:
+    """One optimisation cycle on the spare shard (run as a separate, niced process)."""
+    _die_with_parent()
+    try:
+        cmd = json.loads(sys.stdin.readline())
+        tuning = EdgeTuning(**cmd["tuning"])
+        os.nice(tuning.optimize_nice)
+        spare, log_path = Path(cmd["dir"]), Path(cmd["log"])
+        shard = qe.EdgeShard.load(str(spare), chunks_config(cmd["dim"], tuning))
+        # A big backlog goes in steps, each sealed and indexed before the next: the child
+        # never holds more than one step unindexed in RAM, and steps of about a segment's
+        # size need no re-merging later.
+        offset, replayed = _replay(shard, log_path, 0, limit=_REPLAY_STEP)
+        optimize_s = 0.0
+        rounds = 0
+        while True:
+            t0 = time.monotonic()
+            shard.optimize()
+            optimize_s += time.monotonic() - t0
+            rounds += 1
+            _malloc_trim()  # the step's build buffers: free them before the next step
+            # What arrived meanwhile: replayed here, so the swap has only a short tail left;
+            # indexed too when it is a lot (a backlog step, or writes during a long build).
+            offset, n = _replay(shard, log_path, offset, limit=_REPLAY_STEP)
+            replayed += n
+            if n < _REINDEX_POINTS or (n < _REPLAY_STEP and rounds >= 8):
+                break
+        rss, anon = _rss_mb("VmHWM"), _rss_mb("RssAnon")
+        shard.flush()
+        shard.close()
+        reply = {
+            "ok": True,
+            "offset": offset,
+            "replayed_points": replayed,
+            "optimize_s": optimize_s,
+            "warm_s": _warm(spare),
+            "child_peak_rss_mb": rss,  # includes mapped file pages
+            "child_rss_anon_mb": anon,
+        }
+    except Exception as exc:
+        reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write("\n" + json.dumps(reply) + "\n")
+    sys.stdout.flush()
+
+
+# --- the index ---------------------------------------------------------------------------
+
+
 class EdgeIndex:
     backend = "edge"
 
-    def __init__(self, root: Path, collection: str, registry: str) -> None:
+    def __init__(
+        self, root: Path, collection: str, registry: str, tuning: EdgeTuning | None = None
+    ) -> None:
+        """`tuning=None` keeps the shard as Edge makes it (no HNSW built, nothing optimised)."""
         self.root = Path(root)
-        self._chunks_path = self.root / collection
+        self.tuning = tuning
+        self._collection = collection
         self._registry_path = self.root / registry
         self._answers_path = self.root / f"{collection}_answers"
-        self._chunks: qe.EdgeShard | None = None
+        self._chunks: ChunkStore | None = None
         self._registry: qe.EdgeShard | None = None
         self._answers: qe.EdgeShard | None = None
         self._metadata_indexed: set[str] | None = None
+        self._search_params = search_params(tuning)
+        self.optimizer: EdgeOptimizer | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def ensure_schema(self, dense_dim: int) -> None:
         if self._chunks is not None:
             return
-        dense = {DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
-        config = qe.EdgeConfig(
-            vectors=dense,
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        optimise = self.tuning is not None and self.tuning.optimizer == "process"
+        self.root.mkdir(parents=True, exist_ok=True)
+        store = ChunkStore(
+            self.root, self._collection, chunks_config(dense_dim, self.tuning), optimise
         )
-        self._chunks = self._open(self._chunks_path, config)
+        self._chunks = store
+        dense = {DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
         # The registry needs no vectors; Edge wants at least one declared, so: an unused one.
         reg_config = qe.EdgeConfig(sparse_vectors={"unused": qe.EdgeSparseVectorParams()})
-        self._registry = self._open(self._registry_path, reg_config)
-        self._answers = self._open(self._answers_path, qe.EdgeConfig(vectors=dense))
+        self._registry = _open_shard(self._registry_path, reg_config)
+        self._answers = _open_shard(self._answers_path, qe.EdgeConfig(vectors=dense))
         # Float indexes: expires_at for the purge filter, created_at for order_by in the trim.
         _ensure_payload_indexes(
             self._answers,
@@ -122,40 +863,62 @@ class EdgeIndex:
                 "created_at": qe.PayloadSchemaType.Float,
             },
         )
-        _ensure_payload_indexes(
-            self._chunks,
-            {name: qe.PayloadSchemaType.Keyword for name in KEYWORD_INDEXES}
-            | {name: qe.PayloadSchemaType.Integer for name in INTEGER_INDEXES},
-        )
-
-    @staticmethod
-    def _open(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
-        if (path / "edge_config.json").exists():
-            return qe.EdgeShard.load(str(path), config)
-        path.mkdir(parents=True, exist_ok=True)
-        return qe.EdgeShard.create(str(path), config)
+        wanted = {name: "Keyword" for name in KEYWORD_INDEXES} | {
+            name: "Integer" for name in INTEGER_INDEXES
+        }
+        with store.use() as shard:
+            missing = [n for n in wanted if n not in shard.info().payload_schema]
+        on_disk = self.tuning is not None and self.tuning.on_disk
+        for name in missing:
+            # One value per point or document: Edge builds these maps in RAM on every load
+            # (0.1 of the 0.16 s a warm 100k-point load took); on disk they are just mapped.
+            cold = on_disk and name in _ON_DISK_INDEXES
+            store.write(("field_index", name, wanted[name], cold))
+        if optimise:
+            assert self.tuning is not None
+            if not store.spare_valid:
+                store.make_spare()  # at startup, before traffic: a one-off copy
+            self.optimizer = EdgeOptimizer(store, self.tuning, dense_dim)
 
     @property
     def chunks(self) -> qe.EdgeShard:
-        return _opened(self._chunks)
+        """The live chunks shard (benchmarks and diagnostics; adapter code uses `_use`)."""
+        return _opened_store(self._chunks).shard
+
+    def _use(self) -> Any:
+        return _opened_store(self._chunks).use()
+
+    def _write(self, rec: Record) -> None:
+        _opened_store(self._chunks).write(rec)
 
     @property
     def registry(self) -> qe.EdgeShard:
         return _opened(self._registry)
 
+    def optimize(self, wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Runs an optimiser cycle now; returns its timings (`{}` without the optimiser)."""
+        return self.optimizer.request(wait, timeout) if self.optimizer else {}
+
     def ping(self) -> bool:
         try:
-            self.chunks.info()
+            with self._use() as shard:
+                shard.info()
             return True
         except Exception:
             return False
 
     def close(self) -> None:
-        for shard in (self._chunks, self._registry, self._answers):
+        if self.optimizer is not None:
+            self.optimizer.close()
+            self.optimizer = None
+        if self._chunks is not None:
+            self._chunks.close()
+        for shard in (self._registry, self._answers):
             if shard is not None:
                 shard.flush()
                 shard.close()
-        self._chunks = self._registry = self._answers = None
+        self._chunks = None
+        self._registry = self._answers = None
 
     # --- chunks ------------------------------------------------------------------------
 
@@ -168,15 +931,16 @@ class EdgeIndex:
         records: list[qe.Record] = []
         offset = None
         while True:
-            page, offset = self.chunks.scroll(
-                qe.ScrollRequest(
-                    offset=offset,
-                    limit=_PAGE,
-                    filter=to_edge_filter(conditions),
-                    with_payload=list(fields),
-                    with_vector=[DENSE] if with_vector else False,
+            with self._use() as shard:
+                page, offset = shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset,
+                        limit=_PAGE,
+                        filter=to_edge_filter(conditions),
+                        with_payload=list(fields),
+                        with_vector=[DENSE] if with_vector else False,
+                    )
                 )
-            )
             records.extend(page)
             if offset is None:
                 return records
@@ -219,46 +983,47 @@ class EdgeIndex:
         if not points:
             return
         self._index_metadata(points)
-        self.chunks.update(
-            qe.UpdateOperation.upsert_points(
-                [
-                    qe.Point(p.id, {DENSE: p.dense, SPARSE: _sparse(p.sparse)}, p.payload)
-                    for p in points
-                ]
+        self._write(
+            (
+                "upsert",
+                [(p.id, p.dense, p.sparse.indices, p.sparse.values, p.payload) for p in points],
             )
         )
 
     def _index_metadata(self, points: list[ChunkPoint]) -> None:
         """A payload index for each metadata key in use, so filters on it never scan."""
         if self._metadata_indexed is None:  # read once; this process is the shard's writer
-            schema = self.chunks.info().payload_schema
+            with self._use() as shard:
+                schema = shard.info().payload_schema
             self._metadata_indexed = {k for k in schema if k.startswith("metadata.")}
         for name, kind in metadata_indexes(points, self._metadata_indexed).items():
-            self.chunks.update(qe.UpdateOperation.create_field_index(name, _EDGE_KINDS[kind]))
+            # Logged like any write, so the optimiser's spare gets the same index.
+            self._write(("field_index", name, _EDGE_KINDS[kind], False))
             self._metadata_indexed.add(name)
 
     def set_payload(self, point_ids: list[str], payload: dict[str, Any]) -> None:
         if point_ids:
-            self.chunks.update(qe.UpdateOperation.set_payload(point_ids, payload))
+            self._write(("set_payload", list(point_ids), payload))
 
     def set_document_payload(self, tenant: str, doc_id: str, payload: dict[str, Any]) -> None:
-        flt = to_edge_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
-        self.chunks.update(qe.UpdateOperation.set_payload_by_filter(flt, payload))
+        self._write(
+            ("set_payload_where", [Match("tenant", tenant), Match("doc_id", doc_id)], payload)
+        )
 
     def set_chunk_indexes(self, indexes: dict[str, int]) -> None:
-        for pid, n in indexes.items():  # in-process calls: no round trip to save
-            self.chunks.update(qe.UpdateOperation.set_payload([pid], {"chunk_index": n}))
+        if indexes:
+            self._write(("chunk_indexes", dict(indexes)))
 
     def delete_chunks(self, point_ids: list[str]) -> None:
         if point_ids:
-            self.chunks.update(qe.UpdateOperation.delete_points(point_ids))
+            self._write(("delete", list(point_ids)))
 
     def delete_document_chunks(self, tenant: str, doc_id: str) -> None:
-        flt = to_edge_filter([Match("tenant", tenant), Match("doc_id", doc_id)])
-        self.chunks.update(qe.UpdateOperation.delete_points_by_filter(flt))
+        self._write(("delete_where", [Match("tenant", tenant), Match("doc_id", doc_id)]))
 
     def count_chunks(self, conditions: list[Condition]) -> int:
-        return self.chunks.count(qe.CountRequest(filter=to_edge_filter(conditions), exact=True))
+        with self._use() as shard:
+            return shard.count(qe.CountRequest(filter=to_edge_filter(conditions), exact=True))
 
     # --- answer cache ------------------------------------------------------------------
 
@@ -364,12 +1129,14 @@ class EdgeIndex:
         fusion: Fusion = Fusion(),
     ) -> list[SearchHit]:
         flt = to_edge_filter(conditions)
+        params = self._search_params
         if mode == "dense":
             req = qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(dense, using=DENSE),
                 filter=flt,
                 with_payload=True,
+                params=params,
             )
         elif mode == "sparse":
             req = qe.QueryRequest(
@@ -383,7 +1150,12 @@ class EdgeIndex:
             req = qe.QueryRequest(
                 limit=limit,
                 prefetches=[
-                    qe.Prefetch(limit=n, query=qe.Query.Nearest(dense, using=DENSE), filter=flt),
+                    qe.Prefetch(
+                        limit=n,
+                        query=qe.Query.Nearest(dense, using=DENSE),
+                        filter=flt,
+                        params=params,
+                    ),
                     qe.Prefetch(
                         limit=n, query=qe.Query.Nearest(_sparse(sparse), using=SPARSE), filter=flt
                     ),
@@ -394,6 +1166,6 @@ class EdgeIndex:
                 filter=flt,
                 with_payload=True,
             )
-        return [
-            SearchHit(str(p.id), float(p.score), p.payload or {}) for p in self.chunks.query(req)
-        ]
+        with self._use() as shard:
+            found = shard.query(req)
+        return [SearchHit(str(p.id), float(p.score), p.payload or {}) for p in found]

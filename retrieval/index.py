@@ -295,6 +295,11 @@ def open_index(settings: Any) -> Index:
             collection=settings.collection,
             registry=settings.registry_collection,
         )
-    from retrieval.edge import EdgeIndex
+    from retrieval.edge import EdgeIndex, EdgeTuning
 
-    return EdgeIndex(settings.data_dir / "edge", settings.collection, settings.registry_collection)
+    return EdgeIndex(
+        settings.data_dir / "edge",
+        settings.collection,
+        settings.registry_collection,
+        tuning=EdgeTuning.from_settings(settings),
+    )

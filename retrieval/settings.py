@@ -265,6 +265,50 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How often expired answers are deleted from the cache."
     )
 
+    # --- embedded index (Qdrant Edge) ---------------------------------------------------
+    edge_optimizer: Literal["process", "off"] = Field(
+        "process",
+        description="process: keep the chunks shard optimised (HNSW, merges, vacuum) from a "
+        "child process on a spare copy, swapped in when done; Edge's optimize() holds the "
+        "GIL, so in this process it would stop every query while it runs. off: never.",
+    )
+    edge_optimize_after_points: int = Field(
+        20_000, ge=1, description="Start an optimisation after this many written points."
+    )
+    edge_optimize_interval_s: float = Field(
+        120.0,
+        gt=0,
+        description="Or this long after the last one, if anything was written since.",
+    )
+    edge_optimize_threads: int = Field(
+        1, ge=0, description="HNSW build threads in the child (0: all cores); 1 leaves a core."
+    )
+    edge_optimize_nice: int = Field(10, ge=0, le=19, description="Niceness of the child.")
+    edge_segments: int = Field(
+        6,
+        ge=0,
+        description="Segments Edge's merge optimiser aims for (0: its automatic choice). A "
+        "few let new points be indexed on their own instead of re-merged into the big segment.",
+    )
+    edge_hnsw_m: int = Field(16, ge=4, description="HNSW edges per node.")
+    edge_hnsw_ef_construct: int = Field(100, ge=4, description="HNSW build beam width.")
+    edge_search_ef: int = Field(
+        512, ge=1, description="HNSW search beam width (dense): recall against latency."
+    )
+    edge_quantization: Literal["none", "int8"] = Field(
+        "int8",
+        description="int8: scalar-quantized dense vectors in RAM, candidates rescored with "
+        "the float originals. none: search the originals.",
+    )
+    edge_quantization_oversampling: float = Field(
+        2.0, ge=1, description="int8: candidates fetched per result before rescoring."
+    )
+    edge_on_disk: bool = Field(
+        True,
+        description="Original dense vectors and payload stay on disk (memory-mapped, read "
+        "through the page cache) instead of in RAM.",
+    )
+
     # --- sample corpus ----------------------------------------------------------------
     sample_django_version: str = Field("5.2.8", description="Django release for the sample.")
     sample_limit: int | None = Field(

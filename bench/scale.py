@@ -1,0 +1,485 @@
+"""The embedded index at scale: Qdrant Edge with 100k–1M chunks, before and after optimising.
+
+In-process, through `EdgeIndex` (the service's schema, payload indexes and search code),
+per size:
+
+- upsert points/s (batches of 256, as the ingest worker writes them);
+- hybrid / dense / sparse p50/p99 with the tenant + ACL filter the API applies (the
+  tenant holds a quarter of the points): first on the shard as loaded (the baseline: what
+  `main` serves, nothing optimised), then after the optimiser's cycle;
+- the cycle: its time, and the longest wait a query thread (hybrid, one due every 50 ms) and
+  a write thread (8 points due every 50 ms) saw while it ran, counted from when each call
+  was due (a stall between calls counts), plus the swap's own pauses;
+- recall@10 of the optimised dense search (HNSW + int8 with rescoring, as served) against
+  exact search (`SearchParams(exact=True)`) on the same shard and queries, and the same
+  without quantization, to separate the two;
+- RSS of this process (VmRSS) after loading and after the cycle; the child's peak RSS.
+
+Vectors with real structure: ~2k real Django doc chunks embedded with MiniLM, each point a
+noisy mix of two of them (cosine ≈ 0.85 to its main chunk), its text and BM25 terms those
+of its main chunk. Queries: the opening words of 200 held-out chunks.
+
+    .venv/bin/python bench/scale.py [--sizes 100000,500000,1000000] [--queries 200]
+
+Writes bench/results/scale.json. Needs about 10 GB of free disk and, at 1M, ~8 GB RAM
+while the unoptimised baseline and the child are both alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
+
+import qdrant_edge as qe  # noqa: E402
+
+from ingest.sample import django_docs, doc_files  # noqa: E402
+from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, to_edge_filter  # noqa: E402
+from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec  # noqa: E402
+from retrieval.index import ChunkPoint, Condition, Match, MatchAny  # noqa: E402
+from retrieval.settings import Settings  # noqa: E402
+
+TENANTS = 4
+FILTER: list[Condition] = [Match("tenant", "t0"), MatchAny("acl", ("public",))]
+MODES = ("hybrid", "dense", "sparse")
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p)) if values else 0.0
+
+
+def du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+# --- material ----------------------------------------------------------------------------
+
+
+def chunk_texts(limit: int) -> list[str]:
+    """Django doc paragraphs packed into ~1,000-character chunks (what the chunker makes)."""
+    docs = django_docs(Settings().sample_django_version, ROOT / "data" / "samples")
+    out: list[str] = []
+    for path in doc_files(docs):
+        buf = ""
+        for para in re.split(r"\n\s*\n", path.read_text(errors="replace")):
+            para = para.strip()
+            if not para or set(para) <= set("=-~*^#"):
+                continue
+            buf = f"{buf}\n\n{para}" if buf else para
+            if len(buf) >= 800:
+                out.append(buf[:1500])
+                buf = ""
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def embed(texts: list[str], query_texts: list[str], cache: Path) -> None:
+    """MiniLM vectors of the chunks and queries into `cache` (run in a child process, so
+    torch and the model never count in the RSS this benchmark reports)."""
+    dense = DenseEncoder("all-MiniLM-L6-v2", batch_size=64)
+    np.savez(
+        cache,
+        vectors=np.asarray(dense.encode(texts), dtype=np.float32),
+        queries=np.asarray(dense.encode(query_texts), dtype=np.float32),
+    )
+
+
+class Material:
+    """Base chunk texts, their MiniLM vectors and BM25 terms, and the queries."""
+
+    def __init__(self, base: int, queries: int) -> None:
+        texts = chunk_texts(base + queries)
+        if len(texts) < base + queries:
+            raise SystemExit(f"only {len(texts)} chunks in the Django docs")
+        self.texts, held_out = texts[:base], texts[base:]
+        query_texts = [" ".join(t.split()[:12]) for t in held_out]
+        digest = hashlib.sha256("\x00".join(texts + query_texts).encode()).hexdigest()[:16]
+        cache = ROOT / "data" / "samples" / f"scale-minilm-{digest}.npz"
+        t0 = time.monotonic()
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            code = (
+                "import sys, pathlib; sys.path.insert(0, sys.argv[1]); import json; "
+                "from bench.scale import embed; a = json.load(open(sys.argv[2])); "
+                "embed(a['texts'], a['queries'], pathlib.Path(sys.argv[3]))"
+            )
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+                json.dump({"texts": self.texts, "queries": query_texts}, fh)
+                fh.flush()
+                subprocess.run(
+                    [sys.executable, "-c", code, str(ROOT), fh.name, str(tmp)], check=True
+                )
+            os.replace(tmp, cache)
+        saved = np.load(cache)
+        self.vectors = saved["vectors"]
+        self.query_vectors = [list(map(float, v)) for v in saved["queries"]]
+        self.dim = int(self.vectors.shape[1])
+        sparse = SparseEncoder()
+        self.sparse = sparse.encode_documents(self.texts)
+        self.query_sparse = [sparse.encode_query(q) for q in query_texts]
+        self.embed_s = time.monotonic() - t0
+
+    def points(self, start: int, n: int, rng: np.random.Generator) -> list[ChunkPoint]:
+        """Points start..start+n: a mix of two base chunks plus noise, normalised."""
+        ids = np.arange(start, start + n)
+        main = ids % len(self.texts)
+        other = (ids * 7919 + 13) % len(self.texts)
+        v = self.vectors[main] + 0.3 * self.vectors[other]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        v += rng.normal(0, 0.032, v.shape).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        out = []
+        for row, i, b in zip(v.tolist(), ids.tolist(), main.tolist(), strict=True):
+            sp = self.sparse[b]
+            out.append(
+                ChunkPoint(
+                    str(uuid.UUID(int=i + 1)),
+                    row,
+                    SparseVec(sp.indices, sp.values),
+                    {
+                        "tenant": f"t{i % TENANTS}",
+                        "acl": ["sales"] if i % 5 == 0 else ["public"],
+                        "doc_id": f"doc-{i // 12}",
+                        "version": 1 + i % 3,
+                        "chunk_index": i % 12,
+                        "hash": f"h{i:08d}",
+                        "title": f"Django doc {b}",
+                        "text": self.texts[b],
+                        "indexed_at": "2026-01-01T00:00:00Z",
+                    },
+                )
+            )
+        return out
+
+
+# --- measurements ------------------------------------------------------------------------
+
+
+def latencies(index: EdgeIndex, m: Material) -> dict[str, dict[str, float]]:
+    out = {}
+    for mode in MODES:
+        times = []
+        for qv, qs in zip(m.query_vectors, m.query_sparse, strict=True):
+            t0 = time.perf_counter()
+            index.search(mode, qv, qs, FILTER, 10)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[mode] = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
+    return out
+
+
+def dense_ids(index: EdgeIndex, m: Material, params: qe.SearchParams | None) -> list[set[str]]:
+    out = []
+    for qv in m.query_vectors:
+        req = qe.QueryRequest(
+            limit=10,
+            query=qe.Query.Nearest(qv, using=DENSE),
+            filter=to_edge_filter(FILTER),
+            params=params,
+        )
+        out.append({str(p.id) for p in index.chunks.query(req)})
+    return out
+
+
+def recall(got: list[set[str]], exact: list[set[str]]) -> float:
+    return float(np.mean([len(g & e) / max(1, len(e)) for g, e in zip(got, exact, strict=True)]))
+
+
+class Probes:
+    """A query thread and a write thread running beside the optimiser: every call timed."""
+
+    def __init__(self, index: EdgeIndex, m: Material, first_id: int, rng: np.random.Generator):
+        self.index, self.m, self.next_id, self.rng = index, m, first_id, rng
+        self.query_ms: list[float] = []
+        self.write_ms: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._q, self._w)]
+
+    def __enter__(self) -> Probes:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def _paced(self, op: Any, out: list[float]) -> None:
+        """Runs `op` every 50 ms and records the time from when it was due to when it
+        returned, so a stall (e.g. the GIL held by a shard load) counts even when it hits
+        the thread between two calls."""
+        due = time.perf_counter()
+        while not self._stop.is_set():
+            due += 0.05
+            delay = due - time.perf_counter()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            try:
+                op()
+            except Exception as exc:  # reported, not fatal
+                self.errors.append(repr(exc))
+            now = time.perf_counter()
+            out.append((now - due) * 1000)
+            due = max(due, now - 0.05)  # no backlog after a stall: the next one is due now
+
+    def _q(self) -> None:
+        i = 0
+
+        def query() -> None:
+            nonlocal i
+            qv, qs = self.m.query_vectors[i % 200], self.m.query_sparse[i % 200]
+            self.index.search("hybrid", qv, qs, FILTER, 10)
+            i += 1
+
+        self._paced(query, self.query_ms)
+
+    def _w(self) -> None:
+        def write() -> None:
+            self.index.upsert_chunks(self.m.points(self.next_id, 8, self.rng))
+            self.next_id += 8
+
+        self._paced(write, self.write_ms)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "queries": len(self.query_ms),
+            "query_p50_ms": pct(self.query_ms, 50),
+            "query_p99_ms": pct(self.query_ms, 99),
+            "query_max_ms": max(self.query_ms, default=0.0),
+            "writes": len(self.write_ms),
+            "write_p50_ms": pct(self.write_ms, 50),
+            "write_max_ms": max(self.write_ms, default=0.0),
+            "errors": self.errors[:5],
+        }
+
+
+def run_size(n: int, m: Material, workdir: Path, cycles: int) -> dict[str, Any]:
+    rng = np.random.default_rng(n)
+    root = workdir / f"edge-{n}"
+    # The service's defaults (FRESHRAG_EDGE_*), with cycles started by this script.
+    tuning = EdgeTuning.from_settings(
+        Settings(edge_optimize_after_points=10**12, edge_optimize_interval_s=10**9)
+    )
+    index = EdgeIndex(root, "chunks", "documents", tuning=tuning)
+    index.ensure_schema(m.dim)
+    res: dict[str, Any] = {"points": n, "loadavg_start": loadavg()}
+    print(f"\n== {n:,} points", flush=True)
+
+    t0 = time.monotonic()
+    for start in range(0, n, 256):
+        index.upsert_chunks(m.points(start, min(256, n - start), rng))
+    res["upsert_points_per_s"] = n / (time.monotonic() - t0)
+    res["rss_loaded_mb"] = rss_mb()
+    print(f"upsert {res['upsert_points_per_s']:,.0f} points/s, RSS {res['rss_loaded_mb']:,.0f} MB")
+    res["baseline"] = latencies(index, m)
+    print("baseline (unoptimised):", fmt(res["baseline"]))
+
+    res["cycles"] = []
+    next_id = n
+    for c in range(cycles):
+        if c:  # later cycles: the steady state, a batch of new points since the last one
+            extra = min(20_000, n // 10)
+            for start in range(next_id, next_id + extra, 256):
+                index.upsert_chunks(m.points(start, min(256, next_id + extra - start), rng))
+            next_id += extra
+        with Probes(index, m, next_id, rng) as probes:
+            t0 = time.monotonic()
+            stats = index.optimize(wait=True)
+            wall = time.monotonic() - t0
+            time.sleep(0.5)
+        next_id = probes.next_id
+        cyc = {"wall_s": wall, **stats, **probes.summary(), "loadavg": loadavg()}
+        cyc["error"] = index.optimizer.last_error if index.optimizer else None
+        res["cycles"].append(cyc)
+        print(
+            f"cycle {c + 1}: {wall:.1f} s (optimize() {stats.get('optimize_s', 0):.1f} s in the "
+            f"child); longest query {cyc['query_max_ms']:.0f} ms, write {cyc['write_max_ms']:.0f}"
+            f" ms; swap: load {stats.get('load_s', 0) * 1000:.0f} ms, tail "
+            f"{stats.get('tail_s', 0) * 1000:.0f} ms, close {stats.get('close_s', 0) * 1000:.0f}"
+            f" ms; child peak RSS {stats.get('child_peak_rss_mb', 0):,.0f} MB (heap "
+            f"{stats.get('child_rss_anon_mb', 0):,.0f} MB)",
+            flush=True,
+        )
+
+    res["optimised"] = latencies(index, m)
+    print("optimised:", fmt(res["optimised"]))
+    res["rss_optimised_mb"] = rss_mb()
+    exact = dense_ids(index, m, qe.SearchParams(exact=True))
+    served = dense_ids(index, m, index._search_params)
+    unquantized = qe.SearchParams(
+        hnsw_ef=tuning.search_ef, quantization=qe.QuantizationSearchParams(ignore=True)
+    )
+    res["recall_at_10"] = recall(served, exact)
+    res["recall_at_10_no_quantization"] = recall(dense_ids(index, m, unquantized), exact)
+    # How recall and dense latency move with the beam width (and with ACORN, Qdrant's
+    # filtered-search variant), to choose FRESHRAG_EDGE_SEARCH_EF.
+    served_q = index._search_params.quantization if index._search_params else None
+    res["recall_by_ef"] = {}
+    for ef in (64, 128, 256, 512):
+        for acorn in (False, True):
+            params = qe.SearchParams(
+                hnsw_ef=ef,
+                quantization=served_q,
+                acorn=qe.AcornSearchParams(enable=True) if acorn else None,
+            )
+            t0 = time.perf_counter()
+            got = dense_ids(index, m, params)
+            ms = (time.perf_counter() - t0) * 1000 / len(got)
+            res["recall_by_ef"][f"{ef}{'+acorn' if acorn else ''}"] = {
+                "recall": recall(got, exact),
+                "mean_ms": ms,
+            }
+    print(
+        "recall@10 by ef: "
+        + ", ".join(
+            f"{k} {v['recall']:.3f} ({v['mean_ms']:.1f} ms)" for k, v in res["recall_by_ef"].items()
+        )
+    )
+    info = index.chunks.info()
+    res["segments"] = info.segments_count
+    res["total_points"] = info.points_count
+    res["disk_mb_live"] = du_mb(index._chunks.live_path)
+    res["loadavg_end"] = loadavg()
+    print(
+        f"recall@10 vs exact {res['recall_at_10']:.4f} (without int8: "
+        f"{res['recall_at_10_no_quantization']:.4f}); RSS {res['rss_optimised_mb']:,.0f} MB; "
+        f"{res['segments']} segments; load average {res['loadavg_end']}",
+        flush=True,
+    )
+    index.close()
+    res["fresh_process"] = fresh_process(root, m)
+    print(
+        f"a fresh process serving it: RSS {res['fresh_process']['rss_mb']:,.0f} MB, "
+        f"{fmt(res['fresh_process']['latency'])}",
+        flush=True,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+def fresh_process(root: Path, m: Material) -> dict[str, Any]:
+    """RSS and latencies of a new process that opens the optimised shard and serves the
+    queries: what a restarted service holds (this one still carries the baseline's heap)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+        json.dump(
+            {
+                "dim": m.dim,
+                "dense": m.query_vectors,
+                "sparse": [[q.indices, q.values] for q in m.query_sparse],
+            },
+            fh,
+        )
+        fh.flush()
+        out = subprocess.run(
+            [sys.executable, __file__, "--serve-probe", str(root), fh.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def serve_probe(root: Path, queries: Path) -> None:
+    q = json.loads(queries.read_text())
+    tuning = EdgeTuning.from_settings(Settings(edge_optimizer="off"))
+    index = EdgeIndex(root, "chunks", "documents", tuning=tuning)
+    t0 = time.monotonic()
+    index.ensure_schema(q["dim"])
+    open_s = time.monotonic() - t0
+    lat = {}
+    for mode in MODES:
+        times = []
+        for dv, (idx, vals) in zip(q["dense"], q["sparse"], strict=True):
+            t0 = time.perf_counter()
+            index.search(mode, dv, SparseVec(idx, vals), FILTER, 10)
+            times.append((time.perf_counter() - t0) * 1000)
+        lat[mode] = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
+    rss = rss_mb()
+    index.close()
+    print(json.dumps({"open_s": open_s, "rss_mb": rss, "latency": lat}))
+
+
+def fmt(lat: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{k} {v['p50_ms']:.1f}/{v['p99_ms']:.1f} ms" for k, v in lat.items())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", default="100000", help="comma-separated point counts")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--base", type=int, default=2000, help="real chunks the points derive from")
+    ap.add_argument(
+        "--cycles",
+        type=int,
+        default=3,
+        help="optimiser cycles per size: the 1st and 2nd build each copy of the shard in "
+        "full, the 3rd shows the steady state (new points since the last cycle)",
+    )
+    ap.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a tmp dir)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
+    ap.add_argument("--append", action="store_true", help="keep the other sizes already in --out")
+    ap.add_argument("--serve-probe", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_probe:
+        serve_probe(*args.serve_probe)
+        return
+    if args.queries > 200:
+        ap.error("--queries: at most 200")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    m = Material(args.base, args.queries)
+    print(f"{len(m.texts)} base chunks, {len(m.query_vectors)} queries ready in {m.embed_s:.1f} s")
+    workdir = Path(tempfile.mkdtemp(prefix="freshrag-scale-", dir=args.workdir))
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "filter": "tenant t0 (1/4 of the points) and acl any of [public] (4/5 of those)",
+        "settings": {k: v for k, v in Settings().model_dump().items() if k.startswith("edge_")},
+        "sizes": [],
+    }
+    if args.append and args.out.exists():  # add to (or redo sizes of) an earlier run
+        previous = json.loads(args.out.read_text())
+        report["sizes"] = [r for r in previous["sizes"] if r["points"] not in sizes]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in sizes:
+            report["sizes"].append(run_size(n, m, workdir, args.cycles))
+            report["sizes"].sort(key=lambda r: r["points"])
+            args.out.write_text(json.dumps(report, indent=2))  # each size as soon as it is done
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

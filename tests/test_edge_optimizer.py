@@ -1,0 +1,299 @@
+"""The Edge optimiser against real Qdrant Edge shards and real child processes.
+
+Vectors are random (768-d, so a few thousand points pass Edge's 10 MB indexing threshold
+and get an HNSW graph); a query with a point's own vector must find that point first.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import qdrant_edge as qe
+
+from retrieval.edge import EdgeIndex, EdgeTuning
+from retrieval.encoders import SparseVec
+from retrieval.index import ChunkPoint, Match, MatchAny
+from retrieval.settings import Settings
+from tests.conftest import wait_for
+
+DIM = 768
+N = 4000
+# Manual cycles only (no threshold/interval trigger), unless a test says otherwise.
+MANUAL = EdgeTuning(optimize_after_points=10**9, optimize_interval_s=3600)
+
+
+def vector(i: int) -> list[float]:
+    rnd = random.Random(i)
+    v = [rnd.gauss(0, 1) for _ in range(DIM)]
+    norm = sum(x * x for x in v) ** 0.5
+    return [x / norm for x in v]
+
+
+def pid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+def points(start: int, n: int) -> list[ChunkPoint]:
+    return [
+        ChunkPoint(
+            pid(i),
+            vector(i),
+            SparseVec([i % 97, 100 + i % 89], [1.0, 1.0]),
+            {
+                "tenant": f"t{i % 2}",
+                "acl": ["eng"],
+                "doc_id": f"d{i // 10}",
+                "hash": f"h{i}",
+                "chunk_index": i % 10,
+                "version": 1,
+                "text": f"chunk {i}",
+            },
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def load(index: EdgeIndex, start: int, n: int, batch: int = 500) -> None:
+    for s in range(start, start + n, batch):
+        index.upsert_chunks(points(s, min(batch, start + n - s)))
+
+
+def top_hit(index: EdgeIndex, i: int, mode: str = "dense") -> str | None:
+    cond = [Match("tenant", f"t{i % 2}"), MatchAny("acl", ("eng",))]
+    sparse = SparseVec([i % 97, 100 + i % 89], [1.0, 1.0])
+    hits = index.search(mode, vector(i), sparse, cond, 10)
+    return hits[0].id if hits else None
+
+
+def open_index(root: Path, tuning: EdgeTuning | None = MANUAL) -> EdgeIndex:
+    index = EdgeIndex(root, "chunks", "documents", tuning=tuning)
+    index.ensure_schema(DIM)
+    return index
+
+
+def dense_indexed(index: EdgeIndex) -> int:
+    """Vectors in HNSW/sparse indexes of sealed segments (dense + sparse per point)."""
+    return index.chunks.info().indexed_vectors_count
+
+
+class Prober:
+    """Queries and writes from two threads while a cycle runs; records the longest waits."""
+
+    def __init__(self, index: EdgeIndex, first_new: int, known: int = N) -> None:
+        self.index = index
+        self.known = known  # ids below this are in the index when the probe starts
+        self.next_id = first_new
+        self.errors: list[BaseException] = []
+        self.wrong = 0
+        self.queries = 0
+        self.max_query_s = 0.0
+        self.max_write_s = 0.0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=f) for f in (self._query, self._write)]
+
+    def __enter__(self) -> Prober:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _query(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                if top_hit(self.index, i % self.known) != pid(i % self.known):
+                    self.wrong += 1
+            except BaseException as exc:  # noqa: BLE001 (reported by the test)
+                self.errors.append(exc)
+                return
+            self.max_query_s = max(self.max_query_s, time.monotonic() - t0)
+            self.queries += 1
+            i += 37
+
+    def _write(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.index.upsert_chunks(points(self.next_id, 5))
+            except BaseException as exc:  # noqa: BLE001
+                self.errors.append(exc)
+                return
+            self.max_write_s = max(self.max_write_s, time.monotonic() - t0)
+            self.next_id += 5
+            time.sleep(0.02)
+
+
+def test_cycle_after_enough_writes_while_queries_and_writes_go_on(tmp_path: Path) -> None:
+    index = open_index(tmp_path, EdgeTuning(optimize_after_points=N, optimize_interval_s=3600))
+    try:
+        load(index, 0, N - 100)
+        time.sleep(0.5)
+        assert index.optimizer is not None and index.optimizer.cycles == 0  # below threshold
+        first_live = index._chunks.live_path
+        before = dense_indexed(index)
+        assert before < 2 * N  # nothing sealed and indexed yet
+        with Prober(index, N, known=N - 100) as probe:
+            load(index, N - 100, 100)  # reaches the threshold: the cycle starts by itself
+            wait_for(lambda: index.optimizer.cycles >= 1, timeout=180)
+        assert index.optimizer.last_error is None
+        assert not probe.errors and probe.wrong == 0 and probe.queries > 0
+        assert probe.max_query_s < 5 and probe.max_write_s < 5  # coarse: no long stall
+        assert index._chunks.live_path != first_live
+        assert dense_indexed(index) >= 2 * N  # HNSW + sparse index over the loaded points
+        written = probe.next_id  # every write made during the cycle survived the swap
+        assert index.count_chunks([]) == written
+        for i in (0, 1, 1234, N - 1, written - 1):
+            assert top_hit(index, i) == pid(i)
+            assert top_hit(index, i, "hybrid") == pid(i)
+        stats = index.optimizer.last
+        assert stats["optimize_s"] > 0 and stats["replayed_points"] >= N
+    finally:
+        index.close()
+
+
+def test_deleted_points_are_vacuumed(tmp_path: Path) -> None:
+    index = open_index(tmp_path)
+    try:
+        load(index, 0, N)
+        index.optimize()  # cycle 1: the live shard is now optimised
+        assert index.optimizer.last_error is None
+        deleted = [pid(i) for i in range(0, N, 5)] + [pid(i) for i in range(1, N, 5)]
+        index.delete_chunks(deleted)
+        index.delete_document_chunks("t0", "d2")  # by filter: chunks 20, 22, 24, 26, 28
+        remaining = N - len(deleted) - 3
+        assert index.count_chunks([]) == remaining
+        # Cycle 2 rebuilds the other copy; cycle 3 the one that was live during the
+        # deletes: its sealed segment is 40 % deleted, so Edge's vacuum rewrites it.
+        index.optimize()
+        index.optimize()
+        assert index.optimizer.last_error is None and index.optimizer.cycles == 3
+        assert index.count_chunks([]) == remaining
+        assert dense_indexed(index) == 2 * remaining  # no deleted vectors left in the indexes
+        gone = set(deleted)
+        for i in range(0, 60):
+            hit = top_hit(index, i)
+            assert hit not in gone
+            if pid(i) not in gone and i not in (22, 24, 26, 28):
+                assert hit == pid(i)
+    finally:
+        index.close()
+
+
+def test_close_while_optimising_then_reopen(tmp_path: Path) -> None:
+    index = open_index(tmp_path)
+    load(index, 0, N)
+    index.optimize(wait=False)
+    wait_for(lambda: index.optimizer.running, timeout=30, interval=0.01)
+    t0 = time.monotonic()
+    index.close()
+    assert time.monotonic() - t0 < 30
+    state = json.loads((tmp_path / "chunks.edge-state.json").read_text())
+    assert state["spare_valid"] is False  # the child was stopped half-way
+
+    index = open_index(tmp_path)  # rebuilds the spare from the live shard, then serves
+    try:
+        assert index.count_chunks([]) == N
+        assert top_hit(index, 7) == pid(7)
+        index.optimize()
+        assert index.optimizer.last_error is None
+        assert index.count_chunks([]) == N and top_hit(index, 7) == pid(7)
+    finally:
+        index.close()
+
+
+def test_existing_shards_keep_loading_and_restarts_copy_nothing(tmp_path: Path) -> None:
+    legacy = open_index(tmp_path, tuning=None)  # a shard made before the optimiser existed
+    load(legacy, 0, 1000)
+    legacy.close()
+
+    index = open_index(tmp_path)
+    assert index.count_chunks([]) == 1000 and top_hit(index, 3) == pid(3)
+    load(index, 1000, 500)
+    index.optimize()
+    assert index.optimizer.last_error is None
+    load(index, 1500, 10)
+    index.close()
+
+    state = json.loads((tmp_path / "chunks.edge-state.json").read_text())
+    assert state["live"] == "chunks.b" and state["spare_valid"] is True
+
+    index = open_index(tmp_path)  # clean restart: the spare and its log are reused
+    try:
+        assert index._chunks.spare_valid and index._chunks.pending > 0
+        assert index.count_chunks([]) == 1510 and top_hit(index, 1505) == pid(1505)
+        index.optimize()  # the spare gets the 10 logged points
+        assert index.optimizer.last_error is None
+        assert index.count_chunks([]) == 1510 and top_hit(index, 1505) == pid(1505)
+    finally:
+        index.close()
+
+    plain = open_index(tmp_path, tuning=None)  # optimiser off: still the right directory
+    try:
+        assert plain.count_chunks([]) == 1510 and top_hit(plain, 1505) == pid(1505)
+    finally:
+        plain.close()
+
+
+def test_settings_reach_the_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHRAG_EDGE_HNSW_M", "8")
+    monkeypatch.setenv("FRESHRAG_EDGE_SEARCH_EF", "77")
+    settings = Settings(
+        data_dir=tmp_path, edge_hnsw_ef_construct=50, edge_optimize_threads=2, edge_on_disk=True
+    )
+    tuning = EdgeTuning.from_settings(settings)
+    assert (tuning.hnsw_m, tuning.search_ef, tuning.quantization) == (8, 77, "int8")
+    index = open_index(tmp_path, tuning)
+    try:
+        config = json.loads((index._chunks.live_path / "edge_config.json").read_text())
+        assert config["hnsw_config"]["m"] == 8
+        assert config["hnsw_config"]["ef_construct"] == 50
+        assert config["hnsw_config"]["max_indexing_threads"] == 2
+        assert config["quantization_config"]["scalar"]["type"] == "int8"
+        assert config["vectors"]["dense"]["memory"] == "cold"
+        assert config["payload_memory"] == "cold"
+        schema = index.chunks.info().payload_schema
+        assert schema["hash"].params.memory == qe.Memory.Cold  # one value per point: on disk
+        assert schema["tenant"].params is None  # filtered on every query: in RAM
+        params = index._search_params
+        assert params is not None and params.hnsw_ef == 77
+        assert params.quantization.rescore is True
+        assert params.quantization.oversampling == 2.0
+        load(index, 0, 200)
+        index.optimize()  # the child builds under the same config
+        assert index.optimizer.last_error is None
+        config = json.loads((index._chunks.live_path / "edge_config.json").read_text())
+        assert config["hnsw_config"]["m"] == 8
+        assert top_hit(index, 5) == pid(5)
+    finally:
+        index.close()
+
+
+def test_metadata_indexes_reach_the_swapped_in_copy(tmp_path: Path) -> None:
+    """An index made for a new metadata key is logged like a write, so the copy the
+    optimiser builds has it too and filters on that key keep using an index after a swap."""
+    index = open_index(tmp_path)
+    try:
+        load(index, 0, 200)
+        tagged = points(200, 3)
+        for p in tagged:
+            p.payload["metadata"] = {"team": "search"}
+        index.upsert_chunks(tagged)
+        first_live = index._chunks.live_path
+        index.optimize()
+        assert index.optimizer.last_error is None
+        assert index._chunks.live_path != first_live
+        assert "metadata.team" in index.chunks.info().payload_schema
+        assert index.count_chunks([Match("metadata.team", "search")]) == 3
+    finally:
+        index.close()
