@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from pydantic import AfterValidator
@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from api import errors
+from api.admin import admin_router
 from api.auth import KeyStore
 from api.bodies import BodyLimit, StrictJSONRoute
 from api.errors import documented, invalid
@@ -43,6 +44,7 @@ from api.models import (
 from api.waits import DocumentWatch
 from retrieval.answers import AnswerService
 from retrieval.filters import INT64_MAX, FilterError, parse_filters
+from retrieval.generations import GenerationError
 from retrieval.index import Condition, DocumentState, Index
 from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
@@ -88,6 +90,9 @@ class Services:
     watch: DocumentWatch | None = None
     # Operator details for /readyz from the worker of this process (e.g. lost broker state).
     ingest_status: Callable[[], dict[str, Any]] | None = None
+    # The generations (index + model) this process serves: api/deployment.py. None in
+    # tests that wire one index by hand.
+    deployment: Any = None
 
 
 def conditions_of(filters: dict[str, Any]) -> list[Condition]:
@@ -137,6 +142,29 @@ def create_app(services: Services) -> FastAPI:
     app.state.lanes = lanes
     principal = services.keys.dependency()
 
+    async def generation(
+        x_freshrag_generation: Annotated[
+            str | None,
+            Header(
+                description="`standby` queries the generation being prepared by `freshrag "
+                "reindex` (with its own model), to compare it before the switch; default: "
+                "the serving one.",
+            ),
+        ] = None,
+    ) -> Services:
+        if x_freshrag_generation in (None, "", "serving"):
+            return services
+        if x_freshrag_generation != "standby":
+            raise invalid(("header", "x-freshrag-generation"), "must be 'serving' or 'standby'")
+        if services.deployment is None:
+            raise HTTPException(409, "this server has no standby generation")
+        try:
+            return services.deployment.stack("standby")
+        except GenerationError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    app.include_router(admin_router(services, principal))
+
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> Health:
         """Process up. Answers on the event loop: never waits for a thread or a lane."""
@@ -156,13 +184,20 @@ def create_app(services: Services) -> FastAPI:
         responses={503: {"model": NotReady, "description": "A check failed, or probes are busy."}},
     )
     async def readyz() -> Readiness:
+        def probe() -> tuple[dict[str, bool], dict[str, Any]]:
+            details: dict[str, Any] = {"model": services.retriever.dense.model_name}
+            if services.ingest_status:
+                details["ingest"] = services.ingest_status()
+            if services.deployment is not None:  # which generation serves, and the standby
+                details["generations"] = services.deployment.status()
+            return checks(), details
+
         try:
-            result = await lanes.ready.run(checks)
+            result, details = await lanes.ready.run(probe)
         except LaneFull as exc:  # earlier probes still running: not ready to say ready
             raise HTTPException(
                 503, {"ready": False, "checks": {}}, {"Retry-After": str(exc.retry_after_s)}
             ) from exc
-        details = {"ingest": services.ingest_status()} if services.ingest_status else {}
         if not all(result.values()):
             raise HTTPException(503, {"ready": False, "checks": result, "details": details})
         return Readiness(ready=True, checks=result, details=details)
@@ -185,19 +220,23 @@ def create_app(services: Services) -> FastAPI:
         "/retrieve",
         response_model=RetrieveResponse,
         tags=["search"],
-        responses=documented(400, 401, 413, 422, 503),
+        responses=documented(400, 401, 409, 413, 422, 503),
     )
     async def retrieve(
-        body: RetrieveRequest, who: Principal = Depends(principal)
+        body: RetrieveRequest,
+        who: Principal = Depends(principal),
+        stack: Services = Depends(generation),
     ) -> RetrieveResponse:
         started = time.perf_counter()
         conditions = conditions_of(body.filters)
-        search = partial(services.retriever.retrieve, group=body.group)
+        retriever = stack.retriever  # read once: this index and its own model, to the end
+        search = partial(retriever.retrieve, group=body.group)
         hits = await lanes.retrieve.run(search, who, body.query, body.top_k, body.mode, conditions)
         took = time.perf_counter() - started
         REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
+        model = retriever.dense.model_name
         return RetrieveResponse(
-            hits=[_hit(h.score, h.payload) for h in hits],
+            hits=[_hit(h.score, h.payload, model) for h in hits],
             mode=body.mode,
             took_ms=round(took * 1000, 3),
         )
@@ -223,18 +262,23 @@ def create_app(services: Services) -> FastAPI:
                     }
                 }
             },
-            **documented(400, 401, 413, 422, 503, 504),
+            **documented(400, 401, 409, 413, 422, 503, 504),
         },
     )
-    async def answer(body: AnswerRequest, who: Principal = Depends(principal)) -> Any:
-        if services.answers is None or services.prompts is None:
+    async def answer(
+        body: AnswerRequest,
+        who: Principal = Depends(principal),
+        stack: Services = Depends(generation),
+    ) -> Any:
+        answers = stack.answers
+        if answers is None or services.prompts is None:
             raise HTTPException(503, "answers are not configured on this server")
         conditions = conditions_of(body.filters)
         sel = body.prompt or PromptSelector()
         try:
             prompt = services.prompts.resolve(sel.name, sel.label, sel.version)
             result = await lanes.answer.run(
-                services.answers.answer,
+                answers.answer,
                 who,
                 body.query,
                 body.top_k,
@@ -350,8 +394,9 @@ async def _sse(payload: AnswerResponse) -> AsyncIterator[str]:
     yield f"event: done\ndata: {payload.model_dump_json()}\n\n"
 
 
-def _hit(score: float, p: dict[str, Any]) -> Hit:
+def _hit(score: float, p: dict[str, Any], model: str | None = None) -> Hit:
     return Hit(
+        model=model,
         text=p.get("text", ""),
         score=score,
         doc_id=p["doc_id"],

@@ -1,4 +1,5 @@
-"""API keys → principals (tenant + groups). The body of a request never widens them."""
+"""API keys → principals (tenant + groups, and whether the key may run operator actions
+such as a reindex). The body of a request never widens them."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ class KeyStore:
             groups = spec.get("groups", [])
             if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
                 raise ValueError(f"API key entry {key[:4]}…: 'groups' must be a list of strings")
+            admin = spec.get("admin", False)
+            if not isinstance(admin, bool):
+                raise ValueError(f"API key entry {key[:4]}…: 'admin' must be true or false")
             self._principals[key] = Principal(
-                spec.get("name", spec["tenant"]), spec["tenant"], tuple(groups)
+                spec.get("name", spec["tenant"]), spec["tenant"], tuple(groups), admin
             )
 
     def __len__(self) -> int:
@@ -104,7 +108,10 @@ def ensure_dev_keys(path: Path) -> str:
     key = "frk_" + secrets.token_urlsafe(18)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        json.dumps({key: {"name": "dev", "tenant": "default", "groups": ["public"]}}, indent=2)
+        json.dumps(
+            {key: {"name": "dev", "tenant": "default", "groups": ["public"], "admin": True}},
+            indent=2,
+        )
     )
     path.chmod(0o600)
     return key

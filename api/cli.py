@@ -1,4 +1,5 @@
-"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval."""
+"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval,
+reindex (another embedding model, blue/green)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def up(sample: bool, sample_limit: int | None) -> None:
     """Start broker, worker and API in one process on embedded defaults."""
     from api.app import create_app
     from api.auth import KeyStore, ensure_dev_keys
-    from api.runtime import Core, EmbeddedBroker, ServerThread, host_port
+    from api.deployment import Deployment
+    from api.runtime import EmbeddedBroker, ServerThread, host_port
     from ingest.consumer import ensure_topics
 
     settings = Settings()
@@ -102,17 +104,21 @@ def up(sample: bool, sample_limit: int | None) -> None:
     key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
     keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
     log.info("loading the embedding model and opening the index…")
-    core = Core.open(settings)
-    log.info(
-        "index: %s backend, model %s (%d-d)", core.index.backend, settings.model, core.dense.dim
-    )
     failed: set[str] = set()
-    worker = core.worker(
-        on_batch=lambda outs: failed.update(o.event.doc_id for o in outs if o.status == "failed")
+    dep = Deployment.open(
+        settings,
+        on_batch=lambda outs: failed.update(o.event.doc_id for o in outs if o.status == "failed"),
     )
-    worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-    worker_thread.start()
-    server = ServerThread(create_app(core.services(keys)), settings.host, settings.port).start()
+    core = dep.core
+    log.info(
+        "index: %s backend, generation %s, model %s (%d-d)",
+        core.index.backend,
+        dep.gens.serving.name,
+        core.settings.model,
+        core.dense.dim,
+    )
+    dep.start()
+    server = ServerThread(create_app(dep.services(keys)), settings.host, settings.port).start()
     try:
         log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
         if sample:
@@ -121,14 +127,12 @@ def up(sample: bool, sample_limit: int | None) -> None:
         if sample:
             _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
-            if not worker_thread.is_alive():
-                log.error("the ingest worker stopped unexpectedly; shutting down")
+            if not dep.workers_alive():
+                log.error("an ingest worker stopped unexpectedly; shutting down")
                 break
     finally:
-        worker.stop()
-        worker_thread.join(30)
         server.stop()
-        core.index.close()
+        dep.close()
         if broker:
             broker.stop()
         log.info("bye")
@@ -252,7 +256,7 @@ def serve() -> None:
 
     from api.app import create_app
     from api.auth import KeyStore
-    from api.runtime import Core
+    from api.deployment import Deployment
 
     settings = Settings()
     if not settings.qdrant_url:
@@ -260,14 +264,21 @@ def serve() -> None:
             "no FRESHRAG_QDRANT_URL: serving from the embedded shard; no worker may open it"
         )
     keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
-    core = Core.open(settings)
-    uvicorn.run(create_app(core.services(keys)), host=settings.host, port=settings.port)
+    dep = Deployment.open(settings, run_workers=False)
+    dep.start()  # resumes a standby's interrupted copy; workers run in `freshrag worker`
+    if settings.qdrant_url:
+        dep.follow(settings.generation_poll_s)
+    try:
+        uvicorn.run(create_app(dep.services(keys)), host=settings.host, port=settings.port)
+    finally:
+        dep.close()
 
 
 @cli.command()
 def worker() -> None:
-    """Run one ingest worker (a consumer-group member). SIGTERM finishes the batch, then exits."""
-    from api.runtime import Core
+    """Run one ingest worker per live index generation (each a member of its generation's
+    consumer group). SIGTERM finishes the batch in hand, then exits."""
+    from api.deployment import Deployment
     from ingest.consumer import ensure_topics
     from ingest.publisher import BrokerUnreachable, check_broker
 
@@ -278,13 +289,113 @@ def worker() -> None:
         raise Unreachable(str(exc)) from exc
     stop = _stop_on_signals()
     ensure_topics(settings)
-    core = Core.open(settings)
-    w = core.worker()
-    threading.Thread(target=lambda: (stop.wait(), w.stop()), daemon=True).start()
+    dep = Deployment.open(settings)
+    dep.start(copy=False)  # a standby's copy runs in the API process that started it
+    if settings.qdrant_url:
+        dep.follow(settings.generation_poll_s)
     try:
-        w.run()
+        while not stop.wait(0.5):
+            if not dep.workers_alive():
+                log.error("an ingest worker stopped unexpectedly; exiting")
+                sys.exit(1)
     finally:
-        core.index.close()
+        dep.close()
+
+
+@cli.command()
+@click.option("--model", default=None, help="Build a standby generation for this model.")
+@click.option(
+    "--switch", "do_switch", is_flag=True, help="Switch to the standby (with --model: once ready)."
+)
+@click.option("--force", is_flag=True, help="With --switch: even if the standby still has lag.")
+@click.option(
+    "--drop-standby",
+    is_flag=True,
+    help="Delete the standby: an unwanted build, or after a switch the old generation.",
+)
+@click.option("--url", default=None, help="The service (default: FRESHRAG_HOST:FRESHRAG_PORT).")
+@click.option("--api-key", default=None, help="An admin key (default: the dev key file's).")
+def reindex(model, do_switch, force, drop_standby, url, api_key) -> None:  # noqa: ANN001
+    """Move the index to another embedding model while it keeps serving (blue/green).
+
+    --model NAME copies the chunks already stored into a standby generation encoded
+    with NAME (no parsing, no republishing); events reach both from then on. Compare with
+    `freshrag eval --generation standby`, then --switch (atomic; --switch again goes
+    back) and, once satisfied, --drop-standby. Without options: the current state.
+    """
+    import httpx
+
+    from api.auth import read_keys
+
+    settings = Settings()
+    _client_logging()
+    url = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if api_key is None:
+        try:
+            keys = read_keys(settings.api_keys, settings.resolved_api_keys_file)
+        except FileNotFoundError:
+            keys = {}
+        api_key = next((k for k, spec in keys.items() if spec.get("admin")), None)
+        if api_key is None:
+            raise click.UsageError('no admin key: pass --api-key (a key with "admin": true)')
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
+
+    def call(method: str, path: str, **kwargs) -> dict:  # noqa: ANN003
+        try:
+            r = http.request(method, f"/admin/generations{path}", **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the service at {url} does not answer: {exc}") from exc
+        if r.status_code >= 400:
+            detail = r.json().get("detail", r.text) if r.content else r.reason_phrase
+            raise click.ClickException(f"{r.status_code}: {detail}")
+        return r.json()
+
+    state = call("GET", "")
+    if model:
+        state = call("POST", "", json={"model": model})
+        state = _follow_copy(call, state)
+        if not do_switch:
+            click.echo(
+                "standby ready. Compare: freshrag eval --generation standby; "
+                "then: freshrag reindex --switch"
+            )
+    if do_switch:
+        state = call("POST", "/switch", json={"force": force})
+    if drop_standby:
+        state = call("DELETE", "/standby")
+    _echo_generations(state)
+
+
+def _follow_copy(call, state: dict) -> dict:  # noqa: ANN001
+    """A progress bar over the copy, then wait until the standby has caught up."""
+    with tqdm(total=None, desc="copying", unit="doc") as bar:
+        while True:
+            standby = state.get("standby") or {}
+            copy = standby.get("copy") or {}
+            if copy.get("total_documents"):
+                bar.total = copy["total_documents"]
+                bar.n = copy.get("documents", 0)
+                bar.set_postfix(embedded=copy.get("embedded", 0), lag=standby.get("lag"))
+                bar.refresh()
+            if standby.get("state") == "failed":
+                raise click.ClickException(f"the copy failed: {standby.get('error')}")
+            if standby.get("caught_up"):
+                return state
+            time.sleep(1)
+            state = call("GET", "")
+
+
+def _echo_generations(state: dict) -> None:
+    serving = state["serving"]
+    click.echo(f"serving  {serving['name']}  {serving['model']}  ({serving['collection']})")
+    standby = state.get("standby")
+    if standby:
+        copy = standby.get("copy") or {}
+        click.echo(
+            f"standby  {standby['name']}  {standby['model']}  ({standby['collection']})  "
+            f"{standby['state']}, {copy.get('documents', 0)}/{copy.get('total_documents', 0)} "
+            f"documents copied, lag {standby.get('lag', '?')}"
+        )
 
 
 class Unreachable(click.ClickException):
@@ -521,6 +632,14 @@ def sync(
     default=None,
     help="Gate limits (TOML). Default: the packaged evals/thresholds.toml.",
 )
+@click.option(
+    "--generation",
+    type=click.Choice(["serving", "standby"]),
+    default="serving",
+    show_default=True,
+    help="standby: score the generation `freshrag reindex` is preparing (its own model), "
+    "to compare it with the serving one before the switch.",
+)
 def eval_command(
     judge_url,
     judge_model,
@@ -539,6 +658,7 @@ def eval_command(
     out,  # noqa: ANN001
     thresholds,
     heldout_faq,
+    generation,
 ) -> None:
     """Score relevance and freshness against the running service; exit 1 on a regression.
 
@@ -592,6 +712,7 @@ def eval_command(
         thresholds=thresholds or THRESHOLDS,
         judge=(judge_url, judge_model, judge_api_key) if judge_url and judge_model else None,
         embedding_model=settings.model,
+        generation=generation,
     )
     try:
         if heldout_faq:

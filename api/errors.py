@@ -110,7 +110,9 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIPTIONS = {
     400: "The request cannot be read.",
     401: "Missing, malformed or unknown API key.",
+    403: "This key may not do this (operator actions need an admin key).",
     404: "Not indexed, or not readable with this key.",
+    409: "Not possible in the current state (the detail says why).",
     413: "Request body larger than FRESHRAG_MAX_REQUEST_BYTES.",
     422: "Invalid request; `loc` names the field.",
     503: "Busy (retry after Retry-After seconds) or not configured.",

@@ -179,6 +179,9 @@ class Hit(BaseModel):
     event_time: str | None = None
     indexed_at: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = Field(
+        None, description="The embedding model of the index generation that served this hit."
+    )
 
 
 class RetrieveResponse(BaseModel):

@@ -121,11 +121,11 @@ class Core:
     workers: list[IngestWorker] = field(default_factory=list)
 
     @classmethod
-    def open(cls, settings: Settings) -> Core:
+    def open(cls, settings: Settings, watch: DocumentWatch | None = None) -> Core:
         dense = DenseEncoder(settings.model, settings.embed_batch_size)
         index = open_index(settings)
         index.ensure_schema(dense.dim)
-        return cls(settings, index, dense, SparseEncoder())
+        return cls(settings, index, dense, SparseEncoder(), watch=watch or DocumentWatch())
 
     def processor(self) -> Processor:
         """The write path's CPU lane: a low-priority child process unless turned off."""
@@ -160,9 +160,10 @@ class Core:
             on_written=on_written,
         )
 
-    def worker(self, **kwargs) -> IngestWorker:  # noqa: ANN003
+    def worker(self, indexer: Indexer | None = None, **kwargs) -> IngestWorker:  # noqa: ANN003
         """A worker whose writes wake this process's long-polls."""
-        worker = IngestWorker(self.settings, self.indexer(self.watch.notify), **kwargs)
+        indexer = indexer or self.indexer(self.watch.notify)
+        worker = IngestWorker(self.settings, indexer, **kwargs)
         self.workers.append(worker)
         return worker
 

@@ -20,13 +20,22 @@ class ServiceUnreachable(RuntimeError):
 
 class ServiceClient:
     def __init__(
-        self, url: str, api_key: str, bootstrap: str, topic: str, timeout: float = 60.0
+        self,
+        url: str,
+        api_key: str,
+        bootstrap: str,
+        topic: str,
+        timeout: float = 60.0,
+        generation: str = "serving",
     ) -> None:
         self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"}
+        if generation != "serving":  # the standby being built by `freshrag reindex`
+            headers["X-FreshRAG-Generation"] = generation
         self.http = httpx.Client(
             base_url=self.url,
             timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers=headers,
             follow_redirects=True,
         )
         self.bootstrap, self.topic = bootstrap, topic

@@ -190,7 +190,9 @@ def run_eval_with_heldout_faq(
     from evals.dataset import load, save, with_heldout_faq
     from evals.run import run_eval
 
-    client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
+    client = ServiceClient(
+        cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic, generation=cfg.generation
+    )
     try:
         with heldout_faq_indexed(client, docs, release, cfg.tenant, cfg.acl, timeout_s) as run:
             if run.skipped:

@@ -50,6 +50,7 @@ class EvalConfig:
     tenant: str = "default"
     acl: list[str] = field(default_factory=lambda: ["public"])
     progress: bool = True
+    generation: str = "serving"  # or "standby": the generation `freshrag reindex` builds
 
 
 def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
@@ -58,7 +59,9 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
     Fails fast, in one line (ServiceUnreachable / BrokerUnreachable), when the API is not
     ready or, for the parts that publish events, the broker cannot be reached.
     """
-    client = ServiceClient(cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic)
+    client = ServiceClient(
+        cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic, generation=cfg.generation
+    )
     try:
         client.check_ready()
         if cfg.probes or cfg.replay:

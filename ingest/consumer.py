@@ -112,6 +112,28 @@ def first_offsets(records: list) -> dict[TopicPartition, int]:
     return out
 
 
+def group_lag(settings: Settings) -> int | None:
+    """Events `settings.consumer_group` has yet to apply, asked of the broker (no member of
+    the group needs to run here); None if the broker cannot say."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (settings.topic, settings.backfill_topic)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = consumer.end_offsets(tps)
+        return sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
+    except KafkaError:
+        return None
+    finally:
+        close_consumer(consumer)
+
+
 def close_consumer(consumer: KafkaConsumer) -> None:
     """Leave the group, stop the client's IO thread, then close its sockets.
 
@@ -167,9 +189,13 @@ class IngestWorker:
         client_id: str = "freshrag-worker",
         on_batch: Callable[[list[Outcome]], None] | None = None,
         ledger: OffsetLedger | None = None,
+        dead_letters: bool = True,
     ) -> None:
         self.settings = settings
         self.indexer = indexer
+        # A second generation's worker reads the same events: one DLQ entry per event is
+        # enough, so it leaves dead letters to the worker of the generation that serves.
+        self.dead_letters = dead_letters
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._live_waiting = threading.Event()  # a live event arrived during a backfill batch
@@ -518,6 +544,17 @@ class IngestWorker:
     def _dead_letter(self, dead: list[tuple[object, str, str]]) -> None:
         """Send every dead letter and wait for the broker to confirm each one."""
         if not dead:
+            return
+        if not self.dead_letters:
+            for record, reason, stage in dead:
+                log.info(
+                    "%s[%d]@%d failed (%s): %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    stage,
+                    reason,
+                )
             return
         pending = [
             (record, reason, stage, self._send_dead(record, reason, stage))

@@ -8,6 +8,7 @@ Everything above this line (ingest, retrieval, API) is backend-blind: it speaks
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -217,6 +218,18 @@ class Index(Protocol):
 
     def put_document(self, state: DocumentState) -> None: ...
 
+    def documents(self) -> Iterator[DocumentState]:
+        """Every registry entry, tombstones included (copying an index to another model)."""
+        ...
+
+    def chunk_payloads(self, keys: list[DocKey]) -> dict[DocKey, list[tuple[str, dict[str, Any]]]]:
+        """(point id, whole payload) of every chunk of these documents, in chunk order."""
+        ...
+
+    def drop(self) -> None:
+        """Closes the index and deletes its chunks, registry and answer-cache collections."""
+        ...
+
     def search(
         self,
         mode: SearchMode,
@@ -276,6 +289,29 @@ def metadata_indexes(
                 out[name] = "float"
             else:
                 out[name] = "keyword"
+    return out
+
+
+def documents_filter(keys: list[DocKey]) -> list[Condition]:
+    """Points of any of these documents (and of cross pairs: callers drop those)."""
+    return [
+        MatchAny("tenant", tuple(sorted({t for t, _ in keys}))),
+        MatchAny("doc_id", tuple(sorted({d for _, d in keys}))),
+    ]
+
+
+def group_by_document(
+    keys: list[DocKey], records: list[tuple[str, dict[str, Any]]]
+) -> dict[DocKey, list[tuple[str, dict[str, Any]]]]:
+    """(id, payload) records → per requested document, in chunk order (any-of filters on
+    tenant and doc_id also match cross pairs, which are left out here)."""
+    out: dict[DocKey, list[tuple[str, dict[str, Any]]]] = {k: [] for k in keys}
+    for rid, payload in records:
+        key = (payload.get("tenant"), payload.get("doc_id"))
+        if key in out:
+            out[key].append((rid, payload))
+    for recs in out.values():
+        recs.sort(key=lambda r: r[1].get("chunk_index") or 0)
     return out
 
 

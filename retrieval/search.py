@@ -21,6 +21,7 @@ class Principal:
     name: str
     tenant: str
     groups: tuple[str, ...]
+    admin: bool = False  # may run operator actions (/admin/…); reads no more than its groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ mode, which implements the server API in Python; never serve from local mode.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from qdrant_client import QdrantClient
@@ -31,6 +32,8 @@ from retrieval.index import (
     SearchMode,
     StoredChunk,
     document_point_id,
+    documents_filter,
+    group_by_document,
     metadata_indexes,
     prefetch_limit,
     split_negated,
@@ -140,14 +143,21 @@ class ServerIndex:
     def close(self) -> None:
         self.client.close()
 
+    def drop(self) -> None:
+        for name in (self.collection, self.registry, self.answers):
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
+        self.close()
+
     # --- chunks ------------------------------------------------------------------------
 
     def _scroll(
         self,
         conditions: list[Condition],
         with_vector: bool,
-        fields: tuple[str, ...] = ("hash", "chunk_index"),
+        fields: tuple[str, ...] | None = ("hash", "chunk_index"),
     ) -> list[qm.Record]:
+        """Every point matching; `fields=None` brings the whole payload."""
         out: list[qm.Record] = []
         offset = None
         while True:
@@ -156,7 +166,7 @@ class ServerIndex:
                 scroll_filter=to_server_filter(conditions),
                 limit=_PAGE,
                 offset=offset,
-                with_payload=list(fields),
+                with_payload=True if fields is None else list(fields),
                 with_vectors=[DENSE] if with_vector else False,
             )
             out.extend(page)
@@ -176,10 +186,7 @@ class ServerIndex:
         out: dict[DocKey, list[StoredChunk]] = {k: [] for k in keys}
         if not keys:
             return out
-        conditions = [
-            MatchAny("tenant", tuple(sorted({t for t, _ in keys}))),
-            MatchAny("doc_id", tuple(sorted({d for _, d in keys}))),
-        ]
+        conditions = documents_filter(keys)
         for r in self._scroll(conditions, False, ("hash", "chunk_index", "tenant", "doc_id")):
             p = r.payload or {}
             key = (p.get("tenant"), p.get("doc_id"))
@@ -340,6 +347,23 @@ class ServerIndex:
         """Documents indexed and not deleted (the registry, tombstones left out)."""
         flt = to_server_filter([Match("deleted", False)])
         return self.client.count(self.registry, count_filter=flt, exact=True).count
+
+    def documents(self) -> Iterator[DocumentState]:
+        offset = None
+        while True:
+            page, offset = self.client.scroll(
+                self.registry, limit=_PAGE, offset=offset, with_payload=True, with_vectors=False
+            )
+            yield from (DocumentState.from_payload(r.payload) for r in page if r.payload)
+            if offset is None:
+                return
+
+    def chunk_payloads(self, keys: list[DocKey]) -> dict[DocKey, list[tuple[str, dict[str, Any]]]]:
+        if not keys:
+            return {}
+        conditions = documents_filter(keys)
+        records = self._scroll(conditions, False, None)
+        return group_by_document(keys, [(str(r.id), r.payload or {}) for r in records])
 
     def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
         if not keys:

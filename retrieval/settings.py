@@ -305,8 +305,16 @@ class Settings(BaseSettings):
     )
     edge_on_disk: bool = Field(
         True,
-        description="Original dense vectors and payload stay on disk (memory-mapped, read "
-        "through the page cache) instead of in RAM.",
+        description="Original dense vectors, payload and payload indexes stay on disk "
+        "(memory-mapped, read through the page cache) instead of in RAM; the int8 vectors "
+        "and the HNSW graph stay in RAM. Mapped indexes also make the optimiser's swap short.",
+    )
+
+    generation_poll_s: float = Field(
+        5.0,
+        gt=0,
+        description="With a Qdrant server: how often API and worker processes re-read which "
+        "index generation serves (a `freshrag reindex` switch made through another process).",
     )
 
     # --- sample corpus ----------------------------------------------------------------

@@ -51,6 +51,10 @@ OPERATIONS = [
     ("POST", "/answer"),
     ("GET", "/prompts"),
     ("GET", "/documents/{doc_id}"),
+    ("GET", "/admin/generations"),
+    ("POST", "/admin/generations"),
+    ("POST", "/admin/generations/switch"),
+    ("DELETE", "/admin/generations/standby"),
 ]
 # Derandomized: the same 25 examples per operation on every run, so CI is reproducible;
 # run with --hypothesis-seed=random locally to explore further.

@@ -1,0 +1,387 @@
+"""The generations this process serves and keeps current (see retrieval/generations.py).
+
+One `Core` per live generation, each with its own index, encoders and ingest worker (its
+own consumer group, so every event reaches both). The API's `Services` point at the
+serving generation's retriever and answers; a switch replaces those in one step, so a
+request uses one generation, with that generation's model, from start to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from api.app import Services
+from api.auth import KeyStore
+from api.runtime import Core
+from api.waits import DocumentWatch
+from ingest.chunker import Chunker
+from ingest.consumer import IngestWorker, group_lag
+from ingest.reindex import CopyProgress, CopyStopped, copy_index
+from retrieval.generations import (
+    Generation,
+    GenerationError,
+    Generations,
+    Pointer,
+    first_generation,
+    generation_settings,
+    new_generation,
+    open_pointer,
+)
+from retrieval.settings import Settings
+
+log = logging.getLogger("freshrag.generations")
+
+
+class Deployment:
+    def __init__(
+        self,
+        settings: Settings,
+        pointer: Pointer,
+        gens: Generations,
+        *,
+        run_workers: bool = True,
+        on_batch: Callable[[list], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pointer = pointer
+        self.gens = gens
+        self.run_workers = run_workers
+        self.on_batch = on_batch
+        self.watch = DocumentWatch()  # shared: a long-poll wakes on either generation's write
+        self.cores: dict[str, Core] = {}
+        self.workers: dict[str, tuple[IngestWorker, threading.Thread]] = {}
+        self.copy: CopyProgress | None = None
+        self.copy_error: str | None = None
+        self.switches: list[dict[str, Any]] = []
+        self._copy_stop = threading.Event()
+        self._copy_thread: threading.Thread | None = None
+        self._services: Services | None = None
+        self._stacks: dict[str, Services] = {}
+        self._keys: KeyStore | None = None
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+
+    @classmethod
+    def open(cls, settings: Settings, **kwargs: Any) -> Deployment:
+        """Opens the serving generation (and a standby, if one is being built or kept)."""
+        pointer = open_pointer(settings)
+        gens = pointer.load()
+        if gens is None:  # an index from before generations: it is generation g1
+            gens = Generations(first_generation(settings))
+            pointer.save(gens)
+        if gens.serving.model != settings.model:
+            log.warning(
+                "the index serving here (generation %s) was built with %s: queries use that "
+                "model, not FRESHRAG_MODEL=%s; `freshrag reindex --model` migrates to another",
+                gens.serving.name,
+                gens.serving.model,
+                settings.model,
+            )
+        dep = cls(settings, pointer, gens, **kwargs)
+        for gen in gens.live():
+            dep._open(gen)
+        return dep
+
+    # --- cores and workers -------------------------------------------------------------
+
+    def _open(self, gen: Generation) -> Core:
+        core = self.cores.get(gen.name)
+        if core is None:
+            core = Core.open(generation_settings(self.settings, gen), watch=self.watch)
+            self.cores[gen.name] = core
+        return core
+
+    @property
+    def core(self) -> Core:
+        """The serving generation's core."""
+        return self.cores[self.gens.serving.name]
+
+    def start(self, copy: bool = True) -> None:
+        """Workers for every complete generation; with `copy`, a standby's unfinished copy
+        resumes here (chunks already copied are kept)."""
+        with self._lock:
+            self._start_workers()
+            if copy and self.gens.standby is not None and not self.gens.standby_ready:
+                self._start_copy(self.gens.standby)
+
+    def _start_workers(self) -> None:
+        for gen in self.gens.live():
+            if gen == self.gens.serving or self.gens.standby_ready:
+                self._start_worker(gen)
+
+    def follow(self, interval_s: float) -> None:
+        """Re-reads the pointer every `interval_s`: with a Qdrant server, API replicas and
+        workers in other processes follow a reindex or switch made through one of them."""
+
+        def loop() -> None:
+            while not self._closing.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("reading the generations pointer failed; retrying")
+
+        threading.Thread(target=loop, name="generations", daemon=True).start()
+
+    def refresh(self) -> None:
+        """Applies the pointer's state if another process changed it."""
+        gens = self.pointer.load()
+        if gens is None or gens == self.gens:
+            return
+        with self._lock:
+            for gen in gens.live():
+                self._open(gen)  # loads the model before anything is switched
+            live = {g.name for g in gens.live()}
+            self.gens = gens
+            self._serve()
+            self._start_workers()
+            for name in [n for n in self.cores if n not in live]:
+                self._stop_worker(name)
+                self._stacks.pop(name, None)
+                self.cores.pop(name).index.close()
+            for name, (worker, _) in self.workers.items():
+                worker.dead_letters = name == gens.serving.name
+            log.info("following generation %s (%s)", gens.serving.name, gens.serving.model)
+
+    def _start_worker(self, gen: Generation, indexer: Any = None) -> None:
+        if not self.run_workers or gen.name in self.workers:
+            return
+        core = self.cores[gen.name]
+        serving = gen == self.gens.serving
+        worker = core.worker(
+            indexer,
+            client_id=f"freshrag-worker-{gen.name}",
+            on_batch=self.on_batch if serving else None,
+            dead_letters=serving,
+        )
+        thread = threading.Thread(target=worker.run, name=f"worker-{gen.name}", daemon=True)
+        thread.start()
+        self.workers[gen.name] = (worker, thread)
+
+    def workers_alive(self) -> bool:
+        return all(t.is_alive() for _, t in self.workers.values())
+
+    def _stop_worker(self, name: str) -> None:
+        entry = self.workers.pop(name, None)
+        if entry is not None:
+            entry[0].stop()
+            entry[1].join(30)
+
+    # --- serving -------------------------------------------------------------------------
+
+    def services(self, keys: KeyStore) -> Services:
+        """The API's services, pointing at the serving generation (and following switches)."""
+        self._keys = keys
+        self._services = self.core.services(keys)
+        self._services.watch = self.watch
+        self._services.deployment = self
+        self._stacks[self.gens.serving.name] = self._services
+        return self._services
+
+    def stack(self, generation: str = "serving") -> Services:
+        """The retriever and answers of `serving`, or of `standby` (to compare the two
+        before a switch); each pairs a generation's index with its own model."""
+        if generation == "serving":
+            return self._services if self._services is not None else self.core.services(self._keys)
+        standby = self.gens.standby
+        if standby is None or not self.gens.standby_ready:
+            raise GenerationError("no complete standby generation to query")
+        if standby.name not in self._stacks:
+            self._stacks[standby.name] = self.cores[standby.name].services(self._keys)
+        return self._stacks[standby.name]
+
+    def _serve(self) -> None:
+        """Points the API at the serving generation. Each field swap is atomic and a
+        request reads the retriever (an index and its model) once, so none mixes the two."""
+        if self._services is None:
+            return
+        name = self.gens.serving.name
+        fresh = self._stacks.get(name) or self.cores[name].services(self._keys)
+        target = self._services
+        old = replace(target)  # what served until now: kept for standby queries
+        target.retriever = fresh.retriever
+        target.answers = fresh.answers
+        target.index = fresh.index
+        target.ingest_status = fresh.ingest_status
+        self._stacks = {name: target}
+        if self.gens.standby is not None:  # the one that served: still queryable as standby
+            self._stacks[self.gens.standby.name] = old
+
+    # --- migration -----------------------------------------------------------------------
+
+    def reindex(self, model: str) -> dict[str, Any]:
+        """Starts a standby generation for `model`, copied from the serving one in the
+        background; raises GenerationError if one exists, ValueError if the model fails."""
+        with self._lock:
+            gen = new_generation(self.settings, self.gens, model)
+            gens = self.gens.with_standby(gen)  # raises when one exists
+            try:
+                self._open(gen)  # loads the model: a bad name fails here, nothing written
+            except Exception as exc:
+                raise ValueError(f"cannot load model {model!r}: {exc}") from exc
+            self.pointer.save(gens)
+            self.gens = gens
+            self._start_copy(gen)
+            log.info("generation %s (%s): copying from %s", gen.name, model, gens.serving.name)
+            return self.status()
+
+    def _start_copy(self, gen: Generation) -> None:
+        self._copy_stop.clear()
+        self.copy, self.copy_error = CopyProgress(), None
+        self._copy_thread = threading.Thread(
+            target=self._run_copy, args=(gen,), name=f"copy-{gen.name}", daemon=True
+        )
+        self._copy_thread.start()
+
+    def _run_copy(self, gen: Generation) -> None:
+        core = self.cores[gen.name]
+        s = core.settings
+        indexer = core.indexer(self.watch.notify)  # its embedder child serves the copy too
+        chunker = Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers, model=s.model)
+        started = time.monotonic()
+        try:
+            indexer.warm_up()
+            copy_index(
+                self.cores[self.gens.serving.name].index,
+                core.index,
+                chunker,
+                indexer.processor.encode,
+                core.sparse,
+                on_progress=self._progress,
+                stop=self._copy_stop,
+            )
+        except CopyStopped:
+            indexer.processor.close()
+            return
+        except Exception as exc:  # reported by status(); drop the standby and retry
+            indexer.processor.close()
+            self.copy_error = f"{type(exc).__name__}: {exc}"
+            log.exception("copying generation %s failed", gen.name)
+            return
+        with self._lock:
+            if self.gens.standby != gen:  # dropped meanwhile
+                indexer.processor.close()
+                return
+            self.gens = self.gens.ready()
+            self.pointer.save(self.gens)
+            self._start_worker(gen, indexer)  # from now on events keep it current
+        log.info(
+            "generation %s (%s) copied in %.0f s; its worker catches up with the topic",
+            gen.name,
+            gen.model,
+            time.monotonic() - started,
+        )
+
+    def _progress(self, progress: CopyProgress) -> None:
+        self.copy = progress
+
+    def _lag(self, gen: Generation) -> int | None:
+        """Events `gen` has yet to apply: its worker's last look here, else the broker's."""
+        entry = self.workers.get(gen.name)
+        if entry is not None:
+            lag = entry[0].status()["lag"]
+            return sum(lag.values()) if lag else None  # None: not polled yet
+        return group_lag(self.cores[gen.name].settings)
+
+    def caught_up(self) -> bool:
+        """The standby is complete and no staler than the serving generation: under a live
+        stream neither lag stays at 0, so equal freshness is the bar, not zero."""
+        standby = self.gens.standby
+        if standby is None or not self.gens.standby_ready:
+            return False
+        lag = self._lag(standby)
+        serving = self._lag(self.gens.serving)
+        return lag is not None and lag <= max(serving or 0, 0)
+
+    def switch(self, force: bool = False, wait_s: float = 10.0) -> dict[str, Any]:
+        """The standby serves from the next request on; the old one stays current.
+        Waits up to `wait_s` for the standby to be as fresh as the serving generation."""
+        deadline = time.monotonic() + wait_s
+        while not force and not self.caught_up() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with self._lock:
+            gens = self.gens.switched()  # raises without a complete standby
+            if not force and not self.caught_up():
+                raise GenerationError(
+                    f"generation {gens.serving.name} is behind the serving one (more events "
+                    "left to apply; status shows both lags): retry, or force the switch"
+                )
+            self.pointer.save(gens)
+            self.gens = gens
+            self._serve()
+            for name, (worker, _) in self.workers.items():
+                worker.dead_letters = name == gens.serving.name
+                worker.on_batch = self.on_batch if worker.dead_letters else None
+            self.switches.append(
+                {"at": time.time(), "serving": gens.serving.name, "model": gens.serving.model}
+            )
+            log.info("generation %s (%s) now serves", gens.serving.name, gens.serving.model)
+            return self.status()
+
+    def drop_standby(self) -> dict[str, Any]:
+        """Stops and deletes the standby: an unwanted build, or the old one after a switch."""
+        with self._lock:
+            gens = self.gens.without_standby()
+            gen = self.gens.standby
+            assert gen is not None
+            self._copy_stop.set()
+            if self._copy_thread is not None:
+                self._copy_thread.join(60)
+                self._copy_thread = None
+            self._stop_worker(gen.name)
+            self.pointer.save(gens)
+            self.gens = gens
+            core = self.cores.pop(gen.name, None)
+            if core is not None:
+                core.index.drop()
+            self._stacks.pop(gen.name, None)
+            self.copy = None
+            log.info("generation %s (%s) dropped", gen.name, gen.model)
+            return self.status()
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        def describe(gen: Generation) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "name": gen.name,
+                "model": gen.model,
+                "collection": gen.collection,
+            }
+            if gen.name in self.workers:
+                out["lag"] = self._lag(gen)
+            return out
+
+        status: dict[str, Any] = {"serving": describe(self.gens.serving), "standby": None}
+        standby = self.gens.standby
+        if standby is not None:
+            info = describe(standby)
+            info["state"] = (
+                "failed" if self.copy_error else "ready" if self.gens.standby_ready else "copying"
+            )
+            if self.copy is not None:
+                info["copy"] = {
+                    "documents": self.copy.documents,
+                    "total_documents": self.copy.total_documents,
+                    "embedded": self.copy.embedded,
+                    "kept": self.copy.kept,
+                }
+            if self.copy_error:
+                info["error"] = self.copy_error
+            info["caught_up"] = self.caught_up()
+            status["standby"] = info
+        return status
+
+    def close(self) -> None:
+        self._closing.set()
+        self._copy_stop.set()
+        if self._copy_thread is not None:
+            self._copy_thread.join(60)
+        for name in list(self.workers):
+            self._stop_worker(name)
+        for core in self.cores.values():
+            core.index.close()

@@ -1,0 +1,218 @@
+"""Index generations: one set of collections per embedding model, and which one serves.
+
+A new embedding model needs every vector again. Rather than wiping the index,
+`freshrag reindex --model` builds a *standby* generation beside the *serving* one: its own
+chunks, registry and answer-cache collections, filled from the chunk texts already stored,
+then kept current by its own consumer group, so every event reaches both. The switch is
+one atomic write of the pointer (a file beside the Edge shards; on a Qdrant server a
+record, with the `<collection>__serving` / `__standby` aliases flipped in one request).
+The old generation stays current until it is dropped, so switching back is the same
+operation. A generation is only ever queried with its own model: the pair travels
+together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class GenerationError(Exception):
+    """An operation the generations' state does not allow now (the API answers 409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    name: str  # g1, g2, …
+    model: str
+    collection: str
+    registry: str
+    group: str  # its consumer group: events reach every live generation
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    serving: Generation
+    standby: Generation | None = None
+    # The standby's copy is complete; from then on its consumer group keeps it current.
+    standby_ready: bool = False
+
+    def with_standby(self, standby: Generation) -> Generations:
+        if self.standby is not None:
+            raise GenerationError(
+                f"generation {self.standby.name} ({self.standby.model}) is already on "
+                "standby: switch to it or drop it first"
+            )
+        return Generations(self.serving, standby, False)
+
+    def ready(self) -> Generations:
+        return replace(self, standby_ready=True)
+
+    def switched(self) -> Generations:
+        """The standby serves; the one that served stays current, on standby."""
+        if self.standby is None:
+            raise GenerationError("no standby generation: start one with freshrag reindex")
+        if not self.standby_ready:
+            raise GenerationError(
+                f"generation {self.standby.name} is still being built: wait until it is ready"
+            )
+        return Generations(self.standby, self.serving, True)
+
+    def without_standby(self) -> Generations:
+        if self.standby is None:
+            raise GenerationError("no standby generation to drop")
+        return Generations(self.serving)
+
+    def live(self) -> list[Generation]:
+        return [self.serving] + ([self.standby] if self.standby else [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serving": asdict(self.serving),
+            "standby": asdict(self.standby) if self.standby else None,
+            "standby_ready": self.standby_ready,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Generations:
+        standby = raw.get("standby")
+        return cls(
+            Generation(**raw["serving"]),
+            Generation(**standby) if standby else None,
+            bool(raw.get("standby_ready")),
+        )
+
+
+def first_generation(settings: Any) -> Generation:
+    """What an index made before generations existed is: the configured names and model."""
+    return Generation(
+        "g1",
+        settings.model,
+        settings.collection,
+        settings.registry_collection,
+        settings.consumer_group,
+    )
+
+
+def new_generation(settings: Any, current: Generations, model: str) -> Generation:
+    """The next generation's names. Its consumer group is new every time (a dropped
+    attempt's committed offsets must not make a later one skip events)."""
+    n = 1 + max(int(re.sub(r"\D", "", g.name) or 1) for g in current.live())
+    return Generation(
+        f"g{n}",
+        model,
+        f"{settings.collection}__g{n}",
+        f"{settings.registry_collection}__g{n}",
+        f"{settings.consumer_group}.g{n}.{int(time.time())}",
+    )
+
+
+def generation_settings(settings: Any, gen: Generation) -> Any:
+    """The service's settings with this generation's model, collections and group."""
+    return settings.model_copy(
+        update={
+            "model": gen.model,
+            "collection": gen.collection,
+            "registry_collection": gen.registry,
+            "consumer_group": gen.group,
+        }
+    )
+
+
+class Pointer(Protocol):
+    def load(self) -> Generations | None: ...
+
+    def save(self, gens: Generations) -> None: ...
+
+
+class FilePointer:
+    """Edge: a JSON file beside the shards, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> Generations | None:
+        try:
+            return Generations.from_json(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def save(self, gens: Generations) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(gens.to_json(), fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+
+_RECORD_ID = str(uuid.UUID(int=1))
+
+
+class ServerPointer:
+    """Qdrant server: a one-point record in `<base>__generations` (the model of each
+    generation, which an alias cannot carry) and aliases `<base>__serving` and
+    `<base>__standby` for anything else that reads the collections, flipped together."""
+
+    def __init__(self, client: Any, base: str) -> None:
+        self.client = client
+        self.base = base
+        self.record = f"{base}__generations"
+        self.aliases = (f"{base}__serving", f"{base}__standby")
+
+    def load(self) -> Generations | None:
+        if not self.client.collection_exists(self.record):
+            return None
+        found = self.client.retrieve(self.record, [_RECORD_ID], with_payload=True)
+        return Generations.from_json(found[0].payload) if found else None
+
+    def save(self, gens: Generations) -> None:
+        from qdrant_client import models as qm
+
+        if not self.client.collection_exists(self.record):
+            self.client.create_collection(self.record, vectors_config={})
+        self.client.upsert(
+            self.record,
+            [qm.PointStruct(id=_RECORD_ID, vector={}, payload=gens.to_json())],
+            wait=True,
+        )
+        existing = {a.alias_name for a in self.client.get_aliases().aliases}
+        ops: list[Any] = [
+            qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=a))
+            for a in self.aliases
+            if a in existing
+        ]
+        for alias, gen in zip(self.aliases, (gens.serving, gens.standby), strict=True):
+            if gen is not None:
+                ops.append(
+                    qm.CreateAliasOperation(
+                        create_alias=qm.CreateAlias(
+                            collection_name=gen.collection, alias_name=alias
+                        )
+                    )
+                )
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    def serving_alias(self) -> str | None:
+        """The collection `<base>__serving` points at (what other readers see)."""
+        for a in self.client.get_aliases().aliases:
+            if a.alias_name == self.aliases[0]:
+                return a.collection_name
+        return None
+
+
+def open_pointer(settings: Any, client: Any = None) -> Pointer:
+    if settings.qdrant_url or client is not None:
+        if client is None:
+            from qdrant_client import QdrantClient
+
+            client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        return ServerPointer(client, settings.collection)
+    return FilePointer(settings.data_dir / "edge" / f"{settings.collection}.generations.json")
