@@ -305,9 +305,10 @@ class Settings(BaseSettings):
     )
     edge_on_disk: bool = Field(
         True,
-        description="Original dense vectors, payload and payload indexes stay on disk "
-        "(memory-mapped, read through the page cache) instead of in RAM; the int8 vectors "
-        "and the HNSW graph stay in RAM. Mapped indexes also make the optimiser's swap short.",
+        description="Original dense vectors, payload and the payload indexes of fields not "
+        "filtered by every query stay on disk (memory-mapped, read through the page cache) "
+        "instead of in RAM; the int8 vectors, the HNSW graph and the tenant and acl indexes "
+        "stay in RAM. Mapped indexes also keep the optimiser's swap short.",
     )
 
     generation_poll_s: float = Field(

@@ -264,8 +264,8 @@ def test_settings_reach_the_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert config["payload_memory"] == "cold"
         schema = index.chunks.info().payload_schema
         assert schema["hash"].params.memory == qe.Memory.Cold  # mapped: a swap's load is short
-        assert schema["tenant"].params.memory == qe.Memory.Cold
-        assert schema["tenant"].params.is_tenant is True
+        assert schema["doc_id"].params.memory == qe.Memory.Cold
+        assert schema["tenant"].params is None  # filtered on by every query: in RAM
         params = index._search_params
         assert params is not None and params.hnsw_ef == 77
         assert params.quantization.rescore is True
