@@ -189,7 +189,7 @@ def create_app(services: Services) -> FastAPI:
             if services.ingest_status:
                 details["ingest"] = services.ingest_status()
             if services.deployment is not None:  # which generation serves, and the standby
-                details["generations"] = services.deployment.status()
+                details["generations"] = services.deployment.status(public=True)
             return checks(), details
 
         try:

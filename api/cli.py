@@ -337,7 +337,10 @@ def reindex(model, do_switch, force, drop_standby, url, api_key) -> None:  # noq
             keys = {}
         api_key = next((k for k, spec in keys.items() if spec.get("admin")), None)
         if api_key is None:
-            raise click.UsageError('no admin key: pass --api-key (a key with "admin": true)')
+            raise click.UsageError(
+                'no admin key: pass --api-key, or add "admin": true to a key in '
+                f"{settings.resolved_api_keys_file}"
+            )
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
 
     def call(method: str, path: str, **kwargs) -> dict:  # noqa: ANN003

@@ -62,6 +62,9 @@ class Deployment:
         self._copy_thread: threading.Thread | None = None
         self._services: Services | None = None
         self._stacks: dict[str, Services] = {}
+        self._opened: dict[str, Generation] = {}  # the generation each core was opened for
+        self._lag_cache: dict[str, tuple[float, int | None]] = {}
+        self._drops: list[threading.Timer] = []
         self._keys: KeyStore | None = None
         self._lock = threading.RLock()
         self._closing = threading.Event()
@@ -71,9 +74,9 @@ class Deployment:
         """Opens the serving generation (and a standby, if one is being built or kept)."""
         pointer = open_pointer(settings)
         gens = pointer.load()
+        new = gens is None
         if gens is None:  # an index from before generations: it is generation g1
             gens = Generations(first_generation(settings))
-            pointer.save(gens)
         if gens.serving.model != settings.model:
             log.warning(
                 "the index serving here (generation %s) was built with %s: queries use that "
@@ -85,16 +88,29 @@ class Deployment:
         dep = cls(settings, pointer, gens, **kwargs)
         for gen in gens.live():
             dep._open(gen)
+        if new:  # after its collections exist: a server alias must name a real one
+            pointer.save(gens)
         return dep
 
     # --- cores and workers -------------------------------------------------------------
 
     def _open(self, gen: Generation) -> Core:
         core = self.cores.get(gen.name)
+        if core is not None and self._opened[gen.name] != gen:
+            self._retire(gen.name)  # same name, another build (dropped and made again)
+            core = None
         if core is None:
             core = Core.open(generation_settings(self.settings, gen), watch=self.watch)
             self.cores[gen.name] = core
+            self._opened[gen.name] = gen
         return core
+
+    def _retire(self, name: str) -> Core | None:
+        """Stops a generation's worker and forgets it here; returns its core (still open)."""
+        self._stop_worker(name)
+        self._stacks.pop(name, None)
+        self._opened.pop(name, None)
+        return self.cores.pop(name, None)
 
     @property
     def core(self) -> Core:
@@ -133,37 +149,44 @@ class Deployment:
         if gens is None or gens == self.gens:
             return
         with self._lock:
-            for gen in gens.live():
-                self._open(gen)  # loads the model before anything is switched
-            live = {g.name for g in gens.live()}
-            self.gens = gens
-            self._serve()
-            self._start_workers()
-            for name in [n for n in self.cores if n not in live]:
-                self._stop_worker(name)
-                self._stacks.pop(name, None)
-                self.cores.pop(name).index.close()
-            for name, (worker, _) in self.workers.items():
-                worker.dead_letters = name == gens.serving.name
+            self._apply(gens)
             log.info("following generation %s (%s)", gens.serving.name, gens.serving.model)
+
+    def _apply(self, gens: Generations) -> None:
+        for gen in gens.live():
+            self._open(gen)  # loads the model before anything is switched
+        live = {g.name for g in gens.live()}
+        self.gens = gens
+        self._serve()
+        self._start_workers()
+        for name in [n for n in self.cores if n not in live]:
+            core = self._retire(name)
+            if core is not None:
+                core.index.close()
+
+    def _current(self) -> None:
+        """Before a change: the pointer as it is now (another process may have moved it)."""
+        gens = self.pointer.load()
+        if gens is not None and gens != self.gens:
+            self._apply(gens)
 
     def _start_worker(self, gen: Generation, indexer: Any = None) -> None:
         if not self.run_workers or gen.name in self.workers:
             return
         core = self.cores[gen.name]
-        serving = gen == self.gens.serving
+        # Both generations' workers dead-letter what fails: during a migration the DLQ may
+        # get an event twice, never zero times (the faster one may meet it first).
         worker = core.worker(
             indexer,
             client_id=f"freshrag-worker-{gen.name}",
-            on_batch=self.on_batch if serving else None,
-            dead_letters=serving,
+            on_batch=self.on_batch if gen == self.gens.serving else None,
         )
         thread = threading.Thread(target=worker.run, name=f"worker-{gen.name}", daemon=True)
         thread.start()
         self.workers[gen.name] = (worker, thread)
 
     def workers_alive(self) -> bool:
-        return all(t.is_alive() for _, t in self.workers.values())
+        return all(t.is_alive() for _, t in list(self.workers.values()))
 
     def _stop_worker(self, name: str) -> None:
         entry = self.workers.pop(name, None)
@@ -217,6 +240,7 @@ class Deployment:
         """Starts a standby generation for `model`, copied from the serving one in the
         background; raises GenerationError if one exists, ValueError if the model fails."""
         with self._lock:
+            self._current()
             gen = new_generation(self.settings, self.gens, model)
             gens = self.gens.with_standby(gen)  # raises when one exists
             try:
@@ -268,7 +292,10 @@ class Deployment:
                 return
             self.gens = self.gens.ready()
             self.pointer.save(self.gens)
-            self._start_worker(gen, indexer)  # from now on events keep it current
+            if self.run_workers:
+                self._start_worker(gen, indexer)  # from now on events keep it current
+            else:  # its workers run in `freshrag worker` processes, which follow the pointer
+                indexer.processor.close()
         log.info(
             "generation %s (%s) copied in %.0f s; its worker catches up with the topic",
             gen.name,
@@ -285,7 +312,11 @@ class Deployment:
         if entry is not None:
             lag = entry[0].status()["lag"]
             return sum(lag.values()) if lag else None  # None: not polled yet
-        return group_lag(self.cores[gen.name].settings)
+        cached = self._lag_cache.get(gen.name)  # asking the broker costs a connection
+        if cached is None or time.monotonic() - cached[0] > 1.0:
+            cached = (time.monotonic(), group_lag(self.cores[gen.name].settings))
+            self._lag_cache[gen.name] = cached
+        return cached[1]
 
     def caught_up(self) -> bool:
         """The standby is complete and no staler than the serving generation: under a live
@@ -304,6 +335,7 @@ class Deployment:
         while not force and not self.caught_up() and time.monotonic() < deadline:
             time.sleep(0.2)
         with self._lock:
+            self._current()
             gens = self.gens.switched()  # raises without a complete standby
             if not force and not self.caught_up():
                 raise GenerationError(
@@ -314,44 +346,49 @@ class Deployment:
             self.gens = gens
             self._serve()
             for name, (worker, _) in self.workers.items():
-                worker.dead_letters = name == gens.serving.name
-                worker.on_batch = self.on_batch if worker.dead_letters else None
+                worker.on_batch = self.on_batch if name == gens.serving.name else None
             self.switches.append(
                 {"at": time.time(), "serving": gens.serving.name, "model": gens.serving.model}
             )
             log.info("generation %s (%s) now serves", gens.serving.name, gens.serving.model)
             return self.status()
 
-    def drop_standby(self) -> dict[str, Any]:
-        """Stops and deletes the standby: an unwanted build, or the old one after a switch."""
+    def drop_standby(self, grace_s: float | None = None) -> dict[str, Any]:
+        """Stops and deletes the standby: an unwanted build, or the old one after a switch.
+        Its storage goes after `grace_s` (default: two pointer polls), so requests that
+        started on it and processes still following it finish first."""
+        self._copy_stop.set()  # outside the lock: a finishing copy takes it
+        copying = self._copy_thread
+        if copying is not None:
+            copying.join(60)
         with self._lock:
+            self._current()
             gens = self.gens.without_standby()
             gen = self.gens.standby
             assert gen is not None
-            self._copy_stop.set()
-            if self._copy_thread is not None:
-                self._copy_thread.join(60)
-                self._copy_thread = None
-            self._stop_worker(gen.name)
+            self._copy_thread = None
             self.pointer.save(gens)
             self.gens = gens
-            core = self.cores.pop(gen.name, None)
-            if core is not None:
-                core.index.drop()
-            self._stacks.pop(gen.name, None)
+            core = self._retire(gen.name)
             self.copy = None
+            grace = 2 * self.settings.generation_poll_s if grace_s is None else grace_s
+            if core is not None:
+                timer = threading.Timer(grace, core.index.drop)
+                timer.daemon = False  # the delete must happen even if the service stops
+                timer.start()
+                self._drops.append(timer)
             log.info("generation %s (%s) dropped", gen.name, gen.model)
             return self.status()
 
     # --- reporting -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, public: bool = False) -> dict[str, Any]:
+        """For operators; `public` (/readyz, no key) leaves out collection names and errors."""
+
         def describe(gen: Generation) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "name": gen.name,
-                "model": gen.model,
-                "collection": gen.collection,
-            }
+            out: dict[str, Any] = {"name": gen.name, "model": gen.model}
+            if not public:
+                out["collection"] = gen.collection
             if gen.name in self.workers:
                 out["lag"] = self._lag(gen)
             return out
@@ -370,7 +407,7 @@ class Deployment:
                     "embedded": self.copy.embedded,
                     "kept": self.copy.kept,
                 }
-            if self.copy_error:
+            if self.copy_error and not public:
                 info["error"] = self.copy_error
             info["caught_up"] = self.caught_up()
             status["standby"] = info
@@ -379,6 +416,10 @@ class Deployment:
     def close(self) -> None:
         self._closing.set()
         self._copy_stop.set()
+        for timer in self._drops:  # the service stops: no request is left to finish
+            if timer.is_alive():
+                timer.cancel()
+                timer.function()
         if self._copy_thread is not None:
             self._copy_thread.join(60)
         for name in list(self.workers):

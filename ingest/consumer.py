@@ -115,12 +115,15 @@ def first_offsets(records: list) -> dict[TopicPartition, int]:
 def group_lag(settings: Settings) -> int | None:
     """Events `settings.consumer_group` has yet to apply, asked of the broker (no member of
     the group needs to run here); None if the broker cannot say."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-    )
+    consumer = None
     try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            request_timeout_ms=5000,
+            bootstrap_timeout_ms=3000,
+        )
         tps = [
             TopicPartition(topic, p)
             for topic in (settings.topic, settings.backfill_topic)
@@ -128,10 +131,11 @@ def group_lag(settings: Settings) -> int | None:
         ]
         ends = consumer.end_offsets(tps)
         return sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
-    except KafkaError:
+    except Exception:  # KafkaError, or no broker at all: the caller treats None as unknown
         return None
     finally:
-        close_consumer(consumer)
+        if consumer is not None:
+            close_consumer(consumer)
 
 
 def close_consumer(consumer: KafkaConsumer) -> None:
@@ -189,13 +193,9 @@ class IngestWorker:
         client_id: str = "freshrag-worker",
         on_batch: Callable[[list[Outcome]], None] | None = None,
         ledger: OffsetLedger | None = None,
-        dead_letters: bool = True,
     ) -> None:
         self.settings = settings
         self.indexer = indexer
-        # A second generation's worker reads the same events: one DLQ entry per event is
-        # enough, so it leaves dead letters to the worker of the generation that serves.
-        self.dead_letters = dead_letters
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._live_waiting = threading.Event()  # a live event arrived during a backfill batch
@@ -544,17 +544,6 @@ class IngestWorker:
     def _dead_letter(self, dead: list[tuple[object, str, str]]) -> None:
         """Send every dead letter and wait for the broker to confirm each one."""
         if not dead:
-            return
-        if not self.dead_letters:
-            for record, reason, stage in dead:
-                log.info(
-                    "%s[%d]@%d failed (%s): %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    stage,
-                    reason,
-                )
             return
         pending = [
             (record, reason, stage, self._send_dead(record, reason, stage))

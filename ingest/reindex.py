@@ -4,7 +4,9 @@ No parsing and no republishing: each stored chunk's text and heading path give t
 the new model encodes and the chunk's new hash (the model is part of it). Registry
 entries are read before the chunks they describe, so a document changed during the copy
 ends up with chunks at least as new as its registry version; the new generation's own
-consumer then re-applies anything newer (versions make the rest no-ops). Resumable: a
+consumer then re-applies anything newer (versions make the rest no-ops). Resumable and
+never backwards: a document the target already holds at the same or a newer version
+(copied before, or advanced by the new generation's own worker) is left alone, and a
 chunk already in the target under its new hash is not embedded again.
 """
 
@@ -30,6 +32,7 @@ class CopyProgress:
     embedded: int = 0  # chunks encoded with the new model
     kept: int = 0  # already in the target under their new hash (a resumed copy)
     removed: int = 0  # target chunks no longer in the source
+    skipped: int = 0  # documents the target already has at this version or newer
     done: bool = False
 
 
@@ -52,7 +55,14 @@ def copy_index(
     for start in range(0, len(states), page):
         if stop is not None and stop.is_set():
             raise CopyStopped
-        batch = states[start : start + page]
+        page_states = states[start : start + page]
+        held = target.get_documents([(s.tenant, s.doc_id) for s in page_states])
+        batch = [
+            s
+            for s in page_states
+            if (t := held.get((s.tenant, s.doc_id))) is None or t.version < s.version
+        ]
+        progress.skipped += len(page_states) - len(batch)
         keys = [(s.tenant, s.doc_id) for s in batch]
         stored = source.chunk_payloads(keys)
         present = target.chunks_of_many(keys)
@@ -67,7 +77,8 @@ def copy_index(
             have = {c.hash for c in present.get(key, [])}
             stale += [c.id for c in present.get(key, []) if c.hash not in wanted]
             for (_, payload), (indexed, h) in zip(records, stamped, strict=True):
-                if h in have:
+                if h in have:  # its vector is right; its payload (acl, version…) may not be
+                    target.set_payload([chunk_point_id(*key, h)], {**payload, "hash": h})
                     progress.kept += 1
                 else:
                     todo.append((key, payload, indexed, h))
@@ -92,7 +103,7 @@ def copy_index(
             progress.removed += len(stale)
         for state in batch:
             target.put_document(state)
-        progress.documents += len(batch)
+        progress.documents += len(page_states)
         if on_progress is not None:
             on_progress(progress)
     progress.done = True

@@ -162,14 +162,19 @@ def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
         expected = float(np.dot(mpnet.encode_query(query), mpnet.encode([text])[0]))
         assert hits[0].score == pytest.approx(expected, abs=1e-3)
 
-        # Resumed after the source moved on: unchanged chunks are not embedded again.
-        indexer.apply([upsert("billing", DOCS["billing"] + "\nRefunds take a week.\n", 2)])
+        # Resumed after the source moved on: documents the target has at their version are
+        # left alone, and of a changed one only its changed chunk is embedded again.
+        billing = DOCS["billing"] + "\n## Refunds\n\nRefunds take a week.\n"
+        indexer.apply([upsert("billing", billing, 2, acl=["eng", "sales"])])
         before = mpnet.texts_encoded
         second = copy_index(source, target, chunker, mpnet.encode, sparse)
-        assert second.kept == stored - 1 and second.embedded == 1 and second.removed == 1
+        assert second.skipped == len(DOCS) - 1 and second.kept == 1 and second.embedded == 1
         assert mpnet.texts_encoded - before == 1
         assert target.count_chunks([]) == source.count_chunks([])
         assert target.get_document("default", "billing").version == 2
+        copied = target.chunk_payloads([("default", "billing")])[("default", "billing")]
+        # The kept chunk was not re-embedded, but its payload is the new version's.
+        assert [(p["version"], p["acl"]) for _, p in copied] == [(2, ["eng", "sales"])] * 2
 
         target.drop()  # a dropped generation leaves no collection behind
         client = QdrantClient(path=str(qdrant))
@@ -252,7 +257,9 @@ def test_switching_models_under_live_queries_and_edits(
         "key-a": {"tenant": "default", "groups": ["eng"]},
         ADMIN: {"tenant": "default", "groups": ["eng"], "admin": True},
     }
-    settings = make_settings(tmp_path, broker, api_keys=keys, ingest_process=False)
+    settings = make_settings(
+        tmp_path, broker, api_keys=keys, ingest_process=False, generation_poll_s=0.5
+    )
     ensure_topics(settings)
     dep = Deployment.open(settings)
     dep.start()
@@ -348,11 +355,13 @@ def test_switching_models_under_live_queries_and_edits(
         ready = httpx.get(f"{url}/readyz").json()
         assert ready["details"]["model"] == mpnet_path
         assert ready["details"]["generations"]["standby"]["model"] == MINILM
+        assert "collection" not in ready["details"]["generations"]["serving"]  # no key needed
 
         old = dep.gens.standby
         r = _admin(url, "DELETE", "/standby")
         assert r.status_code == 200 and r.json()["standby"] is None
-        assert not (settings.data_dir / "edge" / old.collection).exists()
+        # Deleted after a grace of two pointer polls (requests begun on it finish first).
+        wait_for(lambda: not (settings.data_dir / "edge" / old.collection).exists(), 10)
     finally:
         server.stop()
         dep.close()
