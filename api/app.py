@@ -159,7 +159,7 @@ def create_app(services: Services) -> FastAPI:
         if services.deployment is None:
             raise HTTPException(409, "this server has no standby generation")
         try:
-            return services.deployment.stack("standby")
+            return services.deployment.standby_stack()
         except GenerationError as exc:
             raise HTTPException(409, str(exc)) from exc
 

@@ -325,16 +325,11 @@ def reindex(model, do_switch, force, drop_standby, url, api_key) -> None:  # noq
     """
     import httpx
 
-    from api.auth import read_keys
-
     settings = Settings()
     _client_logging()
     url = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     if api_key is None:
-        try:
-            keys = read_keys(settings.api_keys, settings.resolved_api_keys_file)
-        except FileNotFoundError:
-            keys = {}
+        keys = _local_keys(settings)
         api_key = next((k for k, spec in keys.items() if spec.get("admin")), None)
         if api_key is None:
             raise click.UsageError(
@@ -399,6 +394,17 @@ def _echo_generations(state: dict) -> None:
             f"{standby['state']}, {copy.get('documents', 0)}/{copy.get('total_documents', 0)} "
             f"documents copied, lag {standby.get('lag', '?')}"
         )
+
+
+def _local_keys(settings: Settings) -> dict[str, dict]:
+    """The keys this machine's service uses (inline or its keys file), for client commands
+    that default to one of them; empty if there are none."""
+    from api.auth import read_keys
+
+    try:
+        return read_keys(settings.api_keys, settings.resolved_api_keys_file)
+    except FileNotFoundError:
+        return {}
 
 
 class Unreachable(click.ClickException):
@@ -669,7 +675,7 @@ def eval_command(
     verdict) and writes report.json and report.html. Exit codes: 0 ok, 1 regression,
     3 the service or the broker cannot be reached.
     """
-    from api.auth import key_for_tenant, read_keys
+    from api.auth import key_for_tenant
     from evals.client import ServiceUnreachable
     from evals.dataset import default_path
     from evals.report import THRESHOLDS, terminal_table
@@ -683,11 +689,7 @@ def eval_command(
     os.environ.setdefault("MPLCONFIGDIR", str(settings.data_dir / "cache" / "matplotlib"))
     url = url or f"http://{settings.host}:{settings.port}"
     if api_key is None:
-        try:
-            keys = read_keys(settings.api_keys, settings.resolved_api_keys_file)
-        except FileNotFoundError:
-            keys = {}
-        api_key = key_for_tenant(keys)
+        api_key = key_for_tenant(_local_keys(settings))
         if api_key is None:
             raise click.UsageError(
                 "no API key: pass --api-key or create the keys file (make up does)"

@@ -57,12 +57,10 @@ class Deployment:
         self.workers: dict[str, tuple[IngestWorker, threading.Thread]] = {}
         self.copy: CopyProgress | None = None
         self.copy_error: str | None = None
-        self.switches: list[dict[str, Any]] = []
         self._copy_stop = threading.Event()
         self._copy_thread: threading.Thread | None = None
         self._services: Services | None = None
         self._stacks: dict[str, Services] = {}
-        self._opened: dict[str, Generation] = {}  # the generation each core was opened for
         self._lag_cache: dict[str, tuple[float, int | None]] = {}
         self._drops: list[threading.Timer] = []
         self._keys: KeyStore | None = None
@@ -95,21 +93,20 @@ class Deployment:
     # --- cores and workers -------------------------------------------------------------
 
     def _open(self, gen: Generation) -> Core:
+        settings = generation_settings(self.settings, gen)
         core = self.cores.get(gen.name)
-        if core is not None and self._opened[gen.name] != gen:
+        if core is not None and core.settings != settings:
             self._retire(gen.name)  # same name, another build (dropped and made again)
             core = None
         if core is None:
-            core = Core.open(generation_settings(self.settings, gen), watch=self.watch)
+            core = Core.open(settings, watch=self.watch)
             self.cores[gen.name] = core
-            self._opened[gen.name] = gen
         return core
 
     def _retire(self, name: str) -> Core | None:
         """Stops a generation's worker and forgets it here; returns its core (still open)."""
         self._stop_worker(name)
         self._stacks.pop(name, None)
-        self._opened.pop(name, None)
         return self.cores.pop(name, None)
 
     @property
@@ -205,11 +202,9 @@ class Deployment:
         self._stacks[self.gens.serving.name] = self._services
         return self._services
 
-    def stack(self, generation: str = "serving") -> Services:
-        """The retriever and answers of `serving`, or of `standby` (to compare the two
-        before a switch); each pairs a generation's index with its own model."""
-        if generation == "serving":
-            return self._services if self._services is not None else self.core.services(self._keys)
+    def standby_stack(self) -> Services:
+        """The standby's retriever and answers (to compare it with the serving one before
+        a switch): its index with its own model."""
         standby = self.gens.standby
         if standby is None or not self.gens.standby_ready:
             raise GenerationError("no complete standby generation to query")
@@ -267,6 +262,7 @@ class Deployment:
         indexer = core.indexer(self.watch.notify)  # its embedder child serves the copy too
         chunker = Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers, model=s.model)
         started = time.monotonic()
+        handed_to_worker = False
         try:
             indexer.warm_up()
             copy_index(
@@ -278,23 +274,24 @@ class Deployment:
                 on_progress=self._progress,
                 stop=self._copy_stop,
             )
+            with self._lock:
+                if self.gens.standby != gen:  # dropped meanwhile
+                    return
+                self.gens = self.gens.ready()
+                self.pointer.save(self.gens)
+                # From now on events keep it current; without workers here, `freshrag
+                # worker` processes following the pointer do.
+                if self.run_workers:
+                    self._start_worker(gen, indexer)
+                    handed_to_worker = True
         except CopyStopped:
-            indexer.processor.close()
             return
         except Exception as exc:  # reported by status(); drop the standby and retry
-            indexer.processor.close()
             self.copy_error = f"{type(exc).__name__}: {exc}"
             log.exception("copying generation %s failed", gen.name)
             return
-        with self._lock:
-            if self.gens.standby != gen:  # dropped meanwhile
-                indexer.processor.close()
-                return
-            self.gens = self.gens.ready()
-            self.pointer.save(self.gens)
-            if self.run_workers:
-                self._start_worker(gen, indexer)  # from now on events keep it current
-            else:  # its workers run in `freshrag worker` processes, which follow the pointer
+        finally:
+            if not handed_to_worker:
                 indexer.processor.close()
         log.info(
             "generation %s (%s) copied in %.0f s; its worker catches up with the topic",
@@ -347,9 +344,6 @@ class Deployment:
             self._serve()
             for name, (worker, _) in self.workers.items():
                 worker.on_batch = self.on_batch if name == gens.serving.name else None
-            self.switches.append(
-                {"at": time.time(), "serving": gens.serving.name, "model": gens.serving.model}
-            )
             log.info("generation %s (%s) now serves", gens.serving.name, gens.serving.model)
             return self.status()
 

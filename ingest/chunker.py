@@ -28,6 +28,11 @@ from ingest.parser import PARSER_VERSION, Element
 from ingest.parsers.elements import clean
 
 
+def with_header(header: str, text: str) -> str:
+    """What the encoders read: the heading path line (if any), then the text."""
+    return f"{header}\n\n{text}" if header else text
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     index: int
@@ -40,7 +45,7 @@ class Chunk:
     @property
     def indexed_text(self) -> str:
         """What the encoders see: the header line, then the text."""
-        return f"{self.header}\n\n{self.text}" if self.header else self.text
+        return with_header(self.header, self.text)
 
 
 @dataclass(slots=True)
@@ -231,7 +236,7 @@ class Chunker:
                     part = f"{head}\n\n{part}"
                 elif k and own:  # a continuation keeps its section's heading for context
                     part = f"{own}\n\n{part}"
-                h = self._hash(f"{header}\n\n{part}" if header else part, seen)
+                h = self._hash(with_header(header, part), seen)
                 chunks.append(Chunk(len(chunks), part, h, section.heading, section.path, header))
         return chunks
 
@@ -251,7 +256,6 @@ class Chunker:
         seen: dict[str, int] = {}
         out = []
         for text, path in stored:
-            header = self.header_of(path)
-            indexed = f"{header}\n\n{text}" if header else text
+            indexed = with_header(self.header_of(path), text)
             out.append((indexed, self._hash(indexed, seen)))
         return out

@@ -67,6 +67,7 @@ from retrieval.index import (
     metadata_indexes,
     prefetch_limit,
     split_negated,
+    stored_chunks,
 )
 
 log = logging.getLogger(__name__)
@@ -872,10 +873,11 @@ class EdgeIndex:
             missing = [n for n in wanted if n not in shard.info().payload_schema]
         on_disk = self.tuning is not None and self.tuning.on_disk
         for name in missing:
-            # Edge rebuilds an in-RAM index on every load, and a load holds the GIL: at 300k
-            # points the swap after an optimisation paused queries 0.36 s with them all in
-            # RAM, 0.12 s all memory-mapped, which made hybrid p50 2.0 → 3.2 ms. The fields
-            # every query filters on stay in RAM: 0.15 s, hybrid unchanged.
+            # Edge rebuilds an in-RAM index on every load, and a load holds the GIL, so
+            # mapped indexes keep the optimiser's swap short; but mapped tenant and acl
+            # indexes, which every query filters on, slowed filtered search (one-off
+            # measurements at 300k/500k points in issue 12's closing note), so those two
+            # stay in RAM.
             cold = on_disk and name not in _FILTERED_BY_EVERY_QUERY
             store.write(("field_index", name, wanted[name], cold))
         if optimise:
@@ -969,16 +971,13 @@ class EdgeIndex:
         ]
 
     def chunks_of_many(self, keys: list[DocKey]) -> dict[DocKey, list[StoredChunk]]:
-        out: dict[DocKey, list[StoredChunk]] = {k: [] for k in keys}
         if not keys:
-            return out
-        conditions = documents_filter(keys)
-        for r in self._scroll(conditions, False, ("hash", "chunk_index", "tenant", "doc_id")):
-            p = r.payload or {}
-            key = (p.get("tenant"), p.get("doc_id"))
-            if key in out:  # the two any-of filters also match cross pairs
-                out[key].append(StoredChunk(str(r.id), p.get("hash", ""), p.get("chunk_index")))
-        return out
+            return {}
+        fields = ("hash", "chunk_index", "tenant", "doc_id")
+        records = self._scroll(documents_filter(keys), False, fields)
+        return stored_chunks(
+            group_by_document(keys, [(str(r.id), r.payload or {}) for r in records])
+        )
 
     def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
         if not hashes:
@@ -1131,8 +1130,7 @@ class EdgeIndex:
     def chunk_payloads(self, keys: list[DocKey]) -> dict[DocKey, list[tuple[str, dict[str, Any]]]]:
         if not keys:
             return {}
-        conditions = documents_filter(keys)
-        records = self._scroll(conditions, False, None)
+        records = self._scroll(documents_filter(keys), False, None)
         return group_by_document(keys, [(str(r.id), r.payload or {}) for r in records])
 
     def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:

@@ -315,6 +315,16 @@ def group_by_document(
     return out
 
 
+def stored_chunks(
+    grouped: dict[DocKey, list[tuple[str, dict[str, Any]]]],
+) -> dict[DocKey, list[StoredChunk]]:
+    """`group_by_document`'s records as the (id, hash, chunk_index) the diff needs."""
+    return {
+        key: [StoredChunk(rid, p.get("hash", ""), p.get("chunk_index")) for rid, p in recs]
+        for key, recs in grouped.items()
+    }
+
+
 def prefetch_limit(limit: int) -> int:
     """Candidates each side of a hybrid query contributes to RRF."""
     return max(limit * 4, 40)

@@ -37,6 +37,7 @@ from retrieval.index import (
     metadata_indexes,
     prefetch_limit,
     split_negated,
+    stored_chunks,
 )
 
 _PAGE = 512
@@ -183,16 +184,13 @@ class ServerIndex:
         ]
 
     def chunks_of_many(self, keys: list[DocKey]) -> dict[DocKey, list[StoredChunk]]:
-        out: dict[DocKey, list[StoredChunk]] = {k: [] for k in keys}
         if not keys:
-            return out
-        conditions = documents_filter(keys)
-        for r in self._scroll(conditions, False, ("hash", "chunk_index", "tenant", "doc_id")):
-            p = r.payload or {}
-            key = (p.get("tenant"), p.get("doc_id"))
-            if key in out:  # the two any-of filters also match cross pairs
-                out[key].append(StoredChunk(str(r.id), p.get("hash", ""), p.get("chunk_index")))
-        return out
+            return {}
+        fields = ("hash", "chunk_index", "tenant", "doc_id")
+        records = self._scroll(documents_filter(keys), False, fields)
+        return stored_chunks(
+            group_by_document(keys, [(str(r.id), r.payload or {}) for r in records])
+        )
 
     def vectors_by_hash(self, hashes: list[str]) -> dict[str, list[float]]:
         if not hashes:
@@ -361,8 +359,7 @@ class ServerIndex:
     def chunk_payloads(self, keys: list[DocKey]) -> dict[DocKey, list[tuple[str, dict[str, Any]]]]:
         if not keys:
             return {}
-        conditions = documents_filter(keys)
-        records = self._scroll(conditions, False, None)
+        records = self._scroll(documents_filter(keys), False, None)
         return group_by_document(keys, [(str(r.id), r.payload or {}) for r in records])
 
     def get_documents(self, keys: list[DocKey]) -> dict[DocKey, DocumentState]:
