@@ -174,15 +174,24 @@ def chunks_config(dense_dim: int, tuning: EdgeTuning | None) -> qe.EdgeConfig:
 
     Loading an existing shard with this config rewrites its `edge_config.json`; segments
     built under the old config are rebuilt by the next optimisation (in the child).
+
+    With `on_disk`, every part of a sealed segment is memory-mapped (the child's warm-up
+    leaves it in the page cache): an optimiser swap's load holds the GIL while it copies
+    whatever is held in RAM, and at 1M points int8 vectors, HNSW graph and sparse index
+    in RAM made that load 0.61 s against 0.31 s mapped, for the same query latency
+    (bench/scale.py, issue 12's closing note).
     """
-    sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
     if tuning is None:
         dense = qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)
+        sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
         return qe.EdgeConfig(vectors={DENSE: dense}, sparse_vectors=sparse)
     cold = qe.Memory.Cold if tuning.on_disk else None
     dense = qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine, memory=cold)
+    sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)}
     quantization = (
-        qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+        qe.ScalarQuantizationConfig(
+            qe.ScalarType.Int8, quantile=0.99, memory=cold or qe.Memory.Pinned
+        )
         if tuning.quantization == "int8"
         else None
     )
@@ -194,6 +203,7 @@ def chunks_config(dense_dim: int, tuning: EdgeTuning | None) -> qe.EdgeConfig:
             ef_construct=tuning.hnsw_ef_construct,
             full_scan_threshold=10_000,  # KB, Qdrant's default: small filtered sets scan exactly
             max_indexing_threads=tuning.optimize_threads,
+            memory=cold,
         ),
         quantization_config=quantization,
         payload_memory=cold,
@@ -335,7 +345,14 @@ class ChunkStore:
     be brought up to date in another process and swapped in.
     """
 
-    def __init__(self, root: Path, collection: str, config: qe.EdgeConfig, log_writes: bool):
+    def __init__(
+        self,
+        root: Path,
+        collection: str,
+        config: qe.EdgeConfig,
+        log_writes: bool,
+        warm: bool = False,
+    ):
         self.root = root
         self.collection = collection
         self.config = config
@@ -353,6 +370,8 @@ class ChunkStore:
         live_path = root / state.get("live", collection)
         if not (live_path / "edge_config.json").exists() and live_path.name != collection:
             live_path = root / collection  # a state file without its shard: start over
+        if warm:  # memory-mapped segments: read them now, not during the first queries
+            _warm(live_path)
         self._live = _Live(_open_shard(live_path, config), live_path)
         if not log_writes:
             if state:
@@ -406,12 +425,15 @@ class ChunkStore:
                 p.unlink(missing_ok=True)
 
     def _new_log(self) -> None:
-        """Starts an empty op log (the spare equals the live shard at this point)."""
+        """Starts an empty op log (the spare equals the live shard at this point).
+
+        The caller drops the old log after letting writes go: unlinking a log of a million
+        points takes ext4 about half a second, and writes would wait for it.
+        """
         if self._log_fh is not None:
             self._log_fh.close()
         self.log_path = self.root / f"{self.collection}.oplog.{time.time_ns()}"
         self._log_fh = open(self.log_path, "ab")  # noqa: SIM115 (lives as long as the store)
-        self._drop_stale_logs()
 
     # --- access -----------------------------------------------------------------------
 
@@ -474,6 +496,7 @@ class ChunkStore:
             self._new_log()
             self.spare_valid = True
             self._write_state(spare_valid=False)
+        self._drop_stale_logs()
         return time.monotonic() - t0
 
     def swap(self, offset: int) -> dict[str, float]:
@@ -481,8 +504,8 @@ class ChunkStore:
 
         `offset` is how far into the log the spare already is. Returns the pauses: `load_s`
         (the load holds the GIL, so everything waits), `tail_s` (writes wait while the last
-        records are replayed) and `close_s` (closing the old shard, GIL again), and
-        `catch_up_s` (replaying what came meanwhile; nothing waits long for it).
+        records are replayed) and `close_s` (closing the old shard, GIL again); and what
+        nothing waits for: `catch_up_s` (replaying what came meanwhile) and `drop_log_s`.
         """
         assert self.log_path is not None
         t0 = time.monotonic()
@@ -518,11 +541,13 @@ class ChunkStore:
         old.shard.close()
         _malloc_trim()
         t4 = time.monotonic()
+        self._drop_stale_logs()
         return {
             "load_s": t1 - t0,
             "catch_up_s": t2 - t1,
             "tail_s": t3 - t2,
             "close_s": t4 - t3,
+            "drop_log_s": time.monotonic() - t4,
             "tail_points": tail,
         }
 
@@ -536,6 +561,7 @@ class ChunkStore:
                 self._log_fh.close()
                 self._log_fh = None
                 self._write_state(spare_valid=self.spare_valid)
+        _malloc_trim()
 
 
 def _opened_store(store: ChunkStore | None) -> ChunkStore:
@@ -848,8 +874,9 @@ class EdgeIndex:
             return
         optimise = self.tuning is not None and self.tuning.optimizer == "process"
         self.root.mkdir(parents=True, exist_ok=True)
+        on_disk = self.tuning is not None and self.tuning.on_disk
         store = ChunkStore(
-            self.root, self._collection, chunks_config(dense_dim, self.tuning), optimise
+            self.root, self._collection, chunks_config(dense_dim, self.tuning), optimise, on_disk
         )
         self._chunks = store
         dense = {DENSE: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)}
@@ -871,7 +898,6 @@ class EdgeIndex:
         }
         with store.use() as shard:
             missing = [n for n in wanted if n not in shard.info().payload_schema]
-        on_disk = self.tuning is not None and self.tuning.on_disk
         for name in missing:
             # Edge rebuilds an in-RAM index on every load, and a load holds the GIL, so
             # mapped indexes keep the optimiser's swap short; but mapped tenant and acl
