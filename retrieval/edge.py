@@ -323,6 +323,38 @@ def _replay(
     return end, points
 
 
+def _log_bytes(path: Path, start: int, end: int) -> bytes:
+    """The raw records of a log between two offsets."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start)
+
+
+_RETIRE_BATCH = 5_000  # points deleted per call when a shard is emptied before its close
+
+
+def _empty(shard: qe.EdgeShard) -> dict[str, float]:
+    """Deletes every point of a shard about to be closed, a batch per call.
+
+    Freeing a segment's in-RAM indexes is what makes a close slow, and each call holds
+    the GIL; deleting points frees their entries a batch at a time, so queries run
+    between batches and the close has little left to free.
+    """
+    t0 = time.monotonic()
+    longest = 0.0
+    offset = None
+    while True:
+        a = time.monotonic()
+        page, offset = shard.scroll(
+            qe.ScrollRequest(offset=offset, limit=_RETIRE_BATCH, with_payload=False)
+        )
+        if page:
+            shard.update(qe.UpdateOperation.delete_points([p.id for p in page]))
+        longest = max(longest, time.monotonic() - a)
+        if offset is None:
+            return {"retire_s": time.monotonic() - t0, "retire_max_s": longest}
+
+
 # --- the chunks shard: live dir, spare dir, op log ---------------------------------------
 
 
@@ -365,7 +397,12 @@ class ChunkStore:
         self.pending = 0  # points written since the live shard was last optimised
         self.dirty = 0  # points written since the live shard was last flushed
         self.spare_valid = False
+        # True until a swap makes an optimised copy live: the live shard may then hold any
+        # number of unoptimised points (an upgrade, a crash, a failed cycle), and closing
+        # it would hold the GIL for as long as freeing them takes (see `swap`).
+        self.live_unoptimised = False
         self.on_write: Callable[[], None] | None = None
+        shutil.rmtree(self.next_spare_path, ignore_errors=True)  # a swap cut short
         state = self._read_state()
         live_path = root / state.get("live", collection)
         if not (live_path / "edge_config.json").exists() and live_path.name != collection:
@@ -401,6 +438,19 @@ class ChunkStore:
     def spare_path(self) -> Path:
         a, b = self.root / self.collection, self.root / f"{self.collection}.b"
         return b if self._live.path == a else a
+
+    @property
+    def next_spare_path(self) -> Path:
+        """Where the child leaves a copy of its result when the old live copy is not to be
+        reused as the spare (`retire_live`)."""
+        return self.root / f"{self.collection}.c"
+
+    def retire_live(self) -> bool:
+        """Whether the next swap should retire the live copy instead of keeping it as the
+        spare: when it may hold many unoptimised points, which a close frees in one GIL-
+        holding call (1.46 s for 1M points loaded unoptimised), while deleting them in
+        batches first spreads that work out."""
+        return self.live_unoptimised or self.pending >= _RETIRE_AFTER_POINTS
 
     def _read_state(self) -> dict[str, Any]:
         try:
@@ -495,21 +545,28 @@ class ChunkStore:
             shutil.copytree(self.live_path, self.spare_path)
             self._new_log()
             self.spare_valid = True
+            self.live_unoptimised = True
             self._write_state(spare_valid=False)
         self._drop_stale_logs()
         return time.monotonic() - t0
 
-    def swap(self, offset: int) -> dict[str, float]:
+    def swap(self, offset: int, retire: bool = False) -> dict[str, float]:
         """Makes the (optimised, warm) spare live; the old live dir becomes the spare.
 
         `offset` is how far into the log the spare already is. Returns the pauses: `load_s`
         (the load holds the GIL, so everything waits), `tail_s` (writes wait while the last
         records are replayed) and `close_s` (closing the old shard, GIL again); and what
         nothing waits for: `catch_up_s` (replaying what came meanwhile) and `drop_log_s`.
+
+        With `retire`, the child left a copy of the spare as it was at `offset` in
+        `next_spare_path`: that copy becomes the spare instead (the new log starts with
+        the records it lacks), and the old live shard is emptied in batches before it is
+        closed (`retire_s`, with `retire_max_s` its longest single call).
         """
         assert self.log_path is not None
         t0 = time.monotonic()
         new_path = self.spare_path
+        copy_offset = offset
         new = qe.EdgeShard.load(str(new_path), self.config)
         t1 = time.monotonic()
         swapped = False
@@ -527,9 +584,15 @@ class ChunkStore:
                     old = self._live
                     self._live = _Live(new, new_path)
                 swapped = True
+                old_log = self.log_path
                 self._new_log()
+                if retire:  # the copy lacks what the child did not replay: log it again
+                    self._log_fh.write(_log_bytes(old_log, copy_offset, offset))
+                    self._log_fh.flush()
                 self.pending = self.dirty = tail
-                self.spare_valid = True  # the old live dir: equal to the new one right now
+                # Without `retire`: the old live dir, equal to the new one right now.
+                self.spare_valid = not retire
+                self.live_unoptimised = False
                 self._write_state(spare_valid=False)
         except BaseException:
             if not swapped:
@@ -538,16 +601,25 @@ class ChunkStore:
         t3 = time.monotonic()
         with self._cond:
             self._cond.wait_for(lambda: old.users == 0, timeout=60)
+        retired: dict[str, float] = {}
+        if retire:
+            retired = _empty(old.shard)
+        t4 = time.monotonic()
         old.shard.close()
         _malloc_trim()
-        t4 = time.monotonic()
+        t5 = time.monotonic()
+        if retire:
+            shutil.rmtree(old.path)
+            os.replace(self.next_spare_path, old.path)
+            self.spare_valid = True
         self._drop_stale_logs()
         return {
             "load_s": t1 - t0,
             "catch_up_s": t2 - t1,
             "tail_s": t3 - t2,
-            "close_s": t4 - t3,
-            "drop_log_s": time.monotonic() - t4,
+            **retired,
+            "close_s": t5 - t4,
+            "drop_log_s": time.monotonic() - t5,
             "tail_points": tail,
         }
 
@@ -576,6 +648,9 @@ _CHILD = "from retrieval.edge import _child_main; _child_main()"
 _FLUSH_EVERY_S = 2.0
 _REPLAY_STEP = 250_000  # points; Edge's default max segment on 2 cores is ~400 MB of vectors
 _REINDEX_POINTS = 5_000  # fewer new points than this stay in the appendable segment
+# A live copy that took more writes than this since its swap is retired, not reused: at
+# ~3 µs per live-written point to free, its close alone would near 1 s at 300k.
+_RETIRE_AFTER_POINTS = 100_000
 
 
 class OptimizerStopped(Exception):
@@ -679,11 +754,14 @@ class EdgeOptimizer:
         if not store.spare_valid:
             copy_s = store.make_spare()
         store.spare_valid = False  # the child is about to change it
+        retire = store.retire_live()
         command = {
             "dir": str(store.spare_path),
             "log": str(store.log_path),
             "dim": self.dense_dim,
             "tuning": asdict(self.tuning),
+            "copy_to": str(store.next_spare_path) if retire else None,
+            "step": _REPLAY_STEP,
         }
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[1])
@@ -717,7 +795,7 @@ class EdgeOptimizer:
         if code != 0 or not reply.get("ok"):
             raise RuntimeError(f"optimiser child exited {code}: {reply.get('error', out[-500:])}")
         t1 = time.monotonic()
-        pauses = store.swap(reply["offset"])
+        pauses = store.swap(reply["offset"], retire)
         return {
             "copy_s": copy_s,
             "child_s": t1 - t0 - copy_s,
@@ -730,8 +808,11 @@ class EdgeOptimizer:
                     "replayed_points",
                     "child_peak_rss_mb",
                     "child_rss_anon_mb",
+                    "child_copy_s",
+                    "rebuilt",
                 )
             },
+            "retired": retire,
             **pauses,
         }
 
@@ -800,6 +881,51 @@ def _rss_mb(field: str) -> float:
     return 0.0
 
 
+def _rebuild_in_steps(
+    shard: qe.EdgeShard, path: Path, config: qe.EdgeConfig, step: int
+) -> tuple[qe.EdgeShard, float]:
+    """Copies a shard that holds many unindexed points into a new one, `step` points at a
+    time, each step optimised before the next; returns the new shard (at `path`) and the
+    time spent optimising.
+
+    Optimising such a shard in one call indexes its whole appendable segment as one HNSW
+    graph: at 1M points that graph gave filtered recall@10 0.92 at ef 512, against 0.999
+    for segments built a step at a time (bench/scale.py, issue 12's closing note).
+    """
+    fresh_path = path.with_name(path.name + ".rebuild")
+    shutil.rmtree(fresh_path, ignore_errors=True)
+    fresh_path.mkdir(parents=True)
+    fresh = qe.EdgeShard.create(str(fresh_path), config)
+    for name, index in shard.info().payload_schema.items():
+        params = index.params if index.params is not None else index.data_type
+        fresh.update(qe.UpdateOperation.create_field_index(name, params))
+    optimize_s = 0.0
+    since = 0
+    offset = None
+    while True:
+        page, offset = shard.scroll(
+            qe.ScrollRequest(offset=offset, limit=1_000, with_payload=True, with_vector=True)
+        )
+        if page:
+            points = [qe.Point(p.id, p.vector, p.payload) for p in page]
+            fresh.update(qe.UpdateOperation.upsert_points(points))
+            since += len(page)
+        if since >= step or (offset is None and since):
+            t0 = time.monotonic()
+            fresh.optimize()
+            optimize_s += time.monotonic() - t0
+            _malloc_trim()
+            since = 0
+        if offset is None:
+            break
+    shard.close()
+    fresh.flush()
+    fresh.close()
+    shutil.rmtree(path)
+    os.replace(fresh_path, path)
+    return qe.EdgeShard.load(str(path), config), optimize_s
+
+
 def _child_main() -> None:
     """One optimisation cycle on the spare shard (run as a separate, niced process)."""
     _die_with_parent()
@@ -808,12 +934,18 @@ def _child_main() -> None:
         tuning = EdgeTuning(**cmd["tuning"])
         os.nice(tuning.optimize_nice)
         spare, log_path = Path(cmd["dir"]), Path(cmd["log"])
-        shard = qe.EdgeShard.load(str(spare), chunks_config(cmd["dim"], tuning))
+        step = int(cmd.get("step", _REPLAY_STEP))
+        config = chunks_config(cmd["dim"], tuning)
+        shard = qe.EdgeShard.load(str(spare), config)
+        optimize_s = 0.0
+        info = shard.info()
+        rebuilt = 2 * info.points_count - info.indexed_vectors_count > step
+        if rebuilt:  # e.g. a shard filled before the optimiser existed
+            shard, optimize_s = _rebuild_in_steps(shard, spare, config, step)
         # A big backlog goes in steps, each sealed and indexed before the next: the child
         # never holds more than one step unindexed in RAM, and steps of about a segment's
         # size need no re-merging later.
-        offset, replayed = _replay(shard, log_path, 0, limit=_REPLAY_STEP)
-        optimize_s = 0.0
+        offset, replayed = _replay(shard, log_path, 0, limit=step)
         rounds = 0
         while True:
             t0 = time.monotonic()
@@ -823,18 +955,24 @@ def _child_main() -> None:
             _malloc_trim()  # the step's build buffers: free them before the next step
             # What arrived meanwhile: replayed here, so the swap has only a short tail left;
             # indexed too when it is a lot (a backlog step, or writes during a long build).
-            offset, n = _replay(shard, log_path, offset, limit=_REPLAY_STEP)
+            offset, n = _replay(shard, log_path, offset, limit=step)
             replayed += n
-            if n < _REINDEX_POINTS or (n < _REPLAY_STEP and rounds >= 8):
+            if n < _REINDEX_POINTS or (n < step and rounds >= 8):
                 break
         rss, anon = _rss_mb("VmHWM"), _rss_mb("RssAnon")
         shard.flush()
         shard.close()
+        t0 = time.monotonic()
+        if cmd.get("copy_to"):  # the next spare, as the parent retires its live copy
+            shutil.rmtree(cmd["copy_to"], ignore_errors=True)
+            shutil.copytree(spare, cmd["copy_to"])
         reply = {
             "ok": True,
             "offset": offset,
             "replayed_points": replayed,
             "optimize_s": optimize_s,
+            "rebuilt": rebuilt,
+            "child_copy_s": time.monotonic() - t0,
             "warm_s": _warm(spare),
             "child_peak_rss_mb": rss,  # includes mapped file pages
             "child_rss_anon_mb": anon,

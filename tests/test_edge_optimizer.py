@@ -262,6 +262,10 @@ def test_settings_reach_the_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert config["quantization_config"]["scalar"]["type"] == "int8"
         assert config["vectors"]["dense"]["memory"] == "cold"
         assert config["payload_memory"] == "cold"
+        # Mapped, not copied into RAM by every load: a swap's load holds the GIL.
+        assert config["hnsw_config"]["memory"] == "cold"
+        assert config["quantization_config"]["scalar"]["memory"] == "cold"
+        assert config["sparse_vectors"]["sparse"]["memory"] == "cold"
         schema = index.chunks.info().payload_schema
         assert schema["hash"].params.memory == qe.Memory.Cold  # mapped: a swap's load is short
         assert schema["doc_id"].params.memory == qe.Memory.Cold
@@ -296,5 +300,53 @@ def test_metadata_indexes_reach_the_swapped_in_copy(tmp_path: Path) -> None:
         assert index._chunks.live_path != first_live
         assert "metadata.team" in index.chunks.info().payload_schema
         assert index.count_chunks([Match("metadata.team", "search")]) == 3
+    finally:
+        index.close()
+
+
+def test_an_unoptimised_live_copy_is_retired_in_batches_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard filled without the optimiser (an upgrade) is rebuilt a step at a time in the
+    child, and emptied batch by batch after the first swap rather than freed in one close;
+    the child's copy of its result becomes the spare, so later cycles start from an
+    optimised copy and lose no write."""
+    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
+    legacy = open_index(tmp_path, tuning=None)
+    load(legacy, 0, N)
+    legacy.close()
+
+    index = open_index(tmp_path)
+    try:
+        assert index._chunks.retire_live()  # its contents were never optimised here
+        first_live = index._chunks.live_path
+        with Prober(index, N) as probe:
+            index.optimize()
+        stats = index.optimizer.last
+        assert index.optimizer.last_error is None and stats["retired"] is True
+        assert stats["rebuilt"] is True
+        assert stats["retire_s"] > 0 and stats["retire_max_s"] <= stats["retire_s"]
+        assert not probe.errors and probe.wrong == 0 and probe.queries > 0
+        assert not index._chunks.next_spare_path.exists()  # moved into the spare's place
+        assert index._chunks.spare_path == first_live and index._chunks.spare_valid
+        assert not index._chunks.retire_live()  # the live copy now came from a swap
+        written = probe.next_id
+        assert index.count_chunks([]) == written
+
+        load(index, written, 300)
+        index.optimize()  # built on the child's copy plus the records it lacked
+        assert index.optimizer.last_error is None and index.optimizer.last["retired"] is False
+        assert index.optimizer.last["rebuilt"] is False
+        assert index.count_chunks([]) == written + 300
+        assert dense_indexed(index) >= 2 * N
+        for i in (0, N - 1, written - 1, written + 299):
+            assert top_hit(index, i) == pid(i)
+            assert top_hit(index, i, "hybrid") == pid(i)
+    finally:
+        index.close()
+
+    index = open_index(tmp_path)  # a clean restart after a retiring cycle reuses the spare
+    try:
+        assert index._chunks.spare_valid and index.count_chunks([]) == written + 300
     finally:
         index.close()
