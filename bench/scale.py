@@ -329,7 +329,8 @@ def run_size(n: int, m: Material, workdir: Path, cycles: int) -> dict[str, Any]:
             f"child); longest query {cyc['query_max_ms']:.0f} ms, write {cyc['write_max_ms']:.0f}"
             f" ms; swap: load {stats.get('load_s', 0) * 1000:.0f} ms, tail "
             f"{stats.get('tail_s', 0) * 1000:.0f} ms (writes only), close "
-            f"{stats.get('close_s', 0) * 1000:.0f} ms; child peak RSS {stats.get('child_peak_rss_mb', 0):,.0f} MB (heap "
+            f"{stats.get('close_s', 0) * 1000:.0f} ms{retired(stats)}; child peak RSS "
+            f"{stats.get('child_peak_rss_mb', 0):,.0f} MB (heap "
             f"{stats.get('child_rss_anon_mb', 0):,.0f} MB)",
             flush=True,
         )
@@ -458,6 +459,17 @@ def serve_probe(root: Path, queries: Path) -> None:
     rss, anon = rss_mb(), rss_mb("RssAnon")
     index.close()
     print(json.dumps({"open_s": open_s, "rss_mb": rss, "rss_anon_mb": anon, "latency": lat}))
+
+
+def retired(stats: dict[str, Any]) -> str:
+    """The retiring swap's batches (see `ChunkStore.swap`), when this cycle had one."""
+    if not stats.get("retired"):
+        return ""
+    steps = ", spare rebuilt in steps" if stats.get("rebuilt") else ""
+    return (
+        f", old copy emptied in {stats['retire_s']:.1f} s (longest call "
+        f"{stats['retire_max_s'] * 1000:.0f} ms){steps}"
+    )
 
 
 def fmt(lat: dict[str, dict[str, float]]) -> str:
