@@ -329,7 +329,7 @@ def run_size(n: int, m: Material, workdir: Path, cycles: int) -> dict[str, Any]:
             f"child); longest query {cyc['query_max_ms']:.0f} ms, write {cyc['write_max_ms']:.0f}"
             f" ms; swap: load {stats.get('load_s', 0) * 1000:.0f} ms, tail "
             f"{stats.get('tail_s', 0) * 1000:.0f} ms (writes only), close "
-            f"{stats.get('close_s', 0) * 1000:.0f} ms{retired(stats)}; child peak RSS "
+            f"{stats.get('close_s', 0) * 1000:.0f} ms{rebuilt(stats)}; child peak RSS "
             f"{stats.get('child_peak_rss_mb', 0):,.0f} MB (heap "
             f"{stats.get('child_rss_anon_mb', 0):,.0f} MB)",
             flush=True,
@@ -461,15 +461,14 @@ def serve_probe(root: Path, queries: Path) -> None:
     print(json.dumps({"open_s": open_s, "rss_mb": rss, "rss_anon_mb": anon, "latency": lat}))
 
 
-def retired(stats: dict[str, Any]) -> str:
-    """The retiring swap's batches (see `ChunkStore.swap`), when this cycle had one."""
-    if not stats.get("retired"):
-        return ""
-    steps = ", spare rebuilt in steps" if stats.get("rebuilt") else ""
-    return (
-        f", old copy emptied in {stats['retire_s']:.1f} s (longest call "
-        f"{stats['retire_max_s'] * 1000:.0f} ms){steps}"
-    )
+def rebuilt(stats: dict[str, Any]) -> str:
+    """How the child treated a shard it had never optimised (see `ChunkStore.swap`)."""
+    notes = []
+    if stats.get("rebuilt"):
+        notes.append("rebuilt in steps")
+    if stats.get("spare_from_child"):
+        notes.append(f"its copy is the next spare ({stats.get('child_copy_s', 0):.1f} s)")
+    return f"; {', '.join(notes)}" if notes else ""
 
 
 def fmt(lat: dict[str, dict[str, float]]) -> str:

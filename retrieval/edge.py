@@ -330,31 +330,6 @@ def _log_bytes(path: Path, start: int, end: int) -> bytes:
         return fh.read(end - start)
 
 
-_RETIRE_BATCH = 5_000  # points deleted per call when a shard is emptied before its close
-
-
-def _empty(shard: qe.EdgeShard) -> dict[str, float]:
-    """Deletes every point of a shard about to be closed, a batch per call.
-
-    Freeing a segment's in-RAM indexes is what makes a close slow, and each call holds
-    the GIL; deleting points frees their entries a batch at a time, so queries run
-    between batches and the close has little left to free.
-    """
-    t0 = time.monotonic()
-    longest = 0.0
-    offset = None
-    while True:
-        a = time.monotonic()
-        page, offset = shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=_RETIRE_BATCH, with_payload=False)
-        )
-        if page:
-            shard.update(qe.UpdateOperation.delete_points([p.id for p in page]))
-        longest = max(longest, time.monotonic() - a)
-        if offset is None:
-            return {"retire_s": time.monotonic() - t0, "retire_max_s": longest}
-
-
 # --- the chunks shard: live dir, spare dir, op log ---------------------------------------
 
 
@@ -398,8 +373,7 @@ class ChunkStore:
         self.dirty = 0  # points written since the live shard was last flushed
         self.spare_valid = False
         # True until a swap makes an optimised copy live: the live shard may then hold any
-        # number of unoptimised points (an upgrade, a crash, a failed cycle), and closing
-        # it would hold the GIL for as long as freeing them takes (see `swap`).
+        # number of unoptimised points (an upgrade, a crash, a failed cycle).
         self.live_unoptimised = False
         self.on_write: Callable[[], None] | None = None
         shutil.rmtree(self.next_spare_path, ignore_errors=True)  # a swap cut short
@@ -441,16 +415,17 @@ class ChunkStore:
 
     @property
     def next_spare_path(self) -> Path:
-        """Where the child leaves a copy of its result when the old live copy is not to be
-        reused as the spare (`retire_live`)."""
+        """Where the child leaves a copy of its result when that copy, not the old live
+        shard, is to become the spare (`spare_from_child`)."""
         return self.root / f"{self.collection}.c"
 
-    def retire_live(self) -> bool:
-        """Whether the next swap should retire the live copy instead of keeping it as the
-        spare: when it may hold many unoptimised points, which a close frees in one GIL-
-        holding call (1.46 s for 1M points loaded unoptimised), while deleting them in
-        batches first spreads that work out."""
-        return self.live_unoptimised or self.pending >= _RETIRE_AFTER_POINTS
+    def spare_from_child(self) -> bool:
+        """Whether the next spare should be a copy of the child's optimised result rather
+        than the old live shard: when the live shard was never swapped in (an upgrade, a
+        crash, a failed cycle), it may hold any number of unoptimised points, which the
+        next cycle would have to index all over again (13 min at 1M points, against 27 s
+        from the copy)."""
+        return self.live_unoptimised
 
     def _read_state(self) -> dict[str, Any]:
         try:
@@ -550,7 +525,7 @@ class ChunkStore:
         self._drop_stale_logs()
         return time.monotonic() - t0
 
-    def swap(self, offset: int, retire: bool = False) -> dict[str, float]:
+    def swap(self, offset: int, from_copy: bool = False) -> dict[str, float]:
         """Makes the (optimised, warm) spare live; the old live dir becomes the spare.
 
         `offset` is how far into the log the spare already is. Returns the pauses: `load_s`
@@ -558,10 +533,9 @@ class ChunkStore:
         records are replayed) and `close_s` (closing the old shard, GIL again); and what
         nothing waits for: `catch_up_s` (replaying what came meanwhile) and `drop_log_s`.
 
-        With `retire`, the child left a copy of the spare as it was at `offset` in
-        `next_spare_path`: that copy becomes the spare instead (the new log starts with
-        the records it lacks), and the old live shard is emptied in batches before it is
-        closed (`retire_s`, with `retire_max_s` its longest single call).
+        With `from_copy`, the child left a copy of the spare as it was at `offset` in
+        `next_spare_path`: that copy becomes the spare instead, and the new log starts
+        with the records it lacks.
         """
         assert self.log_path is not None
         t0 = time.monotonic()
@@ -586,12 +560,12 @@ class ChunkStore:
                 swapped = True
                 old_log = self.log_path
                 self._new_log()
-                if retire:  # the copy lacks what the child did not replay: log it again
+                if from_copy:  # the copy lacks what the child did not replay: log it again
                     self._log_fh.write(_log_bytes(old_log, copy_offset, offset))
                     self._log_fh.flush()
                 self.pending = self.dirty = tail
-                # Without `retire`: the old live dir, equal to the new one right now.
-                self.spare_valid = not retire
+                # Otherwise the spare is the old live dir, equal to the new one right now.
+                self.spare_valid = not from_copy
                 self.live_unoptimised = False
                 self._write_state(spare_valid=False)
         except BaseException:
@@ -601,14 +575,10 @@ class ChunkStore:
         t3 = time.monotonic()
         with self._cond:
             self._cond.wait_for(lambda: old.users == 0, timeout=60)
-        retired: dict[str, float] = {}
-        if retire:
-            retired = _empty(old.shard)
-        t4 = time.monotonic()
         old.shard.close()
         _malloc_trim()
-        t5 = time.monotonic()
-        if retire:
+        t4 = time.monotonic()
+        if from_copy:
             shutil.rmtree(old.path)
             os.replace(self.next_spare_path, old.path)
             self.spare_valid = True
@@ -617,9 +587,8 @@ class ChunkStore:
             "load_s": t1 - t0,
             "catch_up_s": t2 - t1,
             "tail_s": t3 - t2,
-            **retired,
-            "close_s": t5 - t4,
-            "drop_log_s": time.monotonic() - t5,
+            "close_s": t4 - t3,
+            "drop_log_s": time.monotonic() - t4,
             "tail_points": tail,
         }
 
@@ -648,9 +617,6 @@ _CHILD = "from retrieval.edge import _child_main; _child_main()"
 _FLUSH_EVERY_S = 2.0
 _REPLAY_STEP = 250_000  # points; Edge's default max segment on 2 cores is ~400 MB of vectors
 _REINDEX_POINTS = 5_000  # fewer new points than this stay in the appendable segment
-# A live copy that took more writes than this since its swap is retired, not reused: at
-# ~3 µs per live-written point to free, its close alone would near 1 s at 300k.
-_RETIRE_AFTER_POINTS = 100_000
 
 
 class OptimizerStopped(Exception):
@@ -754,13 +720,13 @@ class EdgeOptimizer:
         if not store.spare_valid:
             copy_s = store.make_spare()
         store.spare_valid = False  # the child is about to change it
-        retire = store.retire_live()
+        from_copy = store.spare_from_child()
         command = {
             "dir": str(store.spare_path),
             "log": str(store.log_path),
             "dim": self.dense_dim,
             "tuning": asdict(self.tuning),
-            "copy_to": str(store.next_spare_path) if retire else None,
+            "copy_to": str(store.next_spare_path) if from_copy else None,
             "step": _REPLAY_STEP,
         }
         env = dict(os.environ)
@@ -795,7 +761,7 @@ class EdgeOptimizer:
         if code != 0 or not reply.get("ok"):
             raise RuntimeError(f"optimiser child exited {code}: {reply.get('error', out[-500:])}")
         t1 = time.monotonic()
-        pauses = store.swap(reply["offset"], retire)
+        pauses = store.swap(reply["offset"], from_copy)
         return {
             "copy_s": copy_s,
             "child_s": t1 - t0 - copy_s,
@@ -812,7 +778,7 @@ class EdgeOptimizer:
                     "rebuilt",
                 )
             },
-            "retired": retire,
+            "spare_from_child": from_copy,
             **pauses,
         }
 
@@ -963,7 +929,7 @@ def _child_main() -> None:
         shard.flush()
         shard.close()
         t0 = time.monotonic()
-        if cmd.get("copy_to"):  # the next spare, as the parent retires its live copy
+        if cmd.get("copy_to"):  # the next spare, instead of the parent's old live copy
             shutil.rmtree(cmd["copy_to"], ignore_errors=True)
             shutil.copytree(spare, cmd["copy_to"])
         reply = {

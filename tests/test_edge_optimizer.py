@@ -304,13 +304,12 @@ def test_metadata_indexes_reach_the_swapped_in_copy(tmp_path: Path) -> None:
         index.close()
 
 
-def test_an_unoptimised_live_copy_is_retired_in_batches_not_reused(
+def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_spare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shard filled without the optimiser (an upgrade) is rebuilt a step at a time in the
-    child, and emptied batch by batch after the first swap rather than freed in one close;
-    the child's copy of its result becomes the spare, so later cycles start from an
-    optimised copy and lose no write."""
+    child; a copy of the child's result, not the unoptimised old live shard, becomes the
+    spare, so the next cycle starts from an optimised copy, and no write is lost."""
     monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
     legacy = open_index(tmp_path, tuning=None)
     load(legacy, 0, N)
@@ -318,25 +317,25 @@ def test_an_unoptimised_live_copy_is_retired_in_batches_not_reused(
 
     index = open_index(tmp_path)
     try:
-        assert index._chunks.retire_live()  # its contents were never optimised here
+        assert index._chunks.spare_from_child()  # its contents were never optimised here
         first_live = index._chunks.live_path
         with Prober(index, N) as probe:
             index.optimize()
         stats = index.optimizer.last
-        assert index.optimizer.last_error is None and stats["retired"] is True
-        assert stats["rebuilt"] is True
-        assert stats["retire_s"] > 0 and stats["retire_max_s"] <= stats["retire_s"]
+        assert index.optimizer.last_error is None
+        assert stats["spare_from_child"] is True and stats["rebuilt"] is True
         assert not probe.errors and probe.wrong == 0 and probe.queries > 0
         assert not index._chunks.next_spare_path.exists()  # moved into the spare's place
         assert index._chunks.spare_path == first_live and index._chunks.spare_valid
-        assert not index._chunks.retire_live()  # the live copy now came from a swap
+        assert not index._chunks.spare_from_child()  # the live copy now came from a swap
         written = probe.next_id
         assert index.count_chunks([]) == written
 
         load(index, written, 300)
         index.optimize()  # built on the child's copy plus the records it lacked
-        assert index.optimizer.last_error is None and index.optimizer.last["retired"] is False
-        assert index.optimizer.last["rebuilt"] is False
+        stats = index.optimizer.last
+        assert index.optimizer.last_error is None
+        assert stats["spare_from_child"] is False and stats["rebuilt"] is False
         assert index.count_chunks([]) == written + 300
         assert dense_indexed(index) >= 2 * N
         for i in (0, N - 1, written - 1, written + 299):
@@ -345,7 +344,7 @@ def test_an_unoptimised_live_copy_is_retired_in_batches_not_reused(
     finally:
         index.close()
 
-    index = open_index(tmp_path)  # a clean restart after a retiring cycle reuses the spare
+    index = open_index(tmp_path)  # a clean restart reuses that spare and its log
     try:
         assert index._chunks.spare_valid and index.count_chunks([]) == written + 300
     finally:
