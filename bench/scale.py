@@ -28,6 +28,7 @@ while the unoptimised baseline and the child are both alive.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +288,9 @@ class Probes:
         }
 
 
-def run_size(n: int, m: Material, workdir: Path, cycles: int) -> dict[str, Any]:
+def run_size(
+    n: int, m: Material, workdir: Path, cycles: int, limit_mb: int | None
+) -> dict[str, Any]:
     rng = np.random.default_rng(n)
     root = workdir / f"edge-{n}"
     # The service's defaults (FRESHRAG_EDGE_*), with cycles started by this script.
@@ -383,6 +388,17 @@ def run_size(n: int, m: Material, workdir: Path, cycles: int) -> dict[str, Any]:
         flush=True,
     )
     index.close()
+    if limit_mb:
+        res["fresh_process_limited"] = lim = fresh_process(root, m, limit_mb)
+        if "skipped" in lim:
+            print(f"under a {limit_mb:,} MB memory limit: skipped, {lim['skipped']}")
+        else:
+            print(
+                f"a fresh process under a {limit_mb:,} MB memory limit (page cache included): "
+                f"RSS {lim['rss_mb']:,.0f} MB (heap {lim['rss_anon_mb']:,.0f} MB), "
+                f"{fmt(lim['latency'])}",
+                flush=True,
+            )
     res["fresh_process"] = fresh_process(root, m)
     print(
         f"a fresh process serving it: RSS {res['fresh_process']['rss_mb']:,.0f} MB (heap "
@@ -419,10 +435,44 @@ def reopen_as_upgrade(
     return index
 
 
-def fresh_process(root: Path, m: Material) -> dict[str, Any]:
+@contextmanager
+def memory_cgroup(limit_mb: int) -> Iterator[Path | None]:
+    """A memory cgroup (v2, or v1's memory controller) under this process's own, limited
+    to `limit_mb` page cache included; None where this process may not make one."""
+    v2 = v1 = None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        num, controllers, path = line.split(":", 2)
+        if num == "0" and not controllers:
+            v2 = Path("/sys/fs/cgroup") / path.lstrip("/")
+        if "memory" in controllers.split(","):
+            v1 = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    group = None
+    try:
+        if v1 is not None and (v1 / "memory.limit_in_bytes").exists():
+            group = v1 / f"freshrag-scale-{os.getpid()}"
+            group.mkdir()
+            (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
+        elif v2 is not None and "memory" in (v2 / "cgroup.subtree_control").read_text():
+            group = v2 / f"freshrag-scale-{os.getpid()}"
+            group.mkdir()
+            (group / "memory.max").write_text(str(limit_mb * 2**20))
+    except OSError:
+        group = None
+    try:
+        yield group
+    finally:
+        if group is not None:
+            time.sleep(0.5)  # the probe has exited; its group empties
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def fresh_process(root: Path, m: Material, limit_mb: int | None = None) -> dict[str, Any]:
     """RSS and latencies of a new process that opens the optimised shard and serves the
-    queries: what a restarted service holds (this one still carries the baseline's heap)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+    queries: what a restarted service holds (this one still carries the baseline's heap).
+    With `limit_mb`, inside a memory cgroup of that size, the shard's files evicted from
+    the page cache first so that every page it reads counts against the limit."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh, ExitStack() as stack:
         json.dump(
             {
                 "dim": m.dim,
@@ -432,17 +482,42 @@ def fresh_process(root: Path, m: Material) -> dict[str, Any]:
             fh,
         )
         fh.flush()
+        command = [sys.executable, __file__, "--serve-probe", str(root), fh.name]
+        join = None
+        if limit_mb is not None:
+            group = stack.enter_context(memory_cgroup(limit_mb))
+            if group is None:
+                return {"skipped": "no memory cgroup may be made here"}
+            command.append("--evict")
+            procs = group / "cgroup.procs"
+
+            def join() -> None:
+                procs.write_text(str(os.getpid()))
+
         out = subprocess.run(
-            [sys.executable, __file__, "--serve-probe", str(root), fh.name],
-            check=True,
-            capture_output=True,
-            text=True,
+            command, check=True, capture_output=True, text=True, preexec_fn=join
         ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    if limit_mb is not None:
+        result["limit_mb"] = limit_mb
+    return result
 
 
-def serve_probe(root: Path, queries: Path) -> None:
+def evict(root: Path) -> None:
+    """Drops the shard's files from the page cache (clean pages: nothing is lost)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def serve_probe(root: Path, queries: Path, evict_first: bool) -> None:
     q = json.loads(queries.read_text())
+    if evict_first:
+        evict(root)
     tuning = EdgeTuning.from_settings(Settings(edge_optimizer="off"))
     index = EdgeIndex(root, "chunks", "documents", tuning=tuning)
     t0 = time.monotonic()
@@ -492,10 +567,18 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a tmp dir)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     ap.add_argument("--append", action="store_true", help="keep the other sizes already in --out")
+    ap.add_argument(
+        "--memory-limit-mb",
+        type=int,
+        default=2500,
+        help="also serve the optimised shard from a fresh process inside a memory cgroup of "
+        "this size, page cache included (0: skip; skipped where no cgroup may be made)",
+    )
     ap.add_argument("--serve-probe", nargs=2, type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--evict", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_probe:
-        serve_probe(*args.serve_probe)
+        serve_probe(*args.serve_probe, evict_first=args.evict)
         return
     if args.queries > 200:
         ap.error("--queries: at most 200")
@@ -515,7 +598,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for n in sizes:
-            report["sizes"].append(run_size(n, m, workdir, args.cycles))
+            report["sizes"].append(run_size(n, m, workdir, args.cycles, args.memory_limit_mb))
             report["sizes"].sort(key=lambda r: r["points"])
             args.out.write_text(json.dumps(report, indent=2))  # each size as soon as it is done
     finally:
