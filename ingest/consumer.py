@@ -260,6 +260,10 @@ class IngestWorker:
             close_consumer(self.consumer)
             self._pool.shutdown(wait=True)
             self.indexer.processor.close()
+            for key in self.lag:  # a dropped generation's group must not report a stale lag
+                topic, partition = key.rsplit(":", 1)
+                with contextlib.suppress(KeyError):
+                    metrics.LAG.remove(self.settings.consumer_group, topic, partition)
         log.info("worker stopped")
 
     # --- what the broker forgot ---------------------------------------------------------
@@ -385,7 +389,9 @@ class IngestWorker:
                 except KafkaError:
                     continue
             lag[_key(tp)] = max(0, end - self.committed[tp])
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag[_key(tp)])
+            metrics.LAG.labels(self.settings.consumer_group, tp.topic, str(tp.partition)).set(
+                lag[_key(tp)]
+            )
         self.lag = lag
 
     def status(self) -> dict:

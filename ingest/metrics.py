@@ -34,8 +34,9 @@ RETRIES = Counter(
 )
 LAG = Gauge(
     "freshrag_ingest_consumer_lag",
-    "Events on a partition not yet committed by this worker (log end − committed offset)",
-    ["topic", "partition"],
+    "Events on a partition not yet committed by this worker (log end − committed offset); "
+    "by consumer group, since a blue/green migration runs one group per index generation",
+    ["group", "topic", "partition"],
 )
 LAST_INDEXED = Gauge(
     "freshrag_ingest_last_indexed_timestamp_seconds",

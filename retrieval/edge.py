@@ -178,8 +178,8 @@ def chunks_config(dense_dim: int, tuning: EdgeTuning | None) -> qe.EdgeConfig:
     With `on_disk`, every part of a sealed segment is memory-mapped (the child's warm-up
     leaves it in the page cache): an optimiser swap's load holds the GIL while it copies
     whatever is held in RAM, and at 1M points int8 vectors, HNSW graph and sparse index
-    in RAM made that load 0.61 s against 0.31 s mapped, for the same query latency
-    (bench/scale.py, issue 12's closing note).
+    in RAM made that load twice as long as mapped, for the same query latency (measured
+    with a one-off script; issue 12's closing note has the figures).
     """
     if tuning is None:
         dense = qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)
@@ -423,8 +423,8 @@ class ChunkStore:
         """Whether the next spare should be a copy of the child's optimised result rather
         than the old live shard: when the live shard was never swapped in (an upgrade, a
         crash, a failed cycle), it may hold any number of unoptimised points, which the
-        next cycle would have to index all over again (13 min at 1M points, against 27 s
-        from the copy)."""
+        next cycle would have to index all over again (a whole rebuild, where the copy
+        needs only what is new: bench/scale.py's cycle 2)."""
         return self.live_unoptimised
 
     def _read_state(self) -> dict[str, Any]:
@@ -855,8 +855,8 @@ def _rebuild_in_steps(
     time spent optimising.
 
     Optimising such a shard in one call indexes its whole appendable segment as one HNSW
-    graph: at 1M points that graph gave filtered recall@10 0.92 at ef 512, against 0.999
-    for segments built a step at a time (bench/scale.py, issue 12's closing note).
+    graph, and at 1M points that graph lost filtered recall that segments built a step at
+    a time keep (bench/scale.py's recall@10; issue 12's closing note).
     """
     fresh_path = path.with_name(path.name + ".rebuild")
     shutil.rmtree(fresh_path, ignore_errors=True)

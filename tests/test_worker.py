@@ -229,3 +229,26 @@ def test_a_live_edit_is_not_delayed_by_a_backfill(settings, edge_index, dense, s
         assert worker.status()["lag"] is not None
     handled = [o.event.doc_id for o in rec.outcomes if o.status == "indexed"]
     assert sorted(handled) == sorted([e.doc_id for e in backlog] + ["live"]), "each once"
+
+
+def test_lag_gauge_is_per_consumer_group_and_removed_when_the_worker_stops(
+    settings, edge_index, dense, sparse
+):
+    """Two index generations run two groups' workers in one process: each has its own
+    series, and a stopped worker (a dropped generation) leaves none behind."""
+    from ingest import metrics
+
+    def series() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["topic"], s.labels["partition"]): s.value
+            for m in metrics.LAG.collect()
+            for s in m.samples
+            if s.labels.get("group") == settings.consumer_group
+        }
+
+    with running_worker(settings, make_indexer(edge_index, dense, sparse)):
+        publish_events(settings, [upsert("lagged", "# Lagged\n\nThe wombat counts events.", 1)])
+        wait_for(lambda: edge_index.get_document("default", "lagged"), timeout=30)
+        wait_for(lambda: series() and all(v == 0 for v in series().values()), timeout=30)
+        assert {topic for topic, _ in series()} <= {settings.topic, settings.backfill_topic}
+    assert series() == {}
