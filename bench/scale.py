@@ -5,15 +5,21 @@ per size:
 
 - upsert points/s (batches of 256, as the ingest worker writes them);
 - hybrid / dense / sparse p50/p99 with the tenant + ACL filter the API applies (the
-  tenant holds a quarter of the points): first on the shard as loaded (the baseline: what
-  `main` serves, nothing optimised), then after the optimiser's cycle;
-- the cycle: its time, and the longest wait a query thread (hybrid, one due every 50 ms) and
-  a write thread (8 points due every 50 ms) saw while it ran, counted from when each call
-  was due (a stall between calls counts), plus the swap's own pauses;
+  tenant holds a quarter of the points): first on the shard as loaded (the baseline:
+  nothing optimised, what `main` served before the optimiser), then after the cycles;
+- then the shard is reopened the way a service meets one that a version before the
+  optimiser filled (no op log, no spare), and three cycles run: the upgrade's first, one
+  from the child's copy, and one after 10 % new points. For each: its time, and the
+  longest wait a query thread (hybrid, one due every 50 ms) and a write thread (8 points
+  due every 50 ms) saw while it ran, counted from when each call was due (a stall between
+  calls counts), plus the swap's own pauses;
 - recall@10 of the optimised dense search (HNSW + int8 with rescoring, as served) against
   exact search (`SearchParams(exact=True)`) on the same shard and queries, and the same
   without quantization, to separate the two;
-- RSS of this process (VmRSS) after loading and after the cycle; the child's peak RSS.
+- RSS of this process (VmRSS, and the heap alone) after loading and after the cycles; the
+  child's peak RSS; RSS and latencies of a fresh process serving the shard, once inside a
+  memory cgroup of `--memory-limit-mb` (page cache included; skipped where no cgroup may
+  be made) and once without.
 
 Vectors with real structure: ~2k real Django doc chunks embedded with MiniLM, each point a
 noisy mix of two of them (cosine ≈ 0.85 to its main chunk), its text and BM25 terms those
@@ -21,8 +27,8 @@ of its main chunk. Queries: the opening words of 200 held-out chunks.
 
     .venv/bin/python bench/scale.py [--sizes 100000,500000,1000000] [--queries 200]
 
-Writes bench/results/scale.json. Needs about 10 GB of free disk and, at 1M, ~8 GB RAM
-while the unoptimised baseline and the child are both alive.
+Writes bench/results/scale.json. Needs about 15 GB of free disk and, at 1M, ~20 GB RAM
+while the upgrade's rebuild runs in the child (16 GB at its peak, mapped pages included).
 """
 
 from __future__ import annotations
