@@ -516,6 +516,14 @@ def publish(
 @click.option(
     "--interval", type=float, default=10.0, show_default=True, help="Seconds between passes."
 )
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --watch: a file changed less than this many seconds ago waits for a later "
+    "pass, so one still being written is not sent half-done (and then again).",
+)
 @click.option("--prefix", default="", help="Prefix for doc ids (ids are paths relative to DIR).")
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--acl", multiple=True, help="Group allowed to read (repeatable). Default: public.")
@@ -530,6 +538,7 @@ def sync(
     folder: Path,
     watch: bool,
     interval: float,
+    settle: float,
     prefix: str,
     tenant: str,
     acl: tuple[str, ...],
@@ -564,6 +573,7 @@ def sync(
                     prefix=prefix,
                     mime=mime,
                     max_bytes=settings.max_document_bytes,
+                    settle_s=settle if watch else 0.0,
                 ).run_once()
             except (Unreachable, BrokerUnreachable) as exc:
                 if not watch:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -155,23 +156,30 @@ class Syncer:
         prefix: str = "",
         mime: str | None = None,
         max_bytes: int | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self.root, self.publisher, self.manifest = root, publisher, manifest
         self.tenant, self.acl, self.prefix, self.mime = tenant, acl, prefix, mime
         self.max_bytes = max_bytes  # larger files are skipped (and kept, not deleted)
+        # A file modified less than this long ago may still be being written: it waits for
+        # a later pass (kept as it was), so a watcher never sends it half-done and again.
+        self.settle_s = settle_s
 
     def _kind(self, f: Path) -> str:
         return normalize_mime(self.mime) if self.mime else guess_mime(f)
 
     def scan(
         self, previous: Mapping[str, FileState]
-    ) -> tuple[dict[str, tuple[Path, FileState]], dict[str, str]]:
-        """doc id → (file, state) for every file to keep in the index, and the skipped ones.
+    ) -> tuple[dict[str, tuple[Path, FileState]], dict[str, str], set[str]]:
+        """doc id → (file, state) for every file to keep in the index, the skipped ones,
+        and the ones left for a later pass because they changed within `settle_s`.
 
         A file whose size and mtime match the manifest keeps its recorded hash unread.
         """
         current: dict[str, tuple[Path, FileState]] = {}
         skipped: dict[str, str] = {}
+        settling: set[str] = set()
+        fresh_after = time.time_ns() - int(self.settle_s * 1e9)
         for f in list_files(self.root):
             doc_id = self.prefix + f.relative_to(self.root).as_posix()
             if self._kind(f) not in SUPPORTED_MIMES:
@@ -183,23 +191,26 @@ class Syncer:
             prev = previous.get(doc_id)
             if prev and (prev.size, prev.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 sha = prev.sha256
+            elif self.settle_s and st.st_mtime_ns > fresh_after:
+                settling.add(doc_id)
+                continue
             else:
                 sha, _ = _sha256(f)
             current[doc_id] = (f, FileState(sha, st.st_size, st.st_mtime_ns))
-        return current, skipped
+        return current, skipped, settling
 
     def run_once(self) -> SyncResult:
         previous = read_manifest(self.manifest)
-        current, skipped = self.scan(previous)
+        current, skipped, settling = self.scan(previous)
         todo = plan(
             {d: s.sha256 for d, s in previous.items()},
             {d: s.sha256 for d, (_, s) in current.items()},
-            keep=frozenset(skipped),
+            keep=frozenset(skipped) | settling,
         )
         version = default_version()
         events: list[DocumentEvent] = []
         # Unchanged files keep their version but take the new stat (a touch is then not re-hashed).
-        confirmed = {d: previous[d] for d in skipped if d in previous}
+        confirmed = {d: previous[d] for d in (*skipped, *settling) if d in previous}
         changed = set(todo.upserts)
         for doc_id, (_, state) in current.items():
             if doc_id in previous and doc_id not in changed:

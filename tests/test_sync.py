@@ -127,3 +127,35 @@ def test_manifest_path_is_per_folder_topic_tenant_and_prefix(tmp_path: Path):
     assert a != manifest_path(tmp_path, tmp_path / "docs", "documents", "acme", "")
     assert a != manifest_path(tmp_path, tmp_path / "docs", "other-topic", "default", "")
     assert a != manifest_path(tmp_path, tmp_path / "docs", "documents", "default", "kb/")
+
+
+def test_a_file_still_being_written_waits_for_a_later_pass(tmp_path: Path):
+    """With a settle time, a file changed just now is neither sent nor deleted: a watcher
+    would otherwise send it half-written and then again. Once it is older, it goes once."""
+    import os
+    import time
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "old.md").write_text("# Old\n\nsettled")
+    past = time.time_ns() - 60 * 10**9
+    os.utime(root / "old.md", ns=(past, past))
+    pub = Recorder()
+    syncer = Syncer(root, pub, tmp_path / "m.json", settle_s=30.0)
+    syncer.run_once()
+    assert _sent(pub) == [("upsert", "old.md")]
+
+    (root / "old.md").write_text("# Old\n\nbeing rewrit")  # changed now: waits
+    (root / "new.md").write_text("# New\n\nhalf")
+    result = syncer.run_once()
+    assert result.sent == [] and len(pub.batches) == 1
+    assert read_manifest(tmp_path / "m.json")["old.md"].sha256  # kept, not deleted
+
+    (root / "new.md").write_text("# New\n\nwhole")
+    for name in ("old.md", "new.md"):
+        os.utime(root / name, ns=(past, past))
+    syncer.run_once()
+    assert _sent(pub) == [("upsert", "new.md"), ("upsert", "old.md")]
+    sent = {e.doc_id: e.content for e in pub.batches[-1]}
+    assert sent == {"new.md": "# New\n\nwhole", "old.md": "# Old\n\nbeing rewrit"}
+    assert syncer.run_once().sent == []
