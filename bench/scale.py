@@ -59,7 +59,7 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 import qdrant_edge as qe  # noqa: E402
 
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, to_edge_filter  # noqa: E402
+from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, rss_mb, to_edge_filter  # noqa: E402
 from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec  # noqa: E402
 from retrieval.index import ChunkPoint, Condition, Match, MatchAny  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
@@ -67,15 +67,6 @@ from retrieval.settings import Settings  # noqa: E402
 TENANTS = 4
 FILTER: list[Condition] = [Match("tenant", "t0"), MatchAny("acl", ("public",))]
 MODES = ("hybrid", "dense", "sparse")
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    """VmRSS: all resident pages; RssAnon: the heap alone; RssFile: mapped file pages,
-    which the page cache holds and can drop (the memory-mapped index lives there)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def loadavg() -> list[float]:

@@ -838,8 +838,10 @@ def _warm(path: Path) -> float:
     return time.monotonic() - t0
 
 
-def _rss_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmHWM: peak RSS; RssAnon: heap), in MB."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """A memory figure of this process from /proc, in MB: VmRSS all resident pages, VmHWM
+    their peak, RssAnon the heap alone, RssFile mapped file pages (page cache, which the
+    kernel can take back: the memory-mapped index lives there)."""
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):
@@ -925,7 +927,7 @@ def _child_main() -> None:
             replayed += n
             if n < _REINDEX_POINTS or (n < step and rounds >= 8):
                 break
-        rss, anon = _rss_mb("VmHWM"), _rss_mb("RssAnon")
+        rss, anon = rss_mb("VmHWM"), rss_mb("RssAnon")
         shard.flush()
         shard.close()
         t0 = time.monotonic()
