@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -22,6 +23,25 @@ from ingest.indexer import Indexer, Outcome
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.settings import Settings
+
+
+class Loops:
+    """Background loops run from `with` until its exit (traffic beside an index change)."""
+
+    def __init__(self, *loops: Callable[[], None], join_s: float = 60.0) -> None:
+        self._stop = threading.Event()
+        self._join_s = join_s
+        self._threads = [threading.Thread(target=f) for f in loops]
+
+    def __enter__(self) -> Self:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self._join_s)
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ from retrieval.edge import EdgeIndex, EdgeTuning
 from retrieval.encoders import SparseVec
 from retrieval.index import ChunkPoint, Match, MatchAny
 from retrieval.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import Loops, wait_for
 
 DIM = 768
 N = 4000
@@ -82,7 +81,7 @@ def dense_indexed(index: EdgeIndex) -> int:
     return index.chunks.info().indexed_vectors_count
 
 
-class Prober:
+class Prober(Loops):
     """Queries and writes from two threads while a cycle runs; records the longest waits."""
 
     def __init__(self, index: EdgeIndex, first_new: int, known: int = N) -> None:
@@ -94,18 +93,7 @@ class Prober:
         self.queries = 0
         self.max_query_s = 0.0
         self.max_write_s = 0.0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f) for f in (self._query, self._write)]
-
-    def __enter__(self) -> Prober:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
+        super().__init__(self._query, self._write, join_s=30)
 
     def _query(self) -> None:
         i = 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +37,15 @@ from retrieval.generations import (
 )
 from retrieval.models import install
 from retrieval.server import ServerIndex
-from tests.conftest import free_port, make_indexer, make_settings, publish_events, upsert, wait_for
+from tests.conftest import (
+    Loops,
+    free_port,
+    make_indexer,
+    make_settings,
+    publish_events,
+    upsert,
+    wait_for,
+)
 
 MINILM = "all-MiniLM-L6-v2"
 ADMIN = "key-admin"
@@ -187,7 +194,7 @@ def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
 # --- end to end: a live service switches models under queries and edits -----------------
 
 
-class Traffic:
+class Traffic(Loops):
     """Queries (HTTP, dense and hybrid, one hit per chunk) and edits (Kafka) in threads."""
 
     def __init__(self, url: str, settings, docs: dict[str, str]) -> None:  # noqa: ANN001
@@ -196,18 +203,7 @@ class Traffic:
         self.failures: list[str] = []
         self.versions: dict[str, int] = dict.fromkeys(docs, 1)
         self.edits = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f) for f in (self._query, self._edit)]
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+        super().__init__(self._query, self._edit, join_s=60)
 
     def _query(self) -> None:
         queries = ["how do I roll back a deployment", "install from source", "when are invoices"]
