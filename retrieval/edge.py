@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import pickle
+import resource
 import shutil
 import struct
 import subprocess
@@ -538,20 +539,22 @@ class ChunkStore:
         with the records it lacks.
         """
         assert self.log_path is not None
-        t0 = time.monotonic()
+        t0, f0 = time.monotonic(), _major_faults()
         new_path = self.spare_path
         copy_offset = offset
         new = qe.EdgeShard.load(str(new_path), self.config)
-        t1 = time.monotonic()
+        t1, f1 = time.monotonic(), _major_faults()
         swapped = False
+        caught_up = 0
         try:
             # Catch up without holding writes (they keep going to the old shard and the
             # log, in order); then only the last few records are replayed with writes held.
             for _ in range(5):
                 offset, n = _replay(new, self.log_path, offset)
+                caught_up += n
                 if n < 500:
                     break
-            t2 = time.monotonic()
+            t2, f2 = time.monotonic(), _major_faults()
             with self._write_lock:
                 offset, tail = _replay(new, self.log_path, offset)
                 with self._cond:
@@ -572,12 +575,12 @@ class ChunkStore:
             if not swapped:
                 new.close()
             raise
-        t3 = time.monotonic()
+        t3, f3 = time.monotonic(), _major_faults()
         with self._cond:
             self._cond.wait_for(lambda: old.users == 0, timeout=60)
         old.shard.close()
         _malloc_trim()
-        t4 = time.monotonic()
+        t4, f4 = time.monotonic(), _major_faults()
         if from_copy:
             shutil.rmtree(old.path)
             os.replace(self.next_spare_path, old.path)
@@ -589,7 +592,16 @@ class ChunkStore:
             "tail_s": t3 - t2,
             "close_s": t4 - t3,
             "drop_log_s": time.monotonic() - t4,
+            "catch_up_points": caught_up,
             "tail_points": tail,
+            # Pages this thread had to read from disk in each step: a swap that waits on
+            # the disk (a page cache too small for the shards) shows here.
+            "major_faults": {
+                "load": f1 - f0,
+                "catch_up": f2 - f1,
+                "tail": f3 - f2,
+                "close": f4 - f3,
+            },
         }
 
     def close(self) -> None:
@@ -820,6 +832,43 @@ def _die_with_parent() -> None:
         pass
 
 
+def _major_faults() -> int:
+    """Page faults this thread has served from disk so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_majflt
+
+
+# Parts of a segment by how often a query reads them, least first (see `warm_order`).
+_WARM_RANK = (
+    ("wal", "vector_storage-sparse"),  # replay on load; sparse vectors are never rescored
+    # The top hits' payload; indexes of fields that filters rarely use (the tenant and
+    # acl indexes are held in RAM).
+    ("payload_storage", "payload_index"),
+    ("vector_storage-dense/matrix.dat", "vector_storage-dense/vectors"),  # rescoring
+)
+
+
+def warm_order(files: list[str]) -> list[str]:
+    """Shard files (relative paths) in the order `_warm` reads them: what queries read
+    least first, and the HNSW graph, int8 vectors and sparse index last.
+
+    Under a memory limit smaller than the shard, the page cache keeps what was read last,
+    so those are what stays: a restarted process under a limit then answers its first
+    queries from memory instead of from disk.
+    """
+
+    def rank(name: str) -> int:
+        if "/payload_index/" in f"/{name}" and any(
+            f"-{field}-" in name for field in _FILTERED_BY_EVERY_QUERY
+        ):
+            return len(_WARM_RANK)  # read by every filter, and by the load into RAM
+        for i, parts in enumerate(_WARM_RANK):
+            if any(f"/{p}" in f"/{name}" for p in parts):
+                return i
+        return len(_WARM_RANK)
+
+    return sorted(files, key=rank)
+
+
 def _warm(path: Path) -> float:
     """Reads the shard's files so the parent's load finds them in the page cache.
 
@@ -827,14 +876,18 @@ def _warm(path: Path) -> float:
     took 2 s for 200k points here, warm 0.1 s, and the load holds the parent's GIL.
     """
     t0 = time.monotonic()
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                with open(os.path.join(dirpath, name), "rb") as fh:
-                    while fh.read(1 << 22):
-                        pass
-            except OSError:
-                pass
+    files = [
+        os.path.relpath(os.path.join(dirpath, name), path)
+        for dirpath, _, names in os.walk(path)
+        for name in names
+    ]
+    for name in warm_order(files):
+        try:
+            with open(os.path.join(path, name), "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
+        except OSError:
+            pass
     return time.monotonic() - t0
 
 

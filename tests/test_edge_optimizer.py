@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import qdrant_edge as qe
 
-from retrieval.edge import EdgeIndex, EdgeTuning
+from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
 from retrieval.index import ChunkPoint, Match, MatchAny
 from retrieval.settings import Settings
@@ -337,3 +337,31 @@ def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_s
         assert index._chunks.spare_valid and index.count_chunks([]) == written + 300
     finally:
         index.close()
+
+
+def test_warming_reads_what_queries_need_most_last() -> None:
+    """Under a memory limit the page cache keeps the last files read: those must be the
+    HNSW graph, the int8 vectors and the sparse index, not the WAL or the payload."""
+    seg = "segments/e18f"
+    files = [
+        f"{seg}/vector_index-dense/links_compressed.bin",
+        f"{seg}/vector_storage-dense/quantized.data",
+        "wal/closed-729",
+        f"{seg}/vector_index-sparse/inverted_index.dat",
+        f"{seg}/payload_storage/page_0.dat",
+        f"{seg}/vector_storage-dense/matrix.dat",
+        f"{seg}/payload_index/t7d8-tenant-map/values_to_points.bin",
+        f"{seg}/vector_storage-sparse/store/page_0.dat",
+    ]
+    order = warm_order(files)
+    assert sorted(order) == sorted(files)
+    pos = {
+        name.rsplit("/", 2)[-2] + "/" + name.rsplit("/", 1)[-1]: i for i, name in enumerate(order)
+    }
+    hot = [
+        pos["vector_index-dense/links_compressed.bin"],
+        pos["vector_storage-dense/quantized.data"],
+        pos["vector_index-sparse/inverted_index.dat"],
+    ]
+    assert min(hot) > pos["vector_storage-dense/matrix.dat"] > pos["payload_storage/page_0.dat"]
+    assert pos["payload_storage/page_0.dat"] > max(pos["wal/closed-729"], pos["store/page_0.dat"])
