@@ -60,9 +60,10 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 import qdrant_edge as qe  # noqa: E402
 
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, rss_mb, to_edge_filter  # noqa: E402
+from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, to_edge_filter  # noqa: E402
 from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec  # noqa: E402
 from retrieval.index import ChunkPoint, Condition, Match, MatchAny  # noqa: E402
+from retrieval.memory import memory_cgroup_dirs, rss_mb  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
 
 TENANTS = 4
@@ -441,13 +442,7 @@ def reopen_as_upgrade(
 def memory_cgroup(limit_mb: int) -> Iterator[Path | None]:
     """A memory cgroup (v2, or v1's memory controller) under this process's own, limited
     to `limit_mb` page cache included; None where this process may not make one."""
-    v2 = v1 = None
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        num, controllers, path = line.split(":", 2)
-        if num == "0" and not controllers:
-            v2 = Path("/sys/fs/cgroup") / path.lstrip("/")
-        if "memory" in controllers.split(","):
-            v1 = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    v2, v1 = memory_cgroup_dirs()
     group = None
     try:
         if v1 is not None and (v1 / "memory.limit_in_bytes").exists():

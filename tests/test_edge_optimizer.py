@@ -339,29 +339,66 @@ def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_s
         index.close()
 
 
-def test_warming_reads_what_queries_need_most_last() -> None:
-    """Under a memory limit the page cache keeps the last files read: those must be the
-    HNSW graph, the int8 vectors and the sparse index, not the WAL or the payload."""
-    seg = "segments/e18f"
-    files = [
-        f"{seg}/vector_index-dense/links_compressed.bin",
-        f"{seg}/vector_storage-dense/quantized.data",
-        "wal/closed-729",
-        f"{seg}/vector_index-sparse/inverted_index.dat",
-        f"{seg}/payload_storage/page_0.dat",
-        f"{seg}/vector_storage-dense/matrix.dat",
-        f"{seg}/payload_index/t7d8-tenant-map/values_to_points.bin",
-        f"{seg}/vector_storage-sparse/store/page_0.dat",
+SEGMENT = "segments/e18f"
+SHARD_FILES = [  # (path, MB): a 1M-point shard's parts, sizes rounded
+    (f"{SEGMENT}/vector_index-dense/links_compressed.bin", 62),
+    (f"{SEGMENT}/vector_storage-dense/quantized.data", 370),
+    ("wal/closed-729", 96),
+    (f"{SEGMENT}/vector_index-sparse/inverted_index.dat", 240),
+    (f"{SEGMENT}/payload_storage/page_0.dat", 600),
+    (f"{SEGMENT}/vector_storage-dense/matrix.dat", 1465),
+    (f"{SEGMENT}/payload_index/t7d8-tenant-map/values_to_points.bin", 30),
+    (f"{SEGMENT}/payload_index/q15p-hash-map/values_to_points.bin", 60),
+    (f"{SEGMENT}/vector_storage-sparse/store/page_0.dat", 530),
+    ("segments/54f2/mutable_id_tracker.mappings", 1),  # an appendable segment: the load
+    ("segments/54f2/payload_index/t7d8-hash-map/values_to_points.bin", 60),  # reads it all
+]
+
+
+def short(name: str) -> str:
+    return "/".join(name.split("/")[-2:])
+
+
+def test_warming_reads_what_queries_and_the_load_need_most_last() -> None:
+    """Under a memory limit the page cache keeps the last files read: those must be what
+    the load reads (WAL, appendable segments), then the HNSW graph, int8 vectors and the
+    indexes every query uses."""
+    order = [short(n) for n in warm_order([(n, mb << 20) for n, mb in SHARD_FILES])]
+    assert sorted(order) == sorted(short(n) for n, _ in SHARD_FILES)
+    pos = {name: i for i, name in enumerate(order)}
+    loaded = [
+        pos[name]
+        for name in (
+            "wal/closed-729",
+            "54f2/mutable_id_tracker.mappings",
+            "t7d8-hash-map/values_to_points.bin",
+        )
     ]
-    order = warm_order(files)
-    assert sorted(order) == sorted(files)
-    pos = {
-        name.rsplit("/", 2)[-2] + "/" + name.rsplit("/", 1)[-1]: i for i, name in enumerate(order)
-    }
+    assert sorted(loaded) == list(range(len(order) - 3, len(order)))
     hot = [
-        pos["vector_index-dense/links_compressed.bin"],
-        pos["vector_storage-dense/quantized.data"],
-        pos["vector_index-sparse/inverted_index.dat"],
+        pos[name]
+        for name in (
+            "vector_index-dense/links_compressed.bin",
+            "vector_storage-dense/quantized.data",
+            "vector_index-sparse/inverted_index.dat",
+            "t7d8-tenant-map/values_to_points.bin",
+        )
     ]
     assert min(hot) > pos["vector_storage-dense/matrix.dat"] > pos["payload_storage/page_0.dat"]
-    assert pos["payload_storage/page_0.dat"] > max(pos["wal/closed-729"], pos["store/page_0.dat"])
+    assert pos["payload_storage/page_0.dat"] > pos["store/page_0.dat"]
+    assert pos["q15p-hash-map/values_to_points.bin"] < pos["vector_storage-dense/matrix.dat"]
+
+
+def test_warming_a_shard_larger_than_its_budget_reads_only_the_hottest_files() -> None:
+    files = [(n, mb << 20) for n, mb in SHARD_FILES]
+    order = [short(n) for n in warm_order(files, budget=900 << 20)]
+    assert order == [
+        "vector_index-dense/links_compressed.bin",
+        "vector_storage-dense/quantized.data",
+        "vector_index-sparse/inverted_index.dat",
+        "t7d8-tenant-map/values_to_points.bin",
+        "wal/closed-729",
+        "54f2/mutable_id_tracker.mappings",
+        "t7d8-hash-map/values_to_points.bin",
+    ]
+    assert len(warm_order(files, budget=10 << 30)) == len(files)
