@@ -17,9 +17,15 @@ per size:
   exact search (`SearchParams(exact=True)`) on the same shard and queries, and the same
   without quantization, to separate the two;
 - RSS of this process (VmRSS, and the heap alone) after loading and after the cycles; the
-  child's peak RSS; RSS and latencies of a fresh process serving the shard, once inside a
-  memory cgroup of `--memory-limit-mb` (page cache included; skipped where no cgroup may
-  be made) and once without.
+  child's peak RSS;
+- the whole service under a memory limit: a fresh process inside a memory cgroup of
+  `--memory-limit-mb` (page cache included; skipped where no cgroup may be made), the
+  shard's files evicted first, opens the shard as the service does, adds 20k points and
+  runs one cycle (its child in the same group) with the probes beside it: the group's
+  peak, how often it hit the limit, the waits and latencies before and after;
+- RSS and latencies of a fresh process serving the shard, once inside such a cgroup
+  (files evicted: a first pass on the cold cache, then after 1,000 other queries) and
+  once without.
 
 Vectors with real structure: ~2k real Django doc chunks embedded with MiniLM, each point a
 noisy mix of two of them (cosine ≈ 0.85 to its main chunk), its text and BM25 terms those
@@ -67,6 +73,8 @@ from retrieval.memory import memory_cgroup_dirs, rss_mb  # noqa: E402
 from retrieval.settings import Settings  # noqa: E402
 
 TENANTS = 4
+CYCLE_POINTS = 20_000  # new points before each steady-state cycle (at most 10 %)
+STALL_S = 0.25  # probe waits longer than this are listed with their time
 FILTER: list[Condition] = [Match("tenant", "t0"), MatchAny("acl", ("public",))]
 MODES = ("hybrid", "dense", "sparse")
 
@@ -225,6 +233,8 @@ class Probes:
         self.query_ms: list[float] = []
         self.write_ms: list[float] = []
         self.errors: list[str] = []
+        self.stalls: list[tuple[float, float, str]] = []  # (s since start, ms, which)
+        self._start = time.perf_counter()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._q, self._w)]
 
@@ -254,6 +264,9 @@ class Probes:
                 self.errors.append(repr(exc))
             now = time.perf_counter()
             out.append((now - due) * 1000)
+            if now - due > STALL_S:
+                which = "query" if out is self.query_ms else "write"
+                self.stalls.append((round(due - self._start, 2), round((now - due) * 1000), which))
             due = max(due, now - 0.05)  # no backlog after a stall: the next one is due now
 
     def _q(self) -> None:
@@ -284,26 +297,68 @@ class Probes:
             "write_p50_ms": pct(self.write_ms, 50),
             "write_max_ms": max(self.write_ms, default=0.0),
             "errors": self.errors[:5],
+            # When each wait over STALL_S began, in s from the cycle's start: compare with
+            # swap_started_s to tell the swap's pauses from the rest of the cycle's.
+            "stalls": self.stalls[:40],
         }
 
 
-def run_size(
-    n: int, m: Material, workdir: Path, cycles: int, limit_mb: int | None
-) -> dict[str, Any]:
-    rng = np.random.default_rng(n)
-    root = workdir / f"edge-{n}"
-    # The service's defaults (FRESHRAG_EDGE_*), with cycles started by this script.
-    tuning = EdgeTuning.from_settings(
+def bench_tuning() -> EdgeTuning:
+    """The service's defaults (FRESHRAG_EDGE_*), with cycles started by this script."""
+    return EdgeTuning.from_settings(
         Settings(edge_optimize_after_points=10**12, edge_optimize_interval_s=10**9)
     )
+
+
+def add_points(index: EdgeIndex, m: Material, start: int, n: int, rng: np.random.Generator) -> int:
+    """Upserts points start..start+n in the ingest worker's batches; returns the next id."""
+    for i in range(start, start + n, 256):
+        index.upsert_chunks(m.points(i, min(256, start + n - i), rng))
+    return start + n
+
+
+def run_cycle(
+    index: EdgeIndex, m: Material, next_id: int, rng: np.random.Generator
+) -> tuple[dict[str, Any], int]:
+    """One optimiser cycle with the query and write probes beside it."""
+    with Probes(index, m, next_id, rng) as probes:
+        t0 = time.monotonic()
+        stats = index.optimize(wait=True)
+        wall = time.monotonic() - t0
+        time.sleep(0.5)
+    cyc = {"wall_s": wall, **stats, **probes.summary(), "loadavg": loadavg()}
+    swap = sum(stats.get(k, 0.0) for k in ("load_s", "catch_up_s", "tail_s", "close_s"))
+    cyc["swap_started_s"] = round(wall - swap - stats.get("drop_log_s", 0.0), 2)
+    cyc["error"] = index.optimizer.last_error if index.optimizer else None
+    return cyc, probes.next_id
+
+
+def fmt_cycle(cyc: dict[str, Any]) -> str:
+    return (
+        f"{cyc['wall_s']:.1f} s (optimize() {cyc.get('optimize_s', 0):.1f} s in the child); "
+        f"longest query {cyc['query_max_ms']:.0f} ms, write {cyc['write_max_ms']:.0f} ms; swap "
+        f"from {cyc['swap_started_s']:.1f} s: load {cyc.get('load_s', 0) * 1000:.0f} ms, "
+        f"catch-up {cyc.get('catch_up_s', 0) * 1000:.0f} ms ({cyc.get('catch_up_points', 0)} "
+        f"points), tail {cyc.get('tail_s', 0) * 1000:.0f} ms (writes only), close "
+        f"{cyc.get('close_s', 0) * 1000:.0f} ms, disk reads {cyc.get('major_faults')}"
+        f"{rebuilt(cyc)}; waits over {STALL_S * 1000:.0f} ms at (s, ms): {cyc['stalls']}; "
+        f"child peak RSS {cyc.get('child_peak_rss_mb', 0):,.0f} MB (heap "
+        f"{cyc.get('child_rss_anon_mb', 0):,.0f} MB)"
+    )
+
+
+def run_size(n: int, m: Material, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cycles, limit_mb = args.cycles, args.memory_limit_mb
+    rng = np.random.default_rng(n)
+    root = workdir / f"edge-{n}"
+    tuning = bench_tuning()
     index = EdgeIndex(root, "chunks", "documents", tuning=tuning)
     index.ensure_schema(m.dim)
     res: dict[str, Any] = {"points": n, "loadavg_start": loadavg()}
     print(f"\n== {n:,} points", flush=True)
 
     t0 = time.monotonic()
-    for start in range(0, n, 256):
-        index.upsert_chunks(m.points(start, min(256, n - start), rng))
+    add_points(index, m, 0, n, rng)
     res["upsert_points_per_s"] = n / (time.monotonic() - t0)
     res["rss_loaded_mb"] = rss_mb()
     print(f"upsert {res['upsert_points_per_s']:,.0f} points/s, RSS {res['rss_loaded_mb']:,.0f} MB")
@@ -315,32 +370,10 @@ def run_size(
     next_id = n
     for c in range(cycles):
         if c:  # later cycles: the steady state, a batch of new points since the last one
-            extra = min(20_000, n // 10)
-            for start in range(next_id, next_id + extra, 256):
-                index.upsert_chunks(m.points(start, min(256, next_id + extra - start), rng))
-            next_id += extra
-        with Probes(index, m, next_id, rng) as probes:
-            t0 = time.monotonic()
-            stats = index.optimize(wait=True)
-            wall = time.monotonic() - t0
-            time.sleep(0.5)
-        next_id = probes.next_id
-        cyc = {"wall_s": wall, **stats, **probes.summary(), "loadavg": loadavg()}
-        cyc["error"] = index.optimizer.last_error if index.optimizer else None
+            next_id = add_points(index, m, next_id, min(CYCLE_POINTS, n // 10), rng)
+        cyc, next_id = run_cycle(index, m, next_id, rng)
         res["cycles"].append(cyc)
-        print(
-            f"cycle {c + 1}: {wall:.1f} s (optimize() {stats.get('optimize_s', 0):.1f} s in the "
-            f"child); longest query {cyc['query_max_ms']:.0f} ms, write {cyc['write_max_ms']:.0f}"
-            f" ms; swap: load {stats.get('load_s', 0) * 1000:.0f} ms, catch-up "
-            f"{stats.get('catch_up_s', 0) * 1000:.0f} ms ({stats.get('catch_up_points', 0)} "
-            f"points), tail "
-            f"{stats.get('tail_s', 0) * 1000:.0f} ms (writes only), close "
-            f"{stats.get('close_s', 0) * 1000:.0f} ms, disk reads {stats.get('major_faults')}"
-            f"{rebuilt(stats)}; child peak RSS "
-            f"{stats.get('child_peak_rss_mb', 0):,.0f} MB (heap "
-            f"{stats.get('child_rss_anon_mb', 0):,.0f} MB)",
-            flush=True,
-        )
+        print(f"cycle {c + 1}: {fmt_cycle(cyc)}", flush=True)
 
     res["optimised"] = latencies(index, m)
     print("optimised:", fmt(res["optimised"]))
@@ -391,13 +424,23 @@ def run_size(
     )
     index.close()
     if limit_mb:
+        res["cycle_limited"] = lc = limited_cycle(root, args, next_id, limit_mb)
+        if "skipped" not in lc:
+            print(
+                f"a fresh process under a {limit_mb:,} MB memory limit, +{CYCLE_POINTS:,} "
+                f"points and one cycle: group peak {lc['cgroup_peak_mb']:,.0f} MB, limit hit "
+                f"{lc['limit_hits']} times; before {fmt(lc['latency_before'])}; cycle "
+                f"{fmt_cycle(lc['cycle'])}; after {fmt(lc['latency_after'])}",
+                flush=True,
+            )
         res["fresh_process_limited"] = lim = fresh_process(root, m, limit_mb)
         if "skipped" in lim:
             print(f"under a {limit_mb:,} MB memory limit: skipped, {lim['skipped']}")
         else:
             print(
                 f"a fresh process under a {limit_mb:,} MB memory limit (page cache included): "
-                f"RSS {lim['rss_mb']:,.0f} MB (heap {lim['rss_anon_mb']:,.0f} MB); first pass "
+                f"RSS {lim['rss_mb']:,.0f} MB (heap {lim['rss_anon_mb']:,.0f} MB), group "
+                f"peak {lim['cgroup_peak_mb']:,.0f} MB; first pass "
                 f"on a cold cache {fmt(lim['latency_cold'])}; after {lim['warmup_queries']} "
                 f"other queries {fmt(lim['latency'])}",
                 flush=True,
@@ -478,6 +521,44 @@ def warmup_queries(m: Material, n: int) -> tuple[list[list[float]], list[SparseV
     return v.tolist(), [sparse.encode_query(" ".join(m.texts[b].split()[:12])) for b in picks]
 
 
+def probe_process(command: list[str], limit_mb: int | None) -> dict[str, Any]:
+    """Runs a probe (`command` prints one JSON line last) as a new process; with
+    `limit_mb` inside a memory cgroup of that size, with the group's peak usage (page
+    cache included) and how often it hit the limit."""
+    with ExitStack() as stack:
+        join = group = None
+        if limit_mb is not None:
+            group = stack.enter_context(memory_cgroup(limit_mb))
+            if group is None:
+                return {"skipped": "no memory cgroup may be made here"}
+            command = [*command, "--evict"]
+            procs = group / "cgroup.procs"
+
+            def join() -> None:
+                procs.write_text(str(os.getpid()))
+
+        out = subprocess.run(
+            command, check=True, capture_output=True, text=True, preexec_fn=join
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        if group is not None:
+            result.update(limit_mb=limit_mb, **cgroup_peak(group))
+    return result
+
+
+def cgroup_peak(group: Path) -> dict[str, float]:
+    """Peak memory (page cache included) of a cgroup and how many times it hit its limit."""
+    if (group / "memory.max_usage_in_bytes").exists():  # v1
+        peak = int((group / "memory.max_usage_in_bytes").read_text())
+        hits = int((group / "memory.failcnt").read_text())
+    else:  # v2 (memory.peak needs Linux 5.19)
+        peak_file = group / "memory.peak"
+        peak = int(peak_file.read_text()) if peak_file.exists() else 0
+        events = dict(line.split() for line in (group / "memory.events").read_text().splitlines())
+        hits = int(events.get("max", 0))
+    return {"cgroup_peak_mb": peak / 2**20, "limit_hits": hits}
+
+
 def fresh_process(
     root: Path, m: Material, limit_mb: int | None = None, warmup: int = 1000
 ) -> dict[str, Any]:
@@ -491,7 +572,7 @@ def fresh_process(
     that the limit has to hold), with the major page faults of each pass.
     """
     warm_dense, warm_sparse = warmup_queries(m, warmup)
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh, ExitStack() as stack:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
         json.dump(
             {
                 "dim": m.dim,
@@ -503,25 +584,41 @@ def fresh_process(
             fh,
         )
         fh.flush()
-        command = [sys.executable, __file__, "--serve-probe", str(root), fh.name]
-        join = None
-        if limit_mb is not None:
-            group = stack.enter_context(memory_cgroup(limit_mb))
-            if group is None:
-                return {"skipped": "no memory cgroup may be made here"}
-            command.append("--evict")
-            procs = group / "cgroup.procs"
+        return probe_process(
+            [sys.executable, __file__, "--serve-probe", str(root), fh.name], limit_mb
+        )
 
-            def join() -> None:
-                procs.write_text(str(os.getpid()))
 
-        out = subprocess.run(
-            command, check=True, capture_output=True, text=True, preexec_fn=join
-        ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    if limit_mb is not None:
-        result["limit_mb"] = limit_mb
-    return result
+def limited_cycle(
+    root: Path, args: argparse.Namespace, next_id: int, limit_mb: int
+) -> dict[str, Any]:
+    """The whole service's memory under the limit: a new process in a memory cgroup of
+    `limit_mb` (the shard's files evicted first) opens the optimised shard as the
+    service does, adds `CYCLE_POINTS` points and runs one optimiser cycle, its child
+    inside the same group, with the probes beside it."""
+    command = [
+        sys.executable, __file__, "--cycle-probe", str(root), str(next_id),
+        "--base", str(args.base), "--queries", str(args.queries),
+    ]  # fmt: skip
+    return probe_process(command, limit_mb)
+
+
+def cycle_probe(root: Path, next_id: int, m: Material, evict_first: bool) -> None:
+    if evict_first:
+        evict(root)
+    t0 = time.monotonic()
+    index = EdgeIndex(root, "chunks", "documents", tuning=bench_tuning())
+    index.ensure_schema(m.dim)
+    open_s = time.monotonic() - t0
+    rng = np.random.default_rng(next_id)
+    next_id = add_points(index, m, next_id, CYCLE_POINTS, rng)
+    before = latencies(index, m)
+    cyc, _ = run_cycle(index, m, next_id, rng)
+    after = latencies(index, m)
+    rss, anon = rss_mb(), rss_mb("RssAnon")
+    index.close()
+    out = {"open_s": open_s, "latency_before": before, "cycle": cyc, "latency_after": after}
+    print(json.dumps({**out, "rss_mb": rss, "rss_anon_mb": anon}))
 
 
 def evict(root: Path) -> None:
@@ -634,10 +731,16 @@ def main() -> None:
         "this size, page cache included (0: skip; skipped where no cgroup may be made)",
     )
     ap.add_argument("--serve-probe", nargs=2, type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--cycle-probe", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--evict", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_probe:
         serve_probe(*args.serve_probe, evict_first=args.evict)
+        return
+    if args.cycle_probe:
+        root, next_id = args.cycle_probe
+        m = Material(args.base, args.queries)
+        cycle_probe(Path(root), int(next_id), m, evict_first=args.evict)
         return
     if args.queries > 200:
         ap.error("--queries: at most 200")
@@ -657,7 +760,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for n in sizes:
-            report["sizes"].append(run_size(n, m, workdir, args.cycles, args.memory_limit_mb))
+            report["sizes"].append(run_size(n, m, workdir, args))
             report["sizes"].sort(key=lambda r: r["points"])
             args.out.write_text(json.dumps(report, indent=2))  # each size as soon as it is done
     finally:
