@@ -452,7 +452,10 @@ def run_size(n: int, m: Material, workdir: Path, args: argparse.Namespace) -> di
         f"{fmt(res['fresh_process']['latency'])}",
         flush=True,
     )
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"kept the shard in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return res
 
 
@@ -721,6 +724,9 @@ def main() -> None:
         "full, the 3rd shows the steady state (new points since the last cycle)",
     )
     ap.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a tmp dir)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep each size's shard (under --workdir) to inspect"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     ap.add_argument("--append", action="store_true", help="keep the other sizes already in --out")
     ap.add_argument(
@@ -764,7 +770,8 @@ def main() -> None:
             report["sizes"].sort(key=lambda r: r["points"])
             args.out.write_text(json.dumps(report, indent=2))  # each size as soon as it is done
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nwrote {args.out}")
 
 

@@ -913,8 +913,8 @@ def _warm(path: Path, budget: int | None = -1) -> float:
     for dirpath, _, names in os.walk(path):
         for name in names:
             full = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                files.append((os.path.relpath(full, path), os.path.getsize(full)))
+            with contextlib.suppress(OSError):  # blocks in use: Edge preallocates files
+                files.append((os.path.relpath(full, path), os.stat(full).st_blocks * 512))
     for name in warm_order(files, budget):
         try:
             with open(os.path.join(path, name), "rb") as fh:
