@@ -299,7 +299,7 @@ class Probes:
             "errors": self.errors[:5],
             # When each wait over STALL_S began, in s from the cycle's start: compare with
             # swap_started_s to tell the swap's pauses from the rest of the cycle's.
-            "stalls": self.stalls[:40],
+            "stalls": sorted(sorted(self.stalls, key=lambda x: -x[1])[:40]),  # the 40 longest
         }
 
 
