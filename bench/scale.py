@@ -196,16 +196,29 @@ class Material:
 # --- measurements ------------------------------------------------------------------------
 
 
-def latencies(index: EdgeIndex, m: Material) -> dict[str, dict[str, float]]:
+def timed_pass(
+    index: EdgeIndex, dense: list[list[float]], sparse: list[SparseVec]
+) -> dict[str, dict[str, float]]:
+    """Each mode over all queries: p50/p99 and major page faults (reads from disk) per query."""
     out = {}
     for mode in MODES:
         times = []
-        for qv, qs in zip(m.query_vectors, m.query_sparse, strict=True):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+        for dv, sv in zip(dense, sparse, strict=True):
             t0 = time.perf_counter()
-            index.search(mode, qv, qs, FILTER, 10)
+            index.search(mode, dv, sv, FILTER, 10)
             times.append((time.perf_counter() - t0) * 1000)
-        out[mode] = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
+        out[mode] = {
+            "p50_ms": pct(times, 50),
+            "p99_ms": pct(times, 99),
+            "major_faults_per_query": faults / len(times),
+        }
     return out
+
+
+def latencies(index: EdgeIndex, m: Material) -> dict[str, dict[str, float]]:
+    return timed_pass(index, m.query_vectors, m.query_sparse)
 
 
 def dense_ids(index: EdgeIndex, m: Material, params: qe.SearchParams | None) -> list[set[str]]:
@@ -633,27 +646,6 @@ def evict(root: Path) -> None:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
-
-
-def timed_pass(
-    index: EdgeIndex, dense: list[list[float]], sparse: list[SparseVec]
-) -> dict[str, dict[str, float]]:
-    """Each mode over all queries: p50/p99 and major page faults (reads from disk) per query."""
-    out = {}
-    for mode in MODES:
-        times = []
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
-        for dv, sv in zip(dense, sparse, strict=True):
-            t0 = time.perf_counter()
-            index.search(mode, dv, sv, FILTER, 10)
-            times.append((time.perf_counter() - t0) * 1000)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
-        out[mode] = {
-            "p50_ms": pct(times, 50),
-            "p99_ms": pct(times, 99),
-            "major_faults_per_query": faults / len(times),
-        }
-    return out
 
 
 def serve_probe(root: Path, queries: Path, evict_first: bool) -> None:

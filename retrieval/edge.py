@@ -899,23 +899,21 @@ def warm_order(files: list[tuple[str, int]], budget: int | None = None) -> list[
     return [name for name, _ in ordered]
 
 
-def _warm(path: Path, budget: int | None = -1) -> float:
+def _warm(path: Path) -> float:
     """Reads the shard's files so the parent's load finds them in the page cache, up to
-    `budget` bytes (default: `_WARM_SHARE` of the memory limit; None: all of them).
+    `_WARM_SHARE` of the memory limit (see `warm_order`).
 
     Closing a shard drops its pages from the cache; loading it cold read from disk
     took 2 s for 200k points here, warm 0.1 s, and the load holds the parent's GIL.
     """
     t0 = time.monotonic()
-    if budget == -1:
-        budget = int(memory_limit_bytes() * _WARM_SHARE)
     files = []
     for dirpath, _, names in os.walk(path):
         for name in names:
             full = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):  # blocks in use: Edge preallocates files
                 files.append((os.path.relpath(full, path), os.stat(full).st_blocks * 512))
-    for name in warm_order(files, budget):
+    for name in warm_order(files, int(memory_limit_bytes() * _WARM_SHARE)):
         try:
             with open(os.path.join(path, name), "rb") as fh:
                 while fh.read(1 << 22):

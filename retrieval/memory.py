@@ -11,15 +11,20 @@ from pathlib import Path
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+def _proc_kb(path: str, field: str) -> int:
+    """A `Field:  N kB` line of a /proc file, in kB (0 when absent)."""
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_mb(field: str = "VmRSS") -> float:
     """A memory figure of this process from /proc, in MB: VmRSS all resident pages, VmHWM
     their peak, RssAnon the heap alone, RssFile mapped file pages (page cache, which the
     kernel can take back: the memory-mapped index lives there)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _proc_kb("/proc/self/status", field) / 1024
 
 
 def memory_cgroup_dirs(
@@ -61,14 +66,10 @@ def _limit_in(directory: Path, top: Path, name: str) -> int | None:
 def memory_limit_bytes() -> int:
     """What this process may hold in RAM and page cache: its memory cgroup's limit where
     one is set, else the machine's memory."""
-    limits = []
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                limits.append(int(line.split()[1]) * 1024)
+    limits = [_proc_kb("/proc/meminfo", "MemTotal") * 1024]
     v2, v1 = memory_cgroup_dirs()
     if v2 is not None:
-        limits.append(_limit_in(v2, _CGROUP_ROOT, "memory.max") or 2**63)
+        limits.append(_limit_in(v2, _CGROUP_ROOT, "memory.max"))
     if v1 is not None:
-        limits.append(_limit_in(v1, _CGROUP_ROOT / "memory", "memory.limit_in_bytes") or 2**63)
-    return min(limits)
+        limits.append(_limit_in(v1, _CGROUP_ROOT / "memory", "memory.limit_in_bytes"))
+    return min(limit for limit in limits if limit is not None)
