@@ -42,13 +42,13 @@ from api.models import (
     request_models,
 )
 from api.waits import DocumentWatch
-from retrieval.answers import AnswerService
+from freshrag.settings import Settings
+from retrieval.answer.prompts import PromptError, PromptRegistry
+from retrieval.answer.service import AnswerService
 from retrieval.filters import INT64_MAX, FilterError, parse_filters
 from retrieval.generations import GenerationError
 from retrieval.index import Condition, DocumentState, Index
-from retrieval.prompts import PromptError, PromptRegistry
 from retrieval.search import Principal, Retriever
-from retrieval.settings import Settings
 
 REQUEST_SECONDS = Histogram(
     "freshrag_api_request_seconds",
@@ -291,7 +291,9 @@ def create_app(services: Services) -> FastAPI:
             )
         except PromptError as exc:
             raise invalid(("body", "prompt"), str(exc)) from exc
-        except TimeoutError as exc:  # the answer deadline (retrieval.gateway.DeadlineExceeded)
+        except (
+            TimeoutError
+        ) as exc:  # the answer deadline (retrieval.answer.gateway.DeadlineExceeded)
             raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
         REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
         payload = AnswerResponse(**result)

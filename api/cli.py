@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.settings import Settings
+from freshrag.settings import Settings
 
 log = logging.getLogger("freshrag")
 

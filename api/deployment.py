@@ -19,6 +19,7 @@ from api.app import Services
 from api.auth import KeyStore
 from api.runtime import Core
 from api.waits import DocumentWatch
+from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, group_lag
 from ingest.reindex import CopyProgress, CopyStopped, copy_index
@@ -32,7 +33,6 @@ from retrieval.generations import (
     new_generation,
     open_pointer,
 )
-from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag.generations")
 

@@ -17,18 +17,18 @@ import uvicorn
 from api.app import Services
 from api.auth import KeyStore
 from api.waits import DocumentWatch
+from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
 from ingest.indexer import Indexer
 from ingest.processing import ChildProcessor, InlineProcessor, Processor
 from ingest.sources import SourcePolicy
-from retrieval.answers import AnswerService, build_gateway
-from retrieval.cache import AnswerCache
+from retrieval.answer.cache import AnswerCache
+from retrieval.answer.prompts import PromptRegistry
+from retrieval.answer.service import AnswerService, build_gateway
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.index import Index, open_index
-from retrieval.prompts import PromptRegistry
 from retrieval.search import Ranking, Retriever
-from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag")
 

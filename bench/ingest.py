@@ -25,6 +25,7 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 from api.runtime import Core, EmbeddedBroker  # noqa: E402
 from bench.harness import RESULTS, free_port, machine, write  # noqa: E402
+from freshrag.settings import Settings  # noqa: E402
 from ingest.chunker import Chunker  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
 from ingest.parser import parse  # noqa: E402
@@ -32,7 +33,6 @@ from ingest.publisher import Publisher, build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.encoders import DenseEncoder, SparseEncoder  # noqa: E402
 from retrieval.index import ChunkPoint, Match, chunk_point_id  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 
 def main() -> None:

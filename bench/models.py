@@ -27,11 +27,11 @@ import numpy as np  # noqa: E402
 from bench.harness import RESULTS, write  # noqa: E402
 from bench.quality import CANDIDATES, gold_docs, score  # noqa: E402
 from evals.dataset import default_path, load  # noqa: E402
+from freshrag.settings import Settings  # noqa: E402
 from ingest.chunker import Chunker  # noqa: E402
 from ingest.parser import parse  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.encoders import DenseEncoder  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 
 def main() -> None:

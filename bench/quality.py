@@ -43,6 +43,7 @@ from api.runtime import Core  # noqa: E402
 from bench.harness import RESULTS, llama_minilm, write  # noqa: E402
 from evals.dataset import EvalItem, default_path, load  # noqa: E402
 from evals.metrics import ir_scores  # noqa: E402
+from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.search import (  # noqa: E402
@@ -53,7 +54,6 @@ from retrieval.search import (  # noqa: E402
     Ranking,
     Retriever,
 )  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 CANDIDATES = 30  # chunks per question before folding to pages
 PROBE_WORDS = 8
@@ -182,7 +182,7 @@ sys.path[0] = "."
 from api.runtime import Core
 from ingest.publisher import build_events
 from retrieval.search import Principal, Retriever
-from retrieval.settings import Settings
+from freshrag.settings import Settings
 files, docs, questions, out, k = json.loads(sys.argv[1])
 core = Core.open(Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-baseline-"))))
 events = build_events([Path(f) for f in files], root=Path(docs), mime="text/x-rst",

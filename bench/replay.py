@@ -27,11 +27,11 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 from api.runtime import Core, EmbeddedBroker  # noqa: E402
 from bench.harness import RESULTS, free_port, llama_minilm, machine, write  # noqa: E402
+from freshrag.settings import Settings  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
 from ingest.publisher import Publisher, build_events  # noqa: E402
 from ingest.sample import django_docs  # noqa: E402
 from retrieval.encoders import DenseEncoder  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 
 def pages(version: str, section: str) -> dict[str, str]:

@@ -36,11 +36,11 @@ from api.app import create_app  # noqa: E402
 from api.auth import KeyStore  # noqa: E402
 from api.runtime import Core, ServerThread  # noqa: E402
 from bench.harness import free_port, pct  # noqa: E402
+from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.index import Match  # noqa: E402
 from retrieval.search import PREVIOUS_RANKING, Principal, Retriever  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 QUERIES = [
     "How do I deploy Django with Gunicorn?",

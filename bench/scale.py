@@ -65,12 +65,12 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 import qdrant_edge as qe  # noqa: E402
 
+from freshrag.settings import Settings  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, to_edge_filter  # noqa: E402
 from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec  # noqa: E402
 from retrieval.index import ChunkPoint, Condition, Match, MatchAny  # noqa: E402
 from retrieval.memory import memory_cgroup_dirs, rss_mb  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
 
 TENANTS = 4
 CYCLE_POINTS = 20_000  # new points before each steady-state cycle (at most 10 %)

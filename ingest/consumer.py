@@ -39,12 +39,12 @@ from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
+from freshrag.settings import Settings
 from ingest import metrics
 from ingest.changes import newest_per_document
 from ingest.events import DocumentEvent, MalformedEvent, decode_event
 from ingest.indexer import Indexer, Outcome
 from ingest.ledger import OffsetLedger, lost_offsets
-from retrieval.settings import Settings
 
 log = logging.getLogger("freshrag.worker")
 

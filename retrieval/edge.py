@@ -155,7 +155,7 @@ class EdgeTuning:
 
     @classmethod
     def from_settings(cls, settings: Any) -> EdgeTuning:
-        """The `edge_*` fields of `retrieval.settings.Settings`."""
+        """The `edge_*` fields of `freshrag.settings.Settings`."""
         return cls(
             optimizer=settings.edge_optimizer,
             optimize_after_points=settings.edge_optimize_after_points,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from freshrag.settings import Settings
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.filters import access_conditions
 from retrieval.grouping import boost_by_document, group_sections
 from retrieval.index import Condition, Fusion, Index, SearchHit, SearchMode
-from retrieval.settings import Settings
 
 Grouping = Literal["section", "chunk"]
 

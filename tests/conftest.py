@@ -16,13 +16,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from api.runtime import EmbeddedBroker
+from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, ensure_topics
 from ingest.events import DocumentEvent
 from ingest.indexer import Indexer, Outcome
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.settings import Settings
 
 
 class Loops:

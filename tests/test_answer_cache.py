@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from retrieval.cache import AnswerCache
+from retrieval.answer.cache import AnswerCache
 
 TTL = 60.0
 

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from retrieval.answers import AnswerService, build_gateway
-from retrieval.cache import AnswerCache
-from retrieval.gateway import DeadlineExceeded
-from retrieval.prompts import PromptError, PromptRegistry
+from retrieval.answer.cache import AnswerCache
+from retrieval.answer.gateway import DeadlineExceeded
+from retrieval.answer.prompts import PromptError, PromptRegistry
+from retrieval.answer.service import AnswerService, build_gateway
 from retrieval.search import Principal, Retriever
 from tests.conftest import delete, make_indexer, make_services, make_settings, upsert
 from tests.llm_servers import ScriptedLLM
@@ -280,7 +280,7 @@ def test_question_about_a_deleted_document_is_refused(service, index, dense, spa
 
 
 def test_extractive_close_call_cites_the_better_ranked_source(dense):
-    from retrieval.providers import AnswerInput, ExtractiveProvider
+    from retrieval.answer.providers import AnswerInput, ExtractiveProvider
 
     question = "How do I stop the ingest worker?"
     near = "To stop the ingest worker, send it SIGTERM."

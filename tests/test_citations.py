@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.citations import CitationError, citation_numbers, cited_sources
+from retrieval.answer.citations import CitationError, citation_numbers, cited_sources
 
 
 @pytest.mark.parametrize(

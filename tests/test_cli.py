@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import cli
-from retrieval.settings import Settings
+from freshrag.settings import Settings
 from tests.conftest import free_port, read_topic
 
 

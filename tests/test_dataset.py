@@ -29,10 +29,10 @@ from evals.dataset import (
     with_heldout_faq,
 )
 from evals.heldout import answerable, refusal_scores
+from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.parser import parse
 from ingest.sample import django_docs, doc_files, doc_type, sample_metadata
-from retrieval.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = Settings.model_fields["sample_django_version"].default

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import qdrant_edge as qe
 
+from freshrag.settings import Settings
 from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
 from retrieval.index import ChunkPoint, Match, MatchAny
-from retrieval.settings import Settings
 from tests.conftest import Loops, wait_for
 
 DIM = 768

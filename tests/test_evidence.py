@@ -2,7 +2,7 @@
 
 import pytest
 
-from retrieval.evidence import question_names, unsupported_names
+from retrieval.answer.evidence import question_names, unsupported_names
 
 
 @pytest.mark.parametrize(

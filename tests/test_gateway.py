@@ -5,11 +5,16 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from retrieval.answers import format_contexts
-from retrieval.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
+from retrieval.answer.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
+from retrieval.answer.prompts import REFUSAL, PromptRegistry
+from retrieval.answer.providers import (
+    AnswerInput,
+    AnthropicProvider,
+    ExtractiveProvider,
+    OpenAIProvider,
+)
+from retrieval.answer.service import format_contexts
 from retrieval.index import SearchHit
-from retrieval.prompts import REFUSAL, PromptRegistry
-from retrieval.providers import AnswerInput, AnthropicProvider, ExtractiveProvider, OpenAIProvider
 from tests.llm_servers import ScriptedLLM
 
 CONTEXTS = [

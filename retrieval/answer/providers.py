@@ -16,8 +16,8 @@ from typing import Protocol
 import httpx
 import numpy as np
 
+from retrieval.answer.prompts import REFUSAL
 from retrieval.encoders import DenseEncoder
-from retrieval.prompts import REFUSAL
 
 
 class ProviderError(RuntimeError):

@@ -7,15 +7,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.cache import AnswerCache, cache_scope
+from freshrag.settings import Settings
+from retrieval.answer.cache import AnswerCache, cache_scope
+from retrieval.answer.evidence import unsupported_names
+from retrieval.answer.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
+from retrieval.answer.prompts import REFUSAL, Prompt
+from retrieval.answer.providers import (
+    AnswerInput,
+    AnthropicProvider,
+    ExtractiveProvider,
+    OpenAIProvider,
+)
 from retrieval.encoders import DenseEncoder
-from retrieval.evidence import unsupported_names
-from retrieval.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
 from retrieval.index import Condition, SearchHit, SearchMode
-from retrieval.prompts import REFUSAL, Prompt
-from retrieval.providers import AnswerInput, AnthropicProvider, ExtractiveProvider, OpenAIProvider
 from retrieval.search import Grouping, Principal, Retriever
-from retrieval.settings import Settings
 
 _DELIMITERS = re.compile(r"</?source[^>]*>", re.I)
 

@@ -30,9 +30,15 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from retrieval.citations import CitationError, cited_sources, is_refusal
-from retrieval.prompts import REFUSAL
-from retrieval.providers import AnswerInput, Completion, Provider, ProviderError, RetryableError
+from retrieval.answer.citations import CitationError, cited_sources, is_refusal
+from retrieval.answer.prompts import REFUSAL
+from retrieval.answer.providers import (
+    AnswerInput,
+    Completion,
+    Provider,
+    ProviderError,
+    RetryableError,
+)
 
 log = logging.getLogger("freshrag.gateway")
 

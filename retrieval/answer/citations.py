@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from retrieval.prompts import REFUSAL
+from retrieval.answer.prompts import REFUSAL
 
 _FENCED = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1[^\n]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)

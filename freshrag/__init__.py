@@ -1,0 +1,1 @@
+"""What belongs to the whole service rather than to one of its parts: its settings."""
