@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import qdrant_edge as qe
 
+import retrieval.edge as edge
 from freshrag.settings import Settings
 from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
@@ -335,6 +337,54 @@ def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_s
     index = open_index(tmp_path)  # a clean restart reuses that spare and its log
     try:
         assert index._chunks.spare_valid and index.count_chunks([]) == written + 300
+    finally:
+        index.close()
+
+
+def test_a_search_lets_a_write_already_in_edge_go_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-to-back searches kept writes waiting over a second on a never-optimised 1M
+    shard: a search that arrives while a write is inside Edge waits for that write, and
+    a write held back by a swap (not yet in Edge) holds up no search."""
+    # Long enough that a search wrongly waiting for the held-back write below would
+    # outlast the check, short of the test's timeout.
+    monkeypatch.setattr(edge, "_SEARCH_WAIT_MAX_S", 30.0)
+    index = open_index(tmp_path)
+    try:
+        load(index, 0, 100)
+        inside, release = threading.Event(), threading.Event()
+        real_apply = edge._apply
+
+        def held_apply(shard: qe.EdgeShard, rec: tuple) -> None:
+            inside.set()
+            release.wait(10)
+            real_apply(shard, rec)
+
+        monkeypatch.setattr(edge, "_apply", held_apply)
+        writer = threading.Thread(target=index.upsert_chunks, args=(points(100, 1),))
+        writer.start()
+        assert inside.wait(10)
+        found: list[str | None] = []
+        searcher = threading.Thread(target=lambda: found.append(top_hit(index, 100)))
+        searcher.start()
+        searcher.join(0.3)
+        assert searcher.is_alive() and not found  # waits for the write inside Edge
+        release.set()
+        writer.join(10)
+        searcher.join(10)
+        assert found == [pid(100)]  # and then sees it
+
+        monkeypatch.setattr(edge, "_apply", real_apply)
+        with index._chunks._write_lock:  # what a swap holds while it replays the tail
+            blocked = threading.Thread(target=index.upsert_chunks, args=(points(101, 1),))
+            blocked.start()
+            started = time.monotonic()
+            assert top_hit(index, 5) == pid(5)
+            assert time.monotonic() - started < 5
+            assert blocked.is_alive()
+        blocked.join(10)
+        assert top_hit(index, 101) == pid(101)
     finally:
         index.close()
 
