@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
-from retrieval.memory import _limit_in, memory_cgroup_dirs, memory_limit_bytes
+from retrieval.memory import (
+    _limit_in,
+    drop_mapped_pages,
+    memory_cgroup_dirs,
+    memory_limit_bytes,
+    rss_mb,
+)
 
 
 def test_cgroup_dirs_of_both_hierarchies(tmp_path: Path) -> None:
@@ -39,3 +46,31 @@ def test_this_process_has_a_positive_limit_no_larger_than_the_machine() -> None:
         if line.startswith("MemTotal:")
     )
     assert 0 < memory_limit_bytes() <= total
+
+
+def test_dropping_mapped_pages_keeps_shared_data_and_leaves_other_files_mapped(
+    tmp_path: Path,
+) -> None:
+    """What a swap does to the old shard's files before closing it: the pages leave this
+    process's page tables, and what was written through the mapping stays."""
+    shard, other = tmp_path / "shard", tmp_path / "other"
+    shard.mkdir()
+    other.mkdir()
+    size = 8 << 20
+    maps = []
+    for path in (shard / "vectors.dat", other / "vectors.dat"):
+        with open(path, "wb") as fh:
+            fh.truncate(size)
+        with open(path, "r+b") as fh:
+            maps.append(mmap.mmap(fh.fileno(), size))  # MAP_SHARED
+    for m in maps:
+        m[:] = b"\x07" * size  # dirty every page
+    before = rss_mb("RssFile")
+    assert drop_mapped_pages(shard) == size
+    assert rss_mb("RssFile") <= before - 7  # MB: the shard's 8 MB left the page tables
+    assert maps[0][:4] == b"\x07" * 4 and maps[0][-1] == 7  # faults back in, intact
+    maps[0].close()
+    assert (shard / "vectors.dat").read_bytes() == b"\x07" * size  # the file holds it
+    assert drop_mapped_pages(tmp_path / "missing") == 0
+    assert maps[1][size // 2] == 7
+    maps[1].close()
