@@ -490,7 +490,8 @@ class ChunkStore:
         searches can keep a write out: on a never-optimised 1M-point shard (searches of
         55 ms) writes beside a query every 50 ms waited up to 1.3 s, and 24 ms without the
         queries (issue 12's closing note). A search that arrives while a write is in Edge
-        lets it finish first, which costs the search that write's time (milliseconds).
+        lets it finish first, which costs the search that write's time (milliseconds; at most
+        `_SEARCH_WAIT_MAX_S`, for a long write such as a payload index build).
         Writes held back by a swap are not in Edge, so searches never wait for a swap.
         """
         with self._cond:
@@ -578,14 +579,16 @@ class ChunkStore:
         caught_up = 0
         try:
             # Catch up without holding writes (they keep going to the old shard and the
-            # log, in order); then only the last few records are replayed with writes held.
-            # Down to a few records: the tail is replayed with writes held, and replaying
-            # beside slow searches (a never-optimised live shard) took 3 ms a point.
+            # log, in order); then only the last few points are replayed with writes held.
+            # Down to a few: replaying beside slow searches (a never-optimised live shard)
+            # took 3 ms a point. Stop early when writes come faster than the replay.
+            previous = None
             for _ in range(20):
                 offset, n = _replay(new, self.log_path, offset)
                 caught_up += n
-                if n < 50:
+                if n < 50 or (previous is not None and n >= previous):
                     break
+                previous = n
             t2, f2 = time.monotonic(), _major_faults()
             with self._write_lock:
                 offset, tail = _replay(new, self.log_path, offset)
@@ -609,8 +612,14 @@ class ChunkStore:
             raise
         t3, f3 = time.monotonic(), _major_faults()
         with self._cond:
-            self._cond.wait_for(lambda: old.users == 0, timeout=60)
-        drop_mapped_pages(old.path)  # without the GIL: the close below then holds it less
+            idle = self._cond.wait_for(lambda: old.users == 0, timeout=60)
+        if idle:
+            try:  # without the GIL: the close below then holds it for less
+                drop_mapped_pages(old.path)
+            except Exception:  # only a shorter pause: never in the way of the close
+                log.exception("edge: dropping the old shard's mapped pages failed")
+        else:
+            log.warning("edge: a call still inside the old shard after 60 s; closing it")
         old.shard.close()
         _malloc_trim()
         t4, f4 = time.monotonic(), _major_faults()
@@ -660,7 +669,7 @@ def _opened_store(store: ChunkStore | None) -> ChunkStore:
 
 _CHILD = "from retrieval.edge import _child_main; _child_main()"
 _FLUSH_EVERY_S = 2.0
-_SEARCH_WAIT_MAX_S = 0.5  # the longest a search lets writes go first (ChunkStore.reading)
+_SEARCH_WAIT_MAX_S = 0.2  # the longest a search lets writes go first (ChunkStore.reading)
 _REPLAY_STEP = 250_000  # points; Edge's default max segment on 2 cores is ~400 MB of vectors
 _REINDEX_POINTS = 5_000  # fewer new points than this stay in the appendable segment
 

@@ -97,16 +97,16 @@ def drop_mapped_pages(directory: Path, maps: Path = Path("/proc/self/maps")) -> 
     stay in the page cache (dirty ones are still written back) and fault in again on
     the next access; private mappings are left alone, as dropping them loses changes.
     """
-    prefix = str(directory.resolve()) + os.sep
+    prefix = os.fsencode(str(directory.resolve()) + os.sep)  # paths are bytes in maps
     ranges = []
     try:
-        lines = maps.read_text().splitlines()
+        lines = maps.read_bytes().splitlines()
     except OSError:
         return 0
     for line in lines:
         parts = line.split(maxsplit=5)
-        if len(parts) == 6 and parts[1][3:4] == "s" and parts[5].startswith(prefix):
-            start, end = (int(x, 16) for x in parts[0].split("-"))
+        if len(parts) == 6 and parts[1][3:4] == b"s" and parts[5].startswith(prefix):
+            start, end = (int(x, 16) for x in parts[0].split(b"-"))
             ranges.append((start, end - start))
     madvise = _madvise()
     for start, size in ranges:

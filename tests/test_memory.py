@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
 
 from retrieval.memory import (
@@ -65,8 +66,16 @@ def test_dropping_mapped_pages_keeps_shared_data_and_leaves_other_files_mapped(
             maps.append(mmap.mmap(fh.fileno(), size))  # MAP_SHARED
     for m in maps:
         m[:] = b"\x07" * size  # dirty every page
+    odd = shard / os.fsdecode(b"segment-\xff.dat")  # not UTF-8: /proc/self/maps is bytes
+    with open(odd, "wb") as fh:
+        fh.truncate(4096)
+    with open(odd, "r+b") as fh:
+        odd_map = mmap.mmap(fh.fileno(), 4096)
+    odd_map[0] = 1
     before = rss_mb("RssFile")
-    assert drop_mapped_pages(shard) == size
+    assert drop_mapped_pages(shard) == size + 4096
+    assert odd_map[0] == 1
+    odd_map.close()
     assert rss_mb("RssFile") <= before - 7  # MB: the shard's 8 MB left the page tables
     assert maps[0][:4] == b"\x07" * 4 and maps[0][-1] == 7  # faults back in, intact
     maps[0].close()
