@@ -71,7 +71,7 @@ from retrieval.index import (
     split_negated,
     stored_chunks,
 )
-from retrieval.memory import drop_mapped_pages, memory_limit_bytes, rss_mb
+from retrieval.memory import drop_mapped_pages, memory_limit_bytes, rss_mb, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -621,7 +621,7 @@ class ChunkStore:
         else:
             log.warning("edge: a call still inside the old shard after 60 s; closing it")
         old.shard.close()
-        _malloc_trim()
+        trim_heap()
         t4, f4 = time.monotonic(), _major_faults()
         if from_copy:
             shutil.rmtree(old.path)
@@ -656,7 +656,7 @@ class ChunkStore:
                 self._log_fh.close()
                 self._log_fh = None
                 self._write_state(spare_valid=self.spare_valid)
-        _malloc_trim()
+        trim_heap()
 
 
 def _opened_store(store: ChunkStore | None) -> ChunkStore:
@@ -854,16 +854,6 @@ class EdgeOptimizer:
         self._thread.join(timeout)
 
 
-def _malloc_trim() -> None:
-    """glibc keeps the old shard's freed heap; hand it back so RSS reflects the new shard."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except Exception:  # not glibc
-        pass
-
-
 def _die_with_parent() -> None:
     """Linux: the child gets SIGKILL if the process that started it dies."""
     try:
@@ -997,7 +987,7 @@ def _rebuild_in_steps(
             t0 = time.monotonic()
             fresh.optimize()
             optimize_s += time.monotonic() - t0
-            _malloc_trim()
+            trim_heap()
             since = 0
         if offset is None:
             break
@@ -1035,7 +1025,7 @@ def _child_main() -> None:
             shard.optimize()
             optimize_s += time.monotonic() - t0
             rounds += 1
-            _malloc_trim()  # the step's build buffers: free them before the next step
+            trim_heap()  # the step's build buffers: free them before the next step
             # What arrived meanwhile: replayed here, so the swap has only a short tail left;
             # indexed too when it is a lot (a backlog step, or writes during a long build).
             offset, n = _replay(shard, log_path, offset, limit=step)
