@@ -1,5 +1,5 @@
 """The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval,
-reindex (another embedding model, blue/green)."""
+reindex (another embedding model, blue/green), optimize (the embedded index, offline)."""
 
 from __future__ import annotations
 
@@ -300,6 +300,76 @@ def worker() -> None:
                 sys.exit(1)
     finally:
         dep.close()
+
+
+@cli.command()
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Indexing threads (default: every core; the service is stopped).",
+)
+def optimize(threads: int | None) -> None:
+    """Optimise the embedded index up front, with the service stopped.
+
+    For an index filled before the background optimiser existed, or written with
+    FRESHRAG_EDGE_OPTIMIZER=off: the service would rebuild it while serving, then pause
+    queries and writes about 1 s per million points when it frees the old copy. Run this
+    once before starting the new version instead. Does nothing to an index the optimiser
+    already keeps; a Qdrant server (FRESHRAG_QDRANT_URL) optimises its own collections.
+    """
+    from retrieval.edge import EdgeTuning, ShardBusy
+    from retrieval.generations import first_generation, open_pointer
+
+    settings = Settings()
+    if settings.qdrant_url:
+        raise click.UsageError(
+            "FRESHRAG_QDRANT_URL is set: a Qdrant server optimises its collections itself"
+        )
+    root = settings.data_dir / "edge"
+    gens = open_pointer(settings).load()
+    collections = (
+        [g.collection for g in gens.live()] if gens else [first_generation(settings).collection]
+    )
+    tuning = EdgeTuning.from_settings(settings)
+    for collection in collections:
+        t0 = time.monotonic()
+        try:
+            result = _optimize_collection(root, collection, tuning, threads)
+        except ShardBusy as exc:
+            raise click.ClickException(
+                f"{exc}: stop the service (freshrag up / serve / worker) first"
+            ) from exc
+        if result["rebuilt"]:
+            click.echo(
+                f"{collection}: {result['points']:,} points indexed in "
+                f"{time.monotonic() - t0:.0f} s"
+            )
+        elif result["points"]:
+            click.echo(f"{collection}: {result['points']:,} points, nothing to do")
+        else:
+            click.echo(f"{collection}: no index in {root}, nothing to do")
+
+
+def _optimize_collection(root: Path, collection: str, tuning, threads: int | None) -> dict:  # noqa: ANN001
+    """`upgrade_offline` with a progress bar (log lines when not a terminal), shown only
+    once there is work: "nothing to do" stays one line."""
+    from retrieval.edge import upgrade_offline
+
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=collection, unit=" points", unit_scale=True))
+        bars[0].update(done - bars[0].n)
+        if bars[0].disable:
+            log.info("%s: %s of %s points indexed", collection, f"{done:,}", f"{total:,}")
+
+    try:
+        return upgrade_offline(root, collection, tuning, threads, progress)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 @cli.command()

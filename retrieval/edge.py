@@ -39,7 +39,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -390,6 +390,15 @@ class ChunkStore:
         if warm:  # memory-mapped segments: read them now, not during the first queries
             _warm(live_path)
         self._live = _Live(_open_shard(live_path, config), live_path)
+        if log_writes and _needs_rebuild(self._live.shard.info(), _REPLAY_STEP):
+            log.warning(
+                "edge: the chunks shard in %s holds many points no optimisation has "
+                "indexed (filled before the optimiser, or with FRESHRAG_EDGE_OPTIMIZER=off). "
+                "The first cycle rebuilds it in the background, and closing it afterwards "
+                "pauses queries and writes for about 1 s per million points; to avoid that "
+                "pause, stop the service and run `freshrag optimize` first",
+                live_path,
+            )
         if not log_writes:
             if state:
                 self._write_state(spare_valid=False)  # unlogged writes: the spare is stale
@@ -441,14 +450,8 @@ class ChunkStore:
 
     def _write_state(self, spare_valid: bool) -> None:
         """Atomically: which dir is live, the current log, and whether the spare matches it."""
-        state = {
-            "live": self._live.path.name,
-            "log": self.log_path.name if self.log_path else None,
-            "spare_valid": spare_valid,
-        }
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self._state_path)
+        log_name = self.log_path.name if self.log_path else None
+        _save_state(self._state_path, self._live.path.name, log_name, spare_valid)
 
     def _drop_stale_logs(self) -> None:
         for p in self.root.glob(f"{self.collection}.oplog.*"):
@@ -657,6 +660,13 @@ class ChunkStore:
                 self._log_fh = None
                 self._write_state(spare_valid=self.spare_valid)
         trim_heap()
+
+
+def _save_state(path: Path, live: str, log_name: str | None, spare_valid: bool) -> None:
+    """Atomically: which dir is live, the current log, and whether the spare matches it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"live": live, "log": log_name, "spare_valid": spare_valid}))
+    os.replace(tmp, path)
 
 
 def _opened_store(store: ChunkStore | None) -> ChunkStore:
@@ -954,26 +964,35 @@ def _warm(path: Path) -> float:
     return time.monotonic() - t0
 
 
-def _rebuild_in_steps(
-    shard: qe.EdgeShard, path: Path, config: qe.EdgeConfig, step: int
-) -> tuple[qe.EdgeShard, float]:
-    """Copies a shard that holds many unindexed points into a new one, `step` points at a
-    time, each step optimised before the next; returns the new shard (at `path`) and the
-    time spent optimising.
+def _needs_rebuild(info: Any, step: int) -> bool:
+    """Whether a shard holds more unindexed points than one step (dense + sparse each count):
+    one filled before the optimiser existed, or written with it off."""
+    return 2 * info.points_count - info.indexed_vectors_count > step
+
+
+def _rebuild_into(
+    shard: qe.EdgeShard,
+    dest: Path,
+    config: qe.EdgeConfig,
+    step: int,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Copies `shard` into a new shard at `dest`, `step` points at a time, each step
+    optimised before the next; returns the time spent optimising. `dest` is closed and
+    flushed when this returns; `shard` is left open. `progress` gets the points copied.
 
     Optimising such a shard in one call indexes its whole appendable segment as one HNSW
     graph, and at 1M points that graph lost filtered recall that segments built a step at
     a time keep (bench/scale.py's recall@10; issue 12's closing note).
     """
-    fresh_path = path.with_name(path.name + ".rebuild")
-    shutil.rmtree(fresh_path, ignore_errors=True)
-    fresh_path.mkdir(parents=True)
-    fresh = qe.EdgeShard.create(str(fresh_path), config)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    fresh = qe.EdgeShard.create(str(dest), config)
     for name, index in shard.info().payload_schema.items():
         params = index.params if index.params is not None else index.data_type
         fresh.update(qe.UpdateOperation.create_field_index(name, params))
     optimize_s = 0.0
-    since = 0
+    since = copied = 0
     offset = None
     while True:
         page, offset = shard.scroll(
@@ -983,20 +1002,93 @@ def _rebuild_in_steps(
             points = [qe.Point(p.id, p.vector, p.payload) for p in page]
             fresh.update(qe.UpdateOperation.upsert_points(points))
             since += len(page)
+            copied += len(page)
         if since >= step or (offset is None and since):
             t0 = time.monotonic()
             fresh.optimize()
             optimize_s += time.monotonic() - t0
             trim_heap()
             since = 0
+            if progress is not None:
+                progress(copied)
         if offset is None:
             break
-    shard.close()
     fresh.flush()
     fresh.close()
+    return optimize_s
+
+
+def _rebuild_in_steps(
+    shard: qe.EdgeShard, path: Path, config: qe.EdgeConfig, step: int
+) -> tuple[qe.EdgeShard, float]:
+    """`_rebuild_into` in place: returns the new shard (at `path`) and the optimise time."""
+    fresh_path = path.with_name(path.name + ".rebuild")
+    optimize_s = _rebuild_into(shard, fresh_path, config, step)
+    shard.close()
     shutil.rmtree(path)
     os.replace(fresh_path, path)
     return qe.EdgeShard.load(str(path), config), optimize_s
+
+
+class ShardBusy(RuntimeError):
+    """Another process has the shard open (Edge locks its WAL)."""
+
+
+def upgrade_offline(
+    root: Path,
+    collection: str,
+    tuning: EdgeTuning,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    step: int | None = None,
+) -> dict[str, Any]:
+    """Rebuilds, optimised, a chunks shard that holds many points no optimisation has
+    indexed, with the service stopped (`freshrag optimize`).
+
+    The service can do it while it serves (its first cycle rebuilds a copy in the child),
+    but the shard it then closes holds that unindexed segment in RAM, and freeing it holds
+    the GIL: 1.1 s at 1M points (bench/scale.py). Done here, the service never opens it.
+    The result becomes the live dir through the state file (so a crash midway leaves the
+    old shard live); the old dir is deleted, and the service copies the new one as its
+    spare when it starts. `progress(done, total)` gets the points copied so far; `step`
+    is the points indexed at a time (and how many unindexed ones make it worth doing).
+    """
+    step = step or _REPLAY_STEP
+    state_path = root / f"{collection}.edge-state.json"
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    live = root / state.get("live", collection)
+    config_path = live / "edge_config.json"
+    if not config_path.exists():
+        return {"points": 0, "rebuilt": False, "optimize_s": 0.0}
+    dim = json.loads(config_path.read_text())["vectors"][DENSE]["size"]
+    threads = threads or os.cpu_count() or 1
+    config = chunks_config(dim, replace(tuning, optimize_threads=threads))
+    try:
+        shard = qe.EdgeShard.load(str(live), config)
+    except Exception as exc:
+        if "WouldBlock" in str(exc):
+            raise ShardBusy(f"{live} is open in another process") from exc
+        raise
+    try:
+        info = shard.info()
+        points = info.points_count
+        if not _needs_rebuild(info, step):
+            return {"points": points, "rebuilt": False, "optimize_s": 0.0}
+        a, b = root / collection, root / f"{collection}.b"
+        dest = b if live == a else a
+        report = None if progress is None else (lambda done: progress(done, points))
+        optimize_s = _rebuild_into(shard, dest, config, step, report)
+    finally:
+        shard.close()
+    _save_state(state_path, dest.name, None, spare_valid=False)
+    shutil.rmtree(live)
+    for old_log in root.glob(f"{collection}.oplog.*"):
+        old_log.unlink()
+    trim_heap()
+    return {"points": points, "rebuilt": True, "optimize_s": optimize_s}
 
 
 def _child_main() -> None:
@@ -1011,8 +1103,7 @@ def _child_main() -> None:
         config = chunks_config(cmd["dim"], tuning)
         shard = qe.EdgeShard.load(str(spare), config)
         optimize_s = 0.0
-        info = shard.info()
-        rebuilt = 2 * info.points_count - info.indexed_vectors_count > step
+        rebuilt = _needs_rebuild(shard.info(), step)
         if rebuilt:  # e.g. a shard filled before the optimiser existed
             shard, optimize_s = _rebuild_in_steps(shard, spare, config, step)
         # A big backlog goes in steps, each sealed and indexed before the next: the child

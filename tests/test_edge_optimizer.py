@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import qdrant_edge as qe
+from click.testing import CliRunner
 
 import retrieval.edge as edge
+from api.cli import cli
 from freshrag.settings import Settings
 from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
@@ -339,6 +341,62 @@ def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_s
         assert index._chunks.spare_valid and index.count_chunks([]) == written + 300
     finally:
         index.close()
+
+
+def test_freshrag_optimize_rebuilds_an_upgraded_shard_before_the_service_opens_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`freshrag optimize`, with the service stopped, rebuilds a shard filled without the
+    optimiser, so the service never holds (and frees) its unindexed segment; it refuses
+    while the shard is open, and leaves an optimised shard alone."""
+    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
+    root = tmp_path / "edge"
+    collection = Settings().collection
+    env = {"FRESHRAG_DATA_DIR": str(tmp_path), "FRESHRAG_EDGE_OPTIMIZE_AFTER_POINTS": "1000000"}
+
+    def open_service() -> EdgeIndex:
+        index = EdgeIndex(root, collection, "documents", tuning=MANUAL)
+        index.ensure_schema(DIM)
+        return index
+
+    legacy = EdgeIndex(root, collection, "documents", tuning=None)
+    legacy.ensure_schema(DIM)
+    load(legacy, 0, N)
+    legacy.close()
+    with caplog.at_level("WARNING", logger="retrieval.edge"):
+        index = open_service()  # the new version started once: it says what to do
+    assert "freshrag optimize" in caplog.text
+    try:
+        r = CliRunner().invoke(cli, ["optimize"], env=env)
+        assert r.exit_code == 1 and "stop the service" in r.output, r.output
+    finally:
+        index.close()
+
+    r = CliRunner().invoke(cli, ["optimize", "--threads", "2"], env=env)
+    assert r.exit_code == 0, r.output
+    assert f"{collection}: {N:,} points indexed" in r.output
+    state = json.loads((root / f"{collection}.edge-state.json").read_text())
+    assert state == {"live": f"{collection}.b", "log": None, "spare_valid": False}
+    assert not (root / collection).exists() and not list(root.glob("*.oplog.*"))
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="retrieval.edge"):
+        index = open_service()
+    try:
+        assert "freshrag optimize" not in caplog.text
+        assert index.count_chunks([]) == N and dense_indexed(index) >= 2 * N - 1_000
+        for i in (0, 1234, N - 1):
+            assert top_hit(index, i) == pid(i) and top_hit(index, i, "hybrid") == pid(i)
+        load(index, N, 300)
+        index.optimize()
+        stats = index.optimizer.last
+        assert index.optimizer.last_error is None and stats["rebuilt"] is False
+        assert index.count_chunks([]) == N + 300 and top_hit(index, N + 299) == pid(N + 299)
+    finally:
+        index.close()
+
+    r = CliRunner().invoke(cli, ["optimize"], env=env)
+    assert r.exit_code == 0 and f"{N + 300:,} points, nothing to do" in r.output, r.output
 
 
 def test_a_search_lets_a_write_already_in_edge_go_first(
