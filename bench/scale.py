@@ -13,6 +13,9 @@ per size:
   longest wait a query thread (hybrid, one due every 50 ms) and a write thread (8 points
   due every 50 ms) saw while it ran, counted from when each call was due (a stall between
   calls counts), plus the swap's own pauses;
+- the other way to meet that upgrade, `freshrag optimize` with the service stopped (on a
+  copy of the bulk-loaded shard, every core): its time, then the service opening the
+  result and one cycle after +20k points, with the same probes;
 - recall@10 of the optimised dense search (HNSW + int8 with rescoring, as served) against
   exact search (`SearchParams(exact=True)`) on the same shard and queries, and the same
   without quantization, to separate the two;
@@ -67,7 +70,13 @@ import qdrant_edge as qe  # noqa: E402
 
 from freshrag.settings import Settings  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.edge import DENSE, EdgeIndex, EdgeTuning, to_edge_filter  # noqa: E402
+from retrieval.edge import (  # noqa: E402
+    DENSE,
+    EdgeIndex,
+    EdgeTuning,
+    to_edge_filter,
+    upgrade_offline,
+)
 from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec  # noqa: E402
 from retrieval.index import ChunkPoint, Condition, Match, MatchAny  # noqa: E402
 from retrieval.memory import memory_cgroup_dirs, rss_mb  # noqa: E402
@@ -377,7 +386,10 @@ def run_size(n: int, m: Material, workdir: Path, args: argparse.Namespace) -> di
     print(f"upsert {res['upsert_points_per_s']:,.0f} points/s, RSS {res['rss_loaded_mb']:,.0f} MB")
     res["baseline"] = latencies(index, m)
     print("baseline (unoptimised):", fmt(res["baseline"]))
-    index = reopen_as_upgrade(index, root, tuning, m.dim, res)
+    index.close()
+    if args.offline_upgrade:
+        res["offline_upgrade"] = offline_upgrade(root, workdir / f"edge-{n}-offline", m, tuning)
+    index = reopen_as_upgrade(root, tuning, m.dim, res)
 
     res["cycles"] = []
     next_id = n
@@ -472,15 +484,44 @@ def run_size(n: int, m: Material, workdir: Path, args: argparse.Namespace) -> di
     return res
 
 
-def reopen_as_upgrade(
-    index: EdgeIndex, root: Path, tuning: EdgeTuning, dim: int, res: dict[str, Any]
-) -> EdgeIndex:
-    """Closes the bulk-loaded index and opens it the way the service meets a shard that a
+def offline_upgrade(root: Path, copy: Path, m: Material, tuning: EdgeTuning) -> dict[str, Any]:
+    """The other way to meet an upgrade: `freshrag optimize` with the service stopped, on
+    a copy of the bulk-loaded shard (as a version before the optimiser leaves it), then
+    the service opens the result and runs one cycle after +20k points with the probes."""
+    shutil.copytree(root / "chunks", copy / "chunks")
+    out: dict[str, Any] = {"loadavg_start": loadavg()}
+    t0 = time.monotonic()
+    done = upgrade_offline(copy, "chunks", tuning)  # threads: every core, as the command
+    out["upgrade_s"] = time.monotonic() - t0
+    out["upgrade_optimize_s"] = done["optimize_s"]
+    out["rebuilt"] = done["rebuilt"]
+    out["peak_rss_mb"] = rss_mb("VmHWM")  # this process's peak so far (mapped pages included)
+    t0 = time.monotonic()
+    index = EdgeIndex(copy, "chunks", "documents", tuning=tuning)
+    index.ensure_schema(m.dim)
+    out["startup_s"] = time.monotonic() - t0
+    n = index.count_chunks([])
+    rng = np.random.default_rng(n + 1)
+    next_id = add_points(index, m, n, CYCLE_POINTS, rng)
+    out["cycle"], _ = run_cycle(index, m, next_id, rng)
+    index.close()
+    shutil.rmtree(copy, ignore_errors=True)
+    print(
+        f"offline upgrade (freshrag optimize, service stopped): {out['upgrade_s']:.0f} s "
+        f"(optimize() {out['upgrade_optimize_s']:.0f} s), then the service opens it in "
+        f"{out['startup_s']:.1f} s; +{CYCLE_POINTS:,} points and a cycle: "
+        f"{fmt_cycle(out['cycle'])}",
+        flush=True,
+    )
+    return out
+
+
+def reopen_as_upgrade(root: Path, tuning: EdgeTuning, dim: int, res: dict[str, Any]) -> EdgeIndex:
+    """Opens the (closed) bulk-loaded index the way the service meets a shard that a
     version without the optimiser filled: one unoptimised shard on disk, no op log and no
     spare. Opening copies the shard to the spare before any traffic; the first cycle then
     optimises that copy. (A shard that this version filled never holds so many
     unoptimised points: its optimiser starts a cycle every `optimize_after_points`.)"""
-    index.close()
     shutil.rmtree(root / "chunks.b", ignore_errors=True)
     for path in [root / "chunks.edge-state.json", *root.glob("chunks.oplog.*")]:
         path.unlink()
@@ -727,6 +768,13 @@ def main() -> None:
         default=2500,
         help="also serve the optimised shard from a fresh process inside a memory cgroup of "
         "this size, page cache included (0: skip; skipped where no cgroup may be made)",
+    )
+    ap.add_argument(
+        "--offline-upgrade",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time `freshrag optimize` on a copy of the bulk-loaded shard, and one cycle "
+        "after it (needs the shard's size again in disk)",
     )
     ap.add_argument("--serve-probe", nargs=2, type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cycle-probe", nargs=2, help=argparse.SUPPRESS)
