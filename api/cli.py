@@ -338,7 +338,14 @@ def optimize(threads: int | None) -> None:
             result = _optimize_collection(root, collection, tuning, threads)
         except ShardBusy as exc:
             raise click.ClickException(
-                f"{exc}: stop the service (freshrag up / serve / worker) first"
+                f"{exc}: stop the service (freshrag up / serve / worker) first; "
+                "collections listed above are done"
+            ) from exc
+        except Exception as exc:  # a damaged shard, a full disk: one line, not a traceback
+            log.debug("optimising %s failed", collection, exc_info=True)
+            raise click.ClickException(
+                f"{collection}: {type(exc).__name__}: {exc} (the shard it started from is "
+                "still the live one; -v for the traceback)"
             ) from exc
         if result["rebuilt"]:
             click.echo(

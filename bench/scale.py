@@ -488,6 +488,7 @@ def offline_upgrade(root: Path, copy: Path, m: Material, tuning: EdgeTuning) -> 
     """The other way to meet an upgrade: `freshrag optimize` with the service stopped, on
     a copy of the bulk-loaded shard (as a version before the optimiser leaves it), then
     the service opens the result and runs one cycle after +20k points with the probes."""
+    shutil.rmtree(copy, ignore_errors=True)  # left by an aborted run
     shutil.copytree(root / "chunks", copy / "chunks")
     out: dict[str, Any] = {"loadavg_start": loadavg()}
     t0 = time.monotonic()
@@ -495,7 +496,8 @@ def offline_upgrade(root: Path, copy: Path, m: Material, tuning: EdgeTuning) -> 
     out["upgrade_s"] = time.monotonic() - t0
     out["upgrade_optimize_s"] = done["optimize_s"]
     out["rebuilt"] = done["rebuilt"]
-    out["peak_rss_mb"] = rss_mb("VmHWM")  # this process's peak so far (mapped pages included)
+    # This process's peak so far, the bulk load before included (mapped pages too).
+    out["peak_rss_mb"] = rss_mb("VmHWM")
     t0 = time.monotonic()
     index = EdgeIndex(copy, "chunks", "documents", tuning=tuning)
     index.ensure_schema(m.dim)

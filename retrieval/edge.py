@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import qdrant_edge as qe
 
+from freshrag.files import replace_atomically, sync_file
 from retrieval.encoders import SparseVec
 from retrieval.index import (
     DENSE,
@@ -383,10 +384,8 @@ class ChunkStore:
         self._writes_started = 0
         self._writes_done = 0
         shutil.rmtree(self.next_spare_path, ignore_errors=True)  # a swap cut short
-        state = self._read_state()
-        live_path = root / state.get("live", collection)
-        if not (live_path / "edge_config.json").exists() and live_path.name != collection:
-            live_path = root / collection  # a state file without its shard: start over
+        state = _load_state(self._state_path)
+        live_path = _live_dir(root, collection, state)
         if warm:  # memory-mapped segments: read them now, not during the first queries
             _warm(live_path)
         self._live = _Live(_open_shard(live_path, config), live_path)
@@ -442,16 +441,10 @@ class ChunkStore:
         needs only what is new: bench/scale.py's cycle 2)."""
         return self.live_unoptimised
 
-    def _read_state(self) -> dict[str, Any]:
-        try:
-            return json.loads(self._state_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _write_state(self, spare_valid: bool) -> None:
+    def _write_state(self, spare_valid: bool, durable: bool = True) -> None:
         """Atomically: which dir is live, the current log, and whether the spare matches it."""
         log_name = self.log_path.name if self.log_path else None
-        _save_state(self._state_path, self._live.path.name, log_name, spare_valid)
+        _save_state(self._state_path, self._live.path.name, log_name, spare_valid, durable)
 
     def _drop_stale_logs(self) -> None:
         for p in self.root.glob(f"{self.collection}.oplog.*"):
@@ -608,12 +601,13 @@ class ChunkStore:
                 # Otherwise the spare is the old live dir, equal to the new one right now.
                 self.spare_valid = not from_copy
                 self.live_unoptimised = False
-                self._write_state(spare_valid=False)
+                self._write_state(spare_valid=False, durable=False)  # no disk wait here
         except BaseException:
             if not swapped:
                 new.close()
             raise
         t3, f3 = time.monotonic(), _major_faults()
+        sync_file(self._state_path)  # writes go on meanwhile; before any dir is replaced
         with self._cond:
             idle = self._cond.wait_for(lambda: old.users == 0, timeout=60)
         if idle:
@@ -662,11 +656,32 @@ class ChunkStore:
         trim_heap()
 
 
-def _save_state(path: Path, live: str, log_name: str | None, spare_valid: bool) -> None:
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(
+    path: Path, live: str, log_name: str | None, spare_valid: bool, durable: bool = True
+) -> None:
     """Atomically: which dir is live, the current log, and whether the spare matches it."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"live": live, "log": log_name, "spare_valid": spare_valid}))
-    os.replace(tmp, path)
+    state = {"live": live, "log": log_name, "spare_valid": spare_valid}
+    replace_atomically(path, json.dumps(state), durable)
+
+
+def _live_dir(root: Path, collection: str, state: dict[str, Any]) -> Path:
+    """The live shard's dir: the one the state file names, else `<collection>/` (shards
+    from before the state file). When that holds no shard, whichever of the two does: a
+    state file that outlived its shard starts over, and one lost after `upgrade_offline`
+    moved the shard to `<collection>.b` must not make an empty shard over it."""
+    a, b = root / collection, root / f"{collection}.b"
+    named = root / state["live"] if state.get("live") else a
+    for path in (named, a, b):
+        if (path / "edge_config.json").exists():
+            return path
+    return a
 
 
 def _opened_store(store: ChunkStore | None) -> ChunkStore:
@@ -988,33 +1003,35 @@ def _rebuild_into(
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     fresh = qe.EdgeShard.create(str(dest), config)
-    for name, index in shard.info().payload_schema.items():
-        params = index.params if index.params is not None else index.data_type
-        fresh.update(qe.UpdateOperation.create_field_index(name, params))
-    optimize_s = 0.0
-    since = copied = 0
-    offset = None
-    while True:
-        page, offset = shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=1_000, with_payload=True, with_vector=True)
-        )
-        if page:
-            points = [qe.Point(p.id, p.vector, p.payload) for p in page]
-            fresh.update(qe.UpdateOperation.upsert_points(points))
-            since += len(page)
-            copied += len(page)
-        if since >= step or (offset is None and since):
-            t0 = time.monotonic()
-            fresh.optimize()
-            optimize_s += time.monotonic() - t0
-            trim_heap()
-            since = 0
-            if progress is not None:
-                progress(copied)
-        if offset is None:
-            break
-    fresh.flush()
-    fresh.close()
+    try:
+        for name, index in shard.info().payload_schema.items():
+            params = index.params if index.params is not None else index.data_type
+            fresh.update(qe.UpdateOperation.create_field_index(name, params))
+        optimize_s = 0.0
+        since = copied = 0
+        offset = None
+        while True:
+            page, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1_000, with_payload=True, with_vector=True)
+            )
+            if page:
+                points = [qe.Point(p.id, p.vector, p.payload) for p in page]
+                fresh.update(qe.UpdateOperation.upsert_points(points))
+                since += len(page)
+                copied += len(page)
+            if since >= step or (offset is None and since):
+                t0 = time.monotonic()
+                fresh.optimize()
+                optimize_s += time.monotonic() - t0
+                trim_heap()
+                since = 0
+                if progress is not None:
+                    progress(copied)
+            if offset is None:
+                break
+        fresh.flush()
+    finally:
+        fresh.close()
     return optimize_s
 
 
@@ -1055,21 +1072,20 @@ def upgrade_offline(
     """
     step = step or _REPLAY_STEP
     state_path = root / f"{collection}.edge-state.json"
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    live = root / state.get("live", collection)
+    live = _live_dir(root, collection, _load_state(state_path))
     config_path = live / "edge_config.json"
     if not config_path.exists():
         return {"points": 0, "rebuilt": False, "optimize_s": 0.0}
-    dim = json.loads(config_path.read_text())["vectors"][DENSE]["size"]
-    threads = threads or os.cpu_count() or 1
+    try:
+        dim = json.loads(config_path.read_text())["vectors"][DENSE]["size"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"{config_path} is not a chunks shard's config: {exc}") from exc
+    threads = threads or len(os.sched_getaffinity(0))
     config = chunks_config(dim, replace(tuning, optimize_threads=threads))
     try:
         shard = qe.EdgeShard.load(str(live), config)
     except Exception as exc:
-        if "WouldBlock" in str(exc):
+        if "WouldBlock" in str(exc):  # Edge's WAL lock
             raise ShardBusy(f"{live} is open in another process") from exc
         raise
     try:
@@ -1079,11 +1095,18 @@ def upgrade_offline(
             return {"points": points, "rebuilt": False, "optimize_s": 0.0}
         a, b = root / collection, root / f"{collection}.b"
         dest = b if live == a else a
+        # `dest` may be the spare of a service that ran once: from here on it is no
+        # copy of the live shard, whatever happens to this run.
+        _save_state(state_path, live.name, None, spare_valid=False)
+        if progress is not None:
+            progress(0, points)
         report = None if progress is None else (lambda done: progress(done, points))
         optimize_s = _rebuild_into(shard, dest, config, step, report)
+        # While the old shard is still open (locked): a service starting now fails on the
+        # lock, or reads the new state and opens `dest`, never the dir deleted below.
+        _save_state(state_path, dest.name, None, spare_valid=False)
     finally:
         shard.close()
-    _save_state(state_path, dest.name, None, spare_valid=False)
     shutil.rmtree(live)
     for old_log in root.glob(f"{collection}.oplog.*"):
         old_log.unlink()

@@ -14,13 +14,14 @@ together.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+from freshrag.files import replace_atomically
 
 
 class GenerationError(Exception):
@@ -144,13 +145,7 @@ class FilePointer:
             return None
 
     def save(self, gens: Generations) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(gens.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_atomically(self.path, json.dumps(gens.to_json(), indent=2))
 
 
 _RECORD_ID = str(uuid.UUID(int=1))

@@ -399,6 +399,52 @@ def test_freshrag_optimize_rebuilds_an_upgraded_shard_before_the_service_opens_i
     assert r.exit_code == 0 and f"{N + 300:,} points, nothing to do" in r.output, r.output
 
 
+def test_an_interrupted_offline_rebuild_leaves_the_old_shard_live_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut short (Ctrl-C, a full disk) after the service ran once, the rebuild has
+    overwritten that run's spare: the service must not trust it as a copy of the live
+    shard, or its first swap would serve the few points copied so far."""
+    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)
+    legacy = open_index(tmp_path, tuning=None)
+    load(legacy, 0, N)
+    legacy.close()
+    open_index(tmp_path).close()  # the new version ran once: a spare and its log, valid
+    state = json.loads((tmp_path / "chunks.edge-state.json").read_text())
+    assert state["spare_valid"] is True and state["live"] == "chunks"
+
+    def interrupt(done: int, total: int) -> None:
+        if done:  # after the first step is in the spare's dir
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        edge.upgrade_offline(tmp_path, "chunks", MANUAL, progress=interrupt)
+    index = open_index(tmp_path)
+    try:
+        assert index._chunks.live_path.name == "chunks"
+        assert index.count_chunks([]) == N
+        for _ in range(2):  # the first swap, then one from the other copy
+            index.optimize()
+            assert index.optimizer.last_error is None
+            assert index.count_chunks([]) == N and top_hit(index, N - 1) == pid(N - 1)
+    finally:
+        index.close()
+
+
+def test_the_live_dir_is_found_when_the_state_file_is_lost_or_stale(tmp_path: Path) -> None:
+    def shard(name: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "edge_config.json").write_text("{}")
+
+    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # nothing yet: a new shard
+    shard("c.b")  # only the .b dir holds one (the state lost after `freshrag optimize`)
+    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c.b"
+    shard("c")
+    assert edge._live_dir(tmp_path, "c", {"live": "c.b"}) == tmp_path / "c.b"
+    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # a shard from before state
+    assert edge._live_dir(tmp_path, "c", {"live": "c.gone"}) == tmp_path / "c"
+
+
 def test_a_search_lets_a_write_already_in_edge_go_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
