@@ -399,6 +399,36 @@ def test_freshrag_optimize_rebuilds_an_upgraded_shard_before_the_service_opens_i
     assert r.exit_code == 0 and f"{N + 300:,} points, nothing to do" in r.output, r.output
 
 
+def test_freshrag_optimize_rebuilds_every_live_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a blue/green reindex both generations' shards are live: both are rebuilt."""
+    from retrieval.generations import Generations, first_generation, new_generation, open_pointer
+
+    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)
+    settings = Settings(data_dir=tmp_path)
+    g1 = first_generation(settings)
+    g2 = new_generation(settings, Generations(g1), "another-model")
+    open_pointer(settings).save(Generations(g1).with_standby(g2))
+    for n, gen in enumerate((g1, g2)):
+        legacy = EdgeIndex(tmp_path / "edge", gen.collection, gen.registry, tuning=None)
+        legacy.ensure_schema(DIM)
+        load(legacy, n * 5000, N)
+        legacy.close()
+
+    r = CliRunner().invoke(cli, ["optimize"], env={"FRESHRAG_DATA_DIR": str(tmp_path)})
+    assert r.exit_code == 0, r.output
+    for n, gen in enumerate((g1, g2)):
+        assert f"{gen.collection}: {N:,} points indexed" in r.output
+        index = EdgeIndex(tmp_path / "edge", gen.collection, gen.registry, tuning=MANUAL)
+        index.ensure_schema(DIM)
+        try:
+            assert index.count_chunks([]) == N and dense_indexed(index) >= 2 * N - 1_000
+            assert top_hit(index, n * 5000 + 7) == pid(n * 5000 + 7)
+        finally:
+            index.close()
+
+
 def test_an_interrupted_offline_rebuild_leaves_the_old_shard_live_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
