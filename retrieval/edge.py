@@ -607,7 +607,10 @@ class ChunkStore:
                 new.close()
             raise
         t3, f3 = time.monotonic(), _major_faults()
-        sync_file(self._state_path)  # writes go on meanwhile; before any dir is replaced
+        try:  # writes go on meanwhile; before any dir is replaced below
+            sync_file(self._state_path)
+        except OSError:  # the swap is done: the old shard must still be closed
+            log.exception("edge: syncing %s failed", self._state_path)
         with self._cond:
             idle = self._cond.wait_for(lambda: old.users == 0, timeout=60)
         if idle:
