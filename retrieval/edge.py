@@ -607,9 +607,11 @@ class ChunkStore:
                 new.close()
             raise
         t3, f3 = time.monotonic(), _major_faults()
+        synced = True
         try:  # writes go on meanwhile; before any dir is replaced below
             sync_file(self._state_path)
         except OSError:  # the swap is done: the old shard must still be closed
+            synced = False
             log.exception("edge: syncing %s failed", self._state_path)
         with self._cond:
             idle = self._cond.wait_for(lambda: old.users == 0, timeout=60)
@@ -623,10 +625,12 @@ class ChunkStore:
         old.shard.close()
         trim_heap()
         t4, f4 = time.monotonic(), _major_faults()
-        if from_copy:
+        if from_copy and synced:
             shutil.rmtree(old.path)
             os.replace(self.next_spare_path, old.path)
             self.spare_valid = True
+        elif from_copy:  # the old live dir stays as it was: the next cycle copies anew
+            shutil.rmtree(self.next_spare_path, ignore_errors=True)
         self._drop_stale_logs()
         return {
             "load_s": t1 - t0,
@@ -675,15 +679,17 @@ def _save_state(
 
 
 def _live_dir(root: Path, collection: str, state: dict[str, Any]) -> Path:
-    """The live shard's dir: the one the state file names, else `<collection>/` (shards
-    from before the state file). When that holds no shard, whichever of the two does: a
-    state file that outlived its shard starts over, and one lost after `upgrade_offline`
-    moved the shard to `<collection>.b` must not make an empty shard over it."""
+    """The live shard's dir: the one the state file names; a state file that outlived its
+    shard (a dropped collection) starts over at `<collection>/`. Without a state file,
+    `<collection>/` (shards from before it), or `<collection>.b/` when only that holds a
+    shard: a state file lost after `upgrade_offline` moved the shard there must not make
+    an empty shard beside it."""
     a, b = root / collection, root / f"{collection}.b"
-    named = root / state["live"] if state.get("live") else a
-    for path in (named, a, b):
-        if (path / "edge_config.json").exists():
-            return path
+    if state.get("live"):
+        named = root / state["live"]
+        return named if (named / "edge_config.json").exists() else a
+    if not (a / "edge_config.json").exists() and (b / "edge_config.json").exists():
+        return b
     return a
 
 

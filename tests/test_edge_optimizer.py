@@ -469,6 +469,8 @@ def test_the_live_dir_is_found_when_the_state_file_is_lost_or_stale(tmp_path: Pa
     assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # nothing yet: a new shard
     shard("c.b")  # only the .b dir holds one (the state lost after `freshrag optimize`)
     assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c.b"
+    # A state naming a dir that is gone (a dropped collection) starts over, as before.
+    assert edge._live_dir(tmp_path, "c", {"live": "c"}) == tmp_path / "c"
     shard("c")
     assert edge._live_dir(tmp_path, "c", {"live": "c.b"}) == tmp_path / "c.b"
     assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # a shard from before state
