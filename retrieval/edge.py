@@ -25,6 +25,7 @@ The live dir name is kept in `<collection>.edge-state.json`; without that file t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -122,6 +123,24 @@ def _ensure_payload_indexes(shard: qe.EdgeShard, wanted: dict[str, qe.PayloadSch
     for name, kind in wanted.items():
         if name not in existing:
             shard.update(qe.UpdateOperation.create_field_index(name, kind))
+
+
+class ShardBusy(RuntimeError):
+    """Another process (or another store in this one) has the collection open."""
+
+
+def _lock_collection(root: Path, collection: str) -> int:
+    """Takes `<collection>.lock` (flock, released when the fd closes or the process dies);
+    returns its fd. Edge locks each shard dir's WAL, but the a/b pair, the state file and
+    the op logs belong to whoever holds this: the service or `freshrag optimize`."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / f"{collection}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ShardBusy(f"{root / collection} is open in another process") from None
+    return fd
 
 
 def _open_shard(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -383,6 +402,21 @@ class ChunkStore:
         # Writes that reached Edge so far, and those done (guarded by _cond): see reading().
         self._writes_started = 0
         self._writes_done = 0
+        self._lock_fd = _lock_collection(root, collection)  # before anything on disk changes
+        try:
+            self._open(warm)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self, warm: bool) -> None:
+        """Opens the live shard; with the op log, resumes a spare closed cleanly."""
+        root, collection, config, log_writes = (
+            self.root,
+            self.collection,
+            self.config,
+            self.log_writes,
+        )
         shutil.rmtree(self.next_spare_path, ignore_errors=True)  # a swap cut short
         state = _load_state(self._state_path)
         live_path = _live_dir(root, collection, state)
@@ -651,15 +685,18 @@ class ChunkStore:
         }
 
     def close(self) -> None:
-        with self._write_lock:
-            self._live.shard.flush()
-            self._live.shard.close()
-            if self._log_fh is not None:
-                self._log_fh.flush()
-                os.fsync(self._log_fh.fileno())
-                self._log_fh.close()
-                self._log_fh = None
-                self._write_state(spare_valid=self.spare_valid)
+        try:
+            with self._write_lock:
+                self._live.shard.flush()
+                self._live.shard.close()
+                if self._log_fh is not None:
+                    self._log_fh.flush()
+                    os.fsync(self._log_fh.fileno())
+                    self._log_fh.close()
+                    self._log_fh = None
+                    self._write_state(spare_valid=self.spare_valid)
+        finally:
+            os.close(self._lock_fd)
         trim_heap()
 
 
@@ -1056,10 +1093,6 @@ def _rebuild_in_steps(
     return qe.EdgeShard.load(str(path), config), optimize_s
 
 
-class ShardBusy(RuntimeError):
-    """Another process has the shard open (Edge locks its WAL)."""
-
-
 def upgrade_offline(
     root: Path,
     collection: str,
@@ -1080,6 +1113,24 @@ def upgrade_offline(
     is the points indexed at a time (and how many unindexed ones make it worth doing).
     """
     step = step or _REPLAY_STEP
+    if not root.is_dir():
+        return {"points": 0, "rebuilt": False, "optimize_s": 0.0}
+    # Held until the old dir is gone: a service starting meanwhile stops at the lock.
+    lock = _lock_collection(root, collection)
+    try:
+        return _upgrade_locked(root, collection, tuning, threads, progress, step)
+    finally:
+        os.close(lock)
+
+
+def _upgrade_locked(
+    root: Path,
+    collection: str,
+    tuning: EdgeTuning,
+    threads: int | None,
+    progress: Callable[[int, int], None] | None,
+    step: int,
+) -> dict[str, Any]:
     state_path = root / f"{collection}.edge-state.json"
     live = _live_dir(root, collection, _load_state(state_path))
     config_path = live / "edge_config.json"
@@ -1111,8 +1162,6 @@ def upgrade_offline(
             progress(0, points)
         report = None if progress is None else (lambda done: progress(done, points))
         optimize_s = _rebuild_into(shard, dest, config, step, report)
-        # While the old shard is still open (locked): a service starting now fails on the
-        # lock, or reads the new state and opens `dest`, never the dir deleted below.
         _save_state(state_path, dest.name, None, spare_valid=False)
     finally:
         shard.close()

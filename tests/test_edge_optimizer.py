@@ -588,3 +588,23 @@ def test_warming_a_shard_larger_than_its_budget_reads_only_the_hottest_files() -
         "t7d8-hash-map/values_to_points.bin",
     ]
     assert len(warm_order(files, budget=10 << 30)) == len(files)
+
+
+def test_a_collection_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    """The a/b dirs, state file and op logs belong to whoever holds `<collection>.lock`:
+    a second opener (another service, `freshrag optimize`) stops before touching them."""
+    index = open_index(tmp_path)
+    try:
+        load(index, 0, 10)
+        with pytest.raises(edge.ShardBusy, match="open in another process"):
+            open_index(tmp_path)
+        with pytest.raises(edge.ShardBusy):
+            edge.upgrade_offline(tmp_path, "chunks", MANUAL)
+        assert index.count_chunks([]) == 10  # the first owner is untouched
+    finally:
+        index.close()
+    again = open_index(tmp_path)  # released on close
+    try:
+        assert again.count_chunks([]) == 10
+    finally:
+        again.close()
