@@ -291,9 +291,8 @@ def create_app(services: Services) -> FastAPI:
             )
         except PromptError as exc:
             raise invalid(("body", "prompt"), str(exc)) from exc
-        except (
-            TimeoutError
-        ) as exc:  # the answer deadline (retrieval.answer.gateway.DeadlineExceeded)
+        # The answer deadline (retrieval.answer.gateway.DeadlineExceeded).
+        except TimeoutError as exc:
             raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
         REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
         payload = AnswerResponse(**result)

@@ -37,21 +37,22 @@ def replace_atomically(path: Path, text: str, durable: bool = True) -> None:
 
 def sync_file(path: Path) -> None:
     """Puts a file written with `durable=False`, and its last rename, on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_RDONLY)
     _sync_dir(path.parent)
 
 
 def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         if exc.errno not in _NO_DIR_SYNC:
             raise
         log.debug("%s: this filesystem cannot sync a directory (%s)", directory, exc)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)

@@ -411,18 +411,13 @@ class ChunkStore:
 
     def _open(self, warm: bool) -> None:
         """Opens the live shard; with the op log, resumes a spare closed cleanly."""
-        root, collection, config, log_writes = (
-            self.root,
-            self.collection,
-            self.config,
-            self.log_writes,
-        )
+        root, collection, log_writes = self.root, self.collection, self.log_writes
         shutil.rmtree(self.next_spare_path, ignore_errors=True)  # a swap cut short
         state = _load_state(self._state_path)
         live_path = _live_dir(root, collection, state)
         if warm:  # memory-mapped segments: read them now, not during the first queries
             _warm(live_path)
-        self._live = _Live(_open_shard(live_path, config), live_path)
+        self._live = _Live(_open_shard(live_path, self.config), live_path)
         if log_writes and _needs_rebuild(self._live.shard.info(), _REPLAY_STEP):
             log.warning(
                 "edge: the chunks shard in %s holds many points no optimisation has "
@@ -458,8 +453,7 @@ class ChunkStore:
 
     @property
     def spare_path(self) -> Path:
-        a, b = self.root / self.collection, self.root / f"{self.collection}.b"
-        return b if self._live.path == a else a
+        return _other_dir(self.root, self.collection, self._live.path)
 
     @property
     def next_spare_path(self) -> Path:
@@ -481,7 +475,7 @@ class ChunkStore:
         _save_state(self._state_path, self._live.path.name, log_name, spare_valid, durable)
 
     def _drop_stale_logs(self) -> None:
-        for p in self.root.glob(f"{self.collection}.oplog.*"):
+        for p in _op_logs(self.root, self.collection):
             if p != self.log_path:
                 p.unlink(missing_ok=True)
 
@@ -715,13 +709,28 @@ def _save_state(
     replace_atomically(path, json.dumps(state), durable)
 
 
+def _shard_dirs(root: Path, collection: str) -> tuple[Path, Path]:
+    """The two dirs a chunks shard and its spare take turns in: `<c>/` and `<c>.b/`."""
+    return root / collection, root / f"{collection}.b"
+
+
+def _other_dir(root: Path, collection: str, live: Path) -> Path:
+    a, b = _shard_dirs(root, collection)
+    return b if live == a else a
+
+
+def _op_logs(root: Path, collection: str) -> list[Path]:
+    """Every op log of a collection (`_new_log` names them `<c>.oplog.<ns>`)."""
+    return list(root.glob(f"{collection}.oplog.*"))
+
+
 def _live_dir(root: Path, collection: str, state: dict[str, Any]) -> Path:
     """The live shard's dir: the one the state file names; a state file that outlived its
     shard (a dropped collection) starts over at `<collection>/`. Without a state file,
     `<collection>/` (shards from before it), or `<collection>.b/` when only that holds a
     shard: a state file lost after `upgrade_offline` moved the shard there must not make
     an empty shard beside it."""
-    a, b = root / collection, root / f"{collection}.b"
+    a, b = _shard_dirs(root, collection)
     if state.get("live"):
         named = root / state["live"]
         return named if (named / "edge_config.json").exists() else a
@@ -1106,7 +1115,7 @@ def upgrade_offline(
 
     The service can do it while it serves (its first cycle rebuilds a copy in the child),
     but the shard it then closes holds that unindexed segment in RAM, and freeing it holds
-    the GIL: 1.1 s at 1M points (bench/scale.py). Done here, the service never opens it.
+    the GIL: 1.3 s at 1M points (bench/scale.py). Done here, the service never opens it.
     The result becomes the live dir through the state file (so a crash midway leaves the
     old shard live); the old dir is deleted, and the service copies the new one as its
     spare when it starts. `progress(done, total)` gets the points copied so far; `step`
@@ -1153,8 +1162,7 @@ def _upgrade_locked(
         points = info.points_count
         if not _needs_rebuild(info, step):
             return {"points": points, "rebuilt": False, "optimize_s": 0.0}
-        a, b = root / collection, root / f"{collection}.b"
-        dest = b if live == a else a
+        dest = _other_dir(root, collection, live)
         # `dest` may be the spare of a service that ran once: from here on it is no
         # copy of the live shard, whatever happens to this run.
         _save_state(state_path, live.name, None, spare_valid=False)
@@ -1166,7 +1174,7 @@ def _upgrade_locked(
     finally:
         shard.close()
     shutil.rmtree(live)
-    for old_log in root.glob(f"{collection}.oplog.*"):
+    for old_log in _op_logs(root, collection):
         old_log.unlink()
     trim_heap()
     return {"points": points, "rebuilt": True, "optimize_s": optimize_s}
@@ -1338,10 +1346,9 @@ class EdgeIndex:
     def drop(self) -> None:
         self.close()
         c = self._collection
-        doomed = [self.root / c, self.root / f"{c}.b", self._registry_path, self._answers_path]
-        for path in doomed:
+        for path in [*_shard_dirs(self.root, c), self._registry_path, self._answers_path]:
             shutil.rmtree(path, ignore_errors=True)
-        for path in [self.root / f"{c}.edge-state.json", *self.root.glob(f"{c}.oplog.*")]:
+        for path in [self.root / f"{c}.edge-state.json", *_op_logs(self.root, c)]:
             path.unlink(missing_ok=True)
 
     # --- chunks ------------------------------------------------------------------------
