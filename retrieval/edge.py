@@ -694,11 +694,20 @@ class ChunkStore:
         trim_heap()
 
 
+class StateUnreadable(RuntimeError):
+    """Both shard dirs hold a shard and the file that says which one is live is damaged."""
+
+
 def _load_state(path: Path) -> dict[str, Any]:
+    """The state file; `{}` when there is none, `{"unreadable": why}` when it is damaged
+    (a power cut before its write reached the disk)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        return {"unreadable": f"{type(exc).__name__}: {exc}"}
+    return state if isinstance(state, dict) else {"unreadable": "not a JSON object"}
 
 
 def _save_state(
@@ -734,9 +743,26 @@ def _live_dir(root: Path, collection: str, state: dict[str, Any]) -> Path:
     if state.get("live"):
         named = root / state["live"]
         return named if (named / "edge_config.json").exists() else a
-    if not (a / "edge_config.json").exists() and (b / "edge_config.json").exists():
+    has_a, has_b = (a / "edge_config.json").exists(), (b / "edge_config.json").exists()
+    if "unreadable" in state and has_a and has_b:
+        # One of them is the spare, possibly behind: guessing could serve stale chunks.
+        when = {
+            d: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_newest_mtime(d))) for d in (a, b)
+        }
+        raise StateUnreadable(
+            f"{root / f'{collection}.edge-state.json'} is unreadable ({state['unreadable']}) "
+            f"and both {a} (last written {when[a]}) and {b} (last written {when[b]}) hold "
+            "a shard, so which one is live is unknown. The live one is usually the one "
+            "written last: move the other out of the way (or delete it) and start again; "
+            "the spare is rebuilt from the live one"
+        )
+    if not has_a and has_b:
         return b
     return a
+
+
+def _newest_mtime(path: Path) -> float:
+    return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=0.0)
 
 
 def _opened_store(store: ChunkStore | None) -> ChunkStore:

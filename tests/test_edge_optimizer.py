@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import threading
 import time
 import uuid
@@ -475,6 +476,36 @@ def test_the_live_dir_is_found_when_the_state_file_is_lost_or_stale(tmp_path: Pa
     assert edge._live_dir(tmp_path, "c", {"live": "c.b"}) == tmp_path / "c.b"
     assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # a shard from before state
     assert edge._live_dir(tmp_path, "c", {"live": "c.gone"}) == tmp_path / "c"
+
+
+def test_a_damaged_state_file_with_two_shards_refuses_to_guess(tmp_path: Path) -> None:
+    """A power cut can leave the state file empty; with a shard in both dirs one of them is
+    a spare that may be behind, so opening must stop and say what to do, not pick `<c>/`."""
+    index = open_index(tmp_path)
+    index.upsert_chunks(points(0, 10))
+    index.optimize()  # now the spare exists beside the live shard
+    index.close()
+    state = tmp_path / "chunks.edge-state.json"
+    live = edge._load_state(state)["live"]
+    assert (tmp_path / "chunks" / "edge_config.json").exists()
+    assert (tmp_path / "chunks.b" / "edge_config.json").exists()
+    state.write_text("")  # the rename reached the disk, the data did not
+    assert "unreadable" in edge._load_state(state)
+    with pytest.raises(
+        edge.StateUnreadable, match=r"unreadable.*chunks.*chunks\.b.*move the other"
+    ):
+        open_index(tmp_path)
+    # The operator moves the spare aside: the live shard opens with every point.
+    other = "chunks" if live == "chunks.b" else "chunks.b"
+    shutil.move(tmp_path / other, tmp_path / "spare-aside")
+    index = open_index(tmp_path)
+    try:
+        assert index.count_chunks([]) == 10
+    finally:
+        index.close()
+    assert edge._load_state(tmp_path / "missing.json") == {}
+    (tmp_path / "list.json").write_text("[1]")
+    assert "unreadable" in edge._load_state(tmp_path / "list.json")
 
 
 def test_a_search_lets_a_write_already_in_edge_go_first(
