@@ -9,8 +9,11 @@ request uses one generation, with that generation's model, from start to end.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -24,14 +27,17 @@ from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, group_lag
 from ingest.reindex import CopyProgress, CopyStopped, copy_index
 from retrieval.generations import (
+    CopyLease,
     Generation,
     GenerationError,
     Generations,
     Pointer,
+    claim_copy,
     first_generation,
     generation_settings,
     new_generation,
     open_pointer,
+    release_copy,
 )
 
 log = logging.getLogger("freshrag.generations")
@@ -66,6 +72,12 @@ class Deployment:
         self._keys: KeyStore | None = None
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        # Copies of a standby: whether this process takes them (API processes do, workers
+        # do not), who it is in the lease, and who else holds the lease if not this one.
+        self.copies = False
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.copy_holder: CopyLease | None = None
+        self._copy_failed_at = 0.0
 
     @classmethod
     def open(cls, settings: Settings, **kwargs: Any) -> Deployment:
@@ -116,11 +128,23 @@ class Deployment:
 
     def start(self, copy: bool = True) -> None:
         """Workers for every complete generation; with `copy`, a standby's unfinished copy
-        resumes here (chunks already copied are kept)."""
+        resumes here (chunks already copied are kept) unless another process holds its
+        lease; then this one takes over if that process stops renewing it."""
         with self._lock:
+            self.copies = copy
             self._start_workers()
-            if copy and self.gens.standby is not None and not self.gens.standby_ready:
-                self._start_copy(self.gens.standby)
+            self._resume_copy()
+
+    def _resume_copy(self) -> None:
+        standby = self.gens.standby
+        if not self.copies or standby is None or self.gens.standby_ready:
+            return
+        if self._copy_thread is not None and self._copy_thread.is_alive():
+            return
+        lease_s = self.settings.generation_copy_lease_s
+        if self.copy_error and time.monotonic() - self._copy_failed_at < lease_s:
+            return  # failed here: retry (here or in another replica) once the lease ran out
+        self._start_copy(standby)
 
     def _start_workers(self) -> None:
         for gen in self.gens.live():
@@ -141,13 +165,14 @@ class Deployment:
         threading.Thread(target=loop, name="generations", daemon=True).start()
 
     def refresh(self) -> None:
-        """Applies the pointer's state if another process changed it."""
+        """Applies the pointer's state if another process changed it; takes over a
+        standby's copy whose process stopped renewing the lease."""
         gens = self.pointer.load()
-        if gens is None or gens == self.gens:
-            return
         with self._lock:
-            self._apply(gens)
-            log.info("following generation %s (%s)", gens.serving.name, gens.serving.model)
+            if gens is not None and gens != self.gens:
+                self._apply(gens)
+                log.info("following generation %s (%s)", gens.serving.name, gens.serving.model)
+            self._resume_copy()
 
     def _apply(self, gens: Generations) -> None:
         for gen in gens.live():
@@ -249,6 +274,20 @@ class Deployment:
             return self.status()
 
     def _start_copy(self, gen: Generation) -> None:
+        holder = claim_copy(
+            self.pointer, gen.name, self.owner, self.settings.generation_copy_lease_s
+        )
+        if holder is not None:
+            if holder != self.copy_holder:
+                log.info(
+                    "generation %s: %s is copying it; this process takes over if that one "
+                    "stops renewing its lease",
+                    gen.name,
+                    holder.owner,
+                )
+            self.copy_holder = holder
+            return
+        self.copy_holder = None
         self._copy_stop.clear()
         self.copy, self.copy_error = CopyProgress(), None
         self._copy_thread = threading.Thread(
@@ -256,7 +295,44 @@ class Deployment:
         )
         self._copy_thread.start()
 
+    def _renew_lease(self, gen: Generation, done: threading.Event) -> None:
+        """Renews the copy lease at a third of its length until the copy ends; a process
+        that finds it taken stops its copy (the other one goes on)."""
+        lease_s = self.settings.generation_copy_lease_s
+        while not done.wait(lease_s / 3):
+            try:
+                holder = claim_copy(self.pointer, gen.name, self.owner, lease_s)
+            except Exception:
+                log.warning("renewing the copy lease failed; retrying", exc_info=True)
+                continue
+            if holder is not None:
+                log.warning(
+                    "generation %s: %s took the copy over; stopping here", gen.name, holder.owner
+                )
+                self.copy_holder = holder
+                self._copy_stop.set()
+                return
+
     def _run_copy(self, gen: Generation) -> None:
+        done = threading.Event()
+        threading.Thread(
+            target=self._renew_lease, args=(gen, done), name=f"lease-{gen.name}", daemon=True
+        ).start()
+        failed = True
+        try:
+            self._copy(gen)
+            failed = self.copy_error is not None
+        finally:
+            done.set()
+            if failed:  # kept until it runs out: the retry waits that long
+                self._copy_failed_at = time.monotonic()
+            else:
+                try:
+                    release_copy(self.pointer, self.owner)
+                except Exception:
+                    log.warning("releasing the copy lease failed (it runs out)", exc_info=True)
+
+    def _copy(self, gen: Generation) -> None:
         core = self.cores[gen.name]
         s = core.settings
         indexer = core.indexer(self.watch.notify)  # its embedder child serves the copy too
@@ -403,6 +479,9 @@ class Deployment:
                 }
             if self.copy_error and not public:
                 info["error"] = self.copy_error
+            holder = self.copy_holder
+            if holder is not None and not self.gens.standby_ready and not public:
+                info["copied_by"] = holder.owner  # another process holds the copy's lease
             info["caught_up"] = self.caught_up()
             status["standby"] = info
         return status

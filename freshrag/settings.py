@@ -325,6 +325,13 @@ class Settings(BaseSettings):
         description="With a Qdrant server: how often API and worker processes re-read which "
         "index generation serves (a `freshrag reindex` switch made through another process).",
     )
+    generation_copy_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="A standby's copy runs in one API process, which renews a lease on it "
+        "every third of this; another replica takes the copy over once the lease has run "
+        "out (its holder died), and a failed copy is retried after it.",
+    )
 
     # --- sample corpus ----------------------------------------------------------------
     sample_django_version: str = Field("5.2.8", description="Django release for the sample.")

@@ -126,10 +126,55 @@ def generation_settings(settings: Any, gen: Generation) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CopyLease:
+    """Which process copies a standby generation, until when (wall-clock epoch seconds).
+
+    With a Qdrant server every API replica could resume an unfinished copy; the lease
+    lets one do it while the others wait, and lets them take over when its holder stops
+    renewing it (the process died). Replicas' clocks must agree to well within the lease.
+    """
+
+    generation: str
+    owner: str
+    until: float
+
+
 class Pointer(Protocol):
     def load(self) -> Generations | None: ...
 
     def save(self, gens: Generations) -> None: ...
+
+    def load_lease(self) -> CopyLease | None: ...
+
+    def save_lease(self, lease: CopyLease | None) -> None: ...
+
+
+def claim_copy(
+    pointer: Pointer, generation: str, owner: str, ttl_s: float, now: float | None = None
+) -> CopyLease | None:
+    """Takes or renews the copy lease for `generation`; the holder's lease if another
+    process holds it unexpired (then `owner` must not copy), else None.
+
+    Best effort, not a lock: the store has no compare-and-set, so the write is read back,
+    and of two replicas that claim in the same instant the later write wins. If both
+    still copy, the copy is idempotent (chunks already there are kept), only slower.
+    """
+    now = time.time() if now is None else now
+    held = pointer.load_lease()
+    taken = held is not None and held.owner != owner and held.generation == generation
+    if held is not None and taken and held.until > now:
+        return held
+    pointer.save_lease(CopyLease(generation, owner, now + ttl_s))
+    again = pointer.load_lease()
+    return None if again is not None and again.owner == owner else again
+
+
+def release_copy(pointer: Pointer, owner: str) -> None:
+    """Gives the lease up (copy done or stopped) if `owner` still holds it."""
+    held = pointer.load_lease()
+    if held is not None and held.owner == owner:
+        pointer.save_lease(None)
 
 
 class FilePointer:
@@ -137,6 +182,7 @@ class FilePointer:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lease_path = self.path.with_name(self.path.name.replace(".json", ".lease.json"))
 
     def load(self) -> Generations | None:
         try:
@@ -147,8 +193,21 @@ class FilePointer:
     def save(self, gens: Generations) -> None:
         replace_atomically(self.path, json.dumps(gens.to_json(), indent=2))
 
+    def load_lease(self) -> CopyLease | None:
+        try:
+            return CopyLease(**json.loads(self.lease_path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None  # none, or torn: an expired lease is no worse
+
+    def save_lease(self, lease: CopyLease | None) -> None:
+        if lease is None:
+            self.lease_path.unlink(missing_ok=True)
+        else:
+            replace_atomically(self.lease_path, json.dumps(asdict(lease)), durable=False)
+
 
 _RECORD_ID = str(uuid.UUID(int=1))
+_LEASE_ID = str(uuid.UUID(int=2))
 
 
 class ServerPointer:
@@ -168,11 +227,33 @@ class ServerPointer:
         found = self.client.retrieve(self.record, [_RECORD_ID], with_payload=True)
         return Generations.from_json(found[0].payload) if found else None
 
+    def load_lease(self) -> CopyLease | None:
+        if not self.client.collection_exists(self.record):
+            return None
+        found = self.client.retrieve(self.record, [_LEASE_ID], with_payload=True)
+        try:
+            return CopyLease(**found[0].payload) if found and found[0].payload else None
+        except TypeError:
+            return None
+
+    def save_lease(self, lease: CopyLease | None) -> None:
+        from qdrant_client import models as qm
+
+        self._ensure_record()
+        if lease is None:
+            self.client.delete(self.record, qm.PointIdsList(points=[_LEASE_ID]), wait=True)
+            return
+        point = qm.PointStruct(id=_LEASE_ID, vector={}, payload=asdict(lease))
+        self.client.upsert(self.record, [point], wait=True)
+
+    def _ensure_record(self) -> None:
+        if not self.client.collection_exists(self.record):
+            self.client.create_collection(self.record, vectors_config={})
+
     def save(self, gens: Generations) -> None:
         from qdrant_client import models as qm
 
-        if not self.client.collection_exists(self.record):
-            self.client.create_collection(self.record, vectors_config={})
+        self._ensure_record()
         self.client.upsert(
             self.record,
             [qm.PointStruct(id=_RECORD_ID, vector={}, payload=gens.to_json())],

@@ -27,13 +27,16 @@ from ingest.parser import parse
 from ingest.reindex import copy_index
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.generations import (
+    CopyLease,
     FilePointer,
     Generation,
     GenerationError,
     Generations,
     ServerPointer,
+    claim_copy,
     first_generation,
     new_generation,
+    release_copy,
 )
 from retrieval.models import install
 from retrieval.server import ServerIndex
@@ -125,6 +128,68 @@ def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Pat
     assert server.serving_alias() == g2.collection
     aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
     assert aliases[f"{settings.collection}__standby"] == g1.collection
+
+
+@pytest.mark.parametrize("kind", ["file", "server"])
+def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path, kind) -> None:  # noqa: ANN001
+    settings = make_settings(tmp_path)
+    if kind == "file":
+        pointer = FilePointer(tmp_path / "edge" / "gens.json")
+        pointer.path.parent.mkdir(parents=True)
+    else:
+        client = QdrantClient(location=":memory:")
+        ServerIndex(client, settings.collection, settings.registry_collection).ensure_schema(8)
+        pointer = ServerPointer(client, settings.collection)
+    assert pointer.load_lease() is None
+    assert claim_copy(pointer, "g2", "a", 60, now=1000) is None  # taken
+    held = claim_copy(pointer, "g2", "b", 60, now=1030)
+    assert held == CopyLease("g2", "a", 1060)  # b must wait
+    assert claim_copy(pointer, "g2", "a", 60, now=1040) is None  # renewed to 1100
+    assert claim_copy(pointer, "g2", "b", 60, now=1090) == CopyLease("g2", "a", 1100)
+    assert claim_copy(pointer, "g2", "b", 60, now=1101) is None  # a stopped renewing
+    assert claim_copy(pointer, "g2", "a", 60, now=1102) == CopyLease("g2", "b", 1161)
+    assert claim_copy(pointer, "g3", "a", 60, now=1103) is None  # a lease of a dropped build
+    release_copy(pointer, "b")  # not b's any more: kept
+    assert pointer.load_lease() == CopyLease("g3", "a", 1163)
+    release_copy(pointer, "a")
+    assert pointer.load_lease() is None
+    if kind == "server":  # the lease lives beside the generations record, not in it
+        pointer.save(Generations(first_generation(settings)))
+        claim_copy(pointer, "g2", "a", 60)
+        assert pointer.load() == Generations(first_generation(settings))
+
+
+def test_a_replica_takes_over_a_copy_whose_holder_died(tmp_path: Path) -> None:
+    """Replica A started a reindex and died mid-copy: B, started meanwhile, waits while A's
+    lease runs, then copies the standby itself, without a restart."""
+    settings = make_settings(tmp_path, ingest_process=False, generation_copy_lease_s=1.0)
+    first = Deployment.open(settings, run_workers=False)
+    try:
+        indexer = first.core.indexer()
+        indexer.apply([upsert(d, body, acl=["eng"]) for d, body in DOCS.items()])
+        indexer.processor.close()
+        gen = new_generation(settings, first.gens, MINILM)
+        first.pointer.save(first.gens.with_standby(gen))  # what A wrote, then it died
+    finally:
+        first.close()
+
+    b = Deployment.open(settings, run_workers=False)
+    try:
+        # A's last renewal: its lease runs 1.5 s more.
+        b.pointer.save_lease(CopyLease(gen.name, "replica-a", time.time() + 1.5))
+        b.start(copy=True)
+        status = b.status()["standby"]
+        assert status["state"] == "copying" and status["copied_by"] == "replica-a"
+        assert b._copy_thread is None, "A's lease runs: B must not copy"
+        time.sleep(1.6)
+        b.refresh()  # the generations poll
+        wait_for(lambda: b.gens.standby_ready, timeout=60)
+        assert b.pointer.load().standby_ready and b.pointer.load_lease() is None
+        serving, standby = (b.cores[g.name].index for g in (b.gens.serving, b.gens.standby))
+        assert standby.count_chunks([]) == serving.count_chunks([]) > 0
+        assert "copied_by" not in b.status()["standby"]
+    finally:
+        b.close()
 
 
 # --- the copy, against the real engines --------------------------------------------------
