@@ -29,9 +29,12 @@ from retrieval.index import SearchHit
 _GAP = "\n\n[…]\n\n"  # between two chunks of a section that are not adjacent
 
 
+_HEADING_CHARS = 200  # a heading is a line; a longer one (a parser's mistake) is cut here
+
+
 def heading_of(h: SearchHit) -> str:
     """What a chunk is filed under: its section's heading, else its document's title."""
-    return str(h.payload.get("section") or h.payload.get("title") or "")
+    return str(h.payload.get("section") or h.payload.get("title") or "")[:_HEADING_CHARS]
 
 
 def boost_by_heading(
