@@ -28,7 +28,7 @@ from retrieval.answer.prompts import PromptRegistry
 from retrieval.answer.service import AnswerService, build_gateway
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.index import Index, open_index
-from retrieval.search import Ranking, Retriever
+from retrieval.search import Ranking, Retriever, warm_headings
 
 log = logging.getLogger("freshrag")
 
@@ -122,7 +122,7 @@ class Core:
 
     @classmethod
     def open(cls, settings: Settings, watch: DocumentWatch | None = None) -> Core:
-        dense = DenseEncoder(settings.model, settings.embed_batch_size)
+        dense = DenseEncoder(settings.model, settings.embed_batch_size, settings.heading_cache)
         index = open_index(settings)
         index.ensure_schema(dense.dim)
         return cls(settings, index, dense, SparseEncoder(), watch=watch or DocumentWatch())
@@ -190,6 +190,32 @@ class Core:
             status["broker_state_lost"] = lost[0]
         return status
 
+    def _warm_headings(self, interval_s: float = 30.0) -> None:
+        """In the background: the index's headings embedded before queries meet them, at
+        start and then every `interval_s` those of documents indexed since (by this
+        process's worker or another)."""
+
+        def run() -> None:
+            since = ""
+            while True:
+                started = time.monotonic()
+                try:
+                    added, since = warm_headings(self.index, self.dense, since=since)
+                except Exception:  # the index closed, a server hiccup: not fatal
+                    log.debug("embedding section headings ahead failed", exc_info=True)
+                    added = 0
+                if added:
+                    log.info(
+                        "embedded %d section headings ahead in %.1f s",
+                        added,
+                        time.monotonic() - started,
+                    )
+                if self.dense.headings_cached() >= self.dense.heading_cache_size:
+                    return  # full: queries embed (and keep) what they meet
+                time.sleep(interval_s)
+
+        threading.Thread(target=run, name="heading-warm-up", daemon=True).start()
+
     def retriever(self) -> Retriever:
         """The read path with the ranking the settings give."""
         return Retriever(self.index, self.dense, self.sparse, Ranking.of(self.settings))
@@ -198,6 +224,8 @@ class Core:
         s = self.settings
         self.dense.limit_threads(s.query_threads)  # this process now serves queries
         retriever = self.retriever()
+        if s.heading_weight > 0:
+            self._warm_headings()
         cache = (
             AnswerCache(
                 self.index,

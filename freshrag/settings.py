@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         "query and its section's heading (headings are embedded once, then cached with "
         "the queries); 0 turns it off.",
     )
+    heading_cache: int = Field(
+        65536,
+        ge=0,
+        description="Section headings kept embedded for the heading boost (768 bytes each "
+        "at 384 dims, about 60 MB when full). The service embeds the index's headings in the background "
+        "when it starts; a query that meets one not kept embeds it (about 1 ms each).",
+    )
     document_boost: float = Field(
         0.1,
         ge=0,

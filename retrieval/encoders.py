@@ -39,7 +39,7 @@ def resolve_model_path(model: str) -> str:
 class DenseEncoder:
     """Normalised sentence embeddings. Counts its inputs so tests can see what was embedded."""
 
-    def __init__(self, model: str, batch_size: int = 64) -> None:
+    def __init__(self, model: str, batch_size: int = 64, heading_cache_size: int = 65536) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.model_name = model
@@ -52,6 +52,9 @@ class DenseEncoder:
         self.texts_encoded = 0
         self._lock = threading.Lock()
         self._queries = QueryBatcher(self)
+        self.heading_cache_size = heading_cache_size
+        self._headings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._headings_lock = threading.Lock()
 
     def encode(self, texts: list[str], show_progress: bool = False) -> list[list[float]]:
         return self.encode_array(texts, show_progress).tolist() if texts else []
@@ -71,10 +74,28 @@ class DenseEncoder:
     def encode_query(self, text: str) -> list[float]:
         return self._queries.encode_many([text])[0].tolist()
 
-    def encode_short(self, texts: list[str]) -> list[np.ndarray]:
-        """Short query-side texts (the section headings a query is compared with): cached
-        and batched with concurrent queries, like `encode_query`."""
-        return self._queries.encode_many(texts)
+    def encode_headings(self, texts: list[str]) -> list[np.ndarray]:
+        """Section headings, to compare a query with (the heading boost): kept in their
+        own LRU of `heading_cache_size` float16 rows (768 bytes at 384 dims), the missing
+        ones encoded in the query batches, so they share a model call with queries."""
+        found: dict[str, np.ndarray] = {}
+        with self._headings_lock:
+            for text in texts:
+                if text in self._headings:
+                    self._headings.move_to_end(text)
+                    found[text] = self._headings[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            fresh = self._queries.encode_many(missing, remember=False)
+            with self._headings_lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    found[text] = self._headings[text] = vector.astype(np.float16)
+                while len(self._headings) > self.heading_cache_size:
+                    self._headings.popitem(last=False)
+        return [found[t] for t in texts]
+
+    def headings_cached(self) -> int:
+        return len(self._headings)
 
     @staticmethod
     def limit_threads(threads: int) -> None:
@@ -93,23 +114,23 @@ class QueryBatcher:
     """Query-side embeddings for many concurrent requests: an LRU, then opportunistic batches.
 
     Requests that arrive while the model is busy are encoded together in the next call, so
-    throughput grows with concurrency without adding a wait at low load. Queries and the
-    section headings ranking compares them with share the cache: a corpus repeats its
-    headings, so after warm-up a query encodes only itself.
+    throughput grows with concurrency without adding a wait at low load. Section headings
+    (the heading boost) ride in the same batches; the encoder keeps those itself.
     """
 
-    def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 16384) -> None:
+    def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 4096) -> None:
         self.encoder, self.max_batch, self.cache_size = encoder, max_batch, cache_size
         # float32 rows, not lists: 1.5 kB a vector at MiniLM's 384 dims instead of 12 kB.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._pending: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[str, Future, bool]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0
 
-    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        """One vector per text: cached ones at once, the rest queued together."""
+    def encode_many(self, texts: list[str], remember: bool = True) -> list[np.ndarray]:
+        """One vector per text: cached ones at once, the rest queued together (and cached
+        unless `remember` is False: the caller keeps them)."""
         found: dict[str, np.ndarray] = {}
         with self._cache_lock:
             for text in texts:
@@ -119,10 +140,10 @@ class QueryBatcher:
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             self._start()
-            futures: list[tuple[str, Future]] = [(t, Future()) for t in missing]
+            futures = [(t, Future(), remember) for t in missing]
             for item in futures:
                 self._pending.put(item)
-            for text, future in futures:
+            for text, future, _ in futures:
                 found[text] = future.result()
         return [found[t] for t in texts]
 
@@ -143,20 +164,21 @@ class QueryBatcher:
                     batch.append(self._pending.get_nowait())
                 except queue.Empty:
                     break
-            texts = list(dict.fromkeys(t for t, _ in batch))
+            texts = list(dict.fromkeys(t for t, _, _ in batch))
             try:
                 vectors = dict(zip(texts, self.encoder.encode_array(texts), strict=True))
             except Exception as exc:  # hand the error to every waiting request
-                for _, future in batch:
+                for _, future, _ in batch:
                     future.set_exception(exc)
                 continue
             self.batches += 1
             with self._cache_lock:
-                for t, v in vectors.items():
-                    self._cache[t] = v
+                for t, _, remember in batch:
+                    if remember:
+                        self._cache[t] = vectors[t]
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-            for t, future in batch:
+            for t, future, _ in batch:
                 future.set_result(vectors[t])
 
 

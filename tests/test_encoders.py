@@ -29,15 +29,14 @@ def test_headings_are_encoded_once_and_match_plain_encodes(dense):
 
     headings = ["Data Migrations", "Avoiding race conditions using F()", "Data Migrations"]
     before = dense.texts_encoded
-    first = dense.encode_short(headings)
+    first = dense.encode_headings(headings)
     assert dense.texts_encoded - before == 2  # the repeated heading is encoded once
     expected = dense.encode(["Data Migrations", "Avoiding race conditions using F()"])
-    assert np.allclose(first[0], expected[0], atol=1e-5)
-    assert np.allclose(first[1], expected[1], atol=1e-5)
+    assert np.allclose(first[0], expected[0], atol=2e-3)
+    assert np.allclose(first[1], expected[1], atol=2e-3)
     assert np.array_equal(first[0], first[2])
     before = dense.texts_encoded
-    again = dense.encode_short(headings[:2])
+    again = dense.encode_headings(headings[:2])
     assert dense.texts_encoded == before, "served from the cache"
     assert all(np.array_equal(a, b) for a, b in zip(again, first[:2], strict=True))
-    # A query and a heading with the same text share one cached vector.
-    assert dense.encode_query("Data Migrations") == first[0].tolist()
+    assert first[0].dtype == np.float16  # kept small: 768 bytes at 384 dims

@@ -3,8 +3,8 @@
 import numpy as np
 
 from retrieval.filters import access_conditions
-from retrieval.index import Fusion
-from retrieval.search import Principal, Ranking, Retriever
+from retrieval.index import DocumentState, Fusion
+from retrieval.search import Principal, Ranking, Retriever, warm_headings
 from tests.test_index import point
 
 SECTIONS = {
@@ -48,3 +48,30 @@ def test_the_heading_boost_reorders_the_head_and_keeps_the_tail(index, dense, sp
         WHO, QUERY, 6, "dense", group="chunk"
     )
     assert [h.id for h in boosted] == [h.id for h in dense_only]
+
+
+def test_headings_embedded_ahead_leave_a_query_only_itself_to_encode(edge_index, sparse):
+    from retrieval.encoders import DenseEncoder
+
+    dense = DenseEncoder("all-MiniLM-L6-v2")  # its own heading cache, empty
+    edge_index.upsert_chunks(
+        [
+            point(dense, sparse, "acme", f"doc{n}", text, section=heading, chunk_index=0)
+            for n, (heading, text) in enumerate(SECTIONS.items())
+        ]
+    )
+    for n in range(len(SECTIONS)):
+        when = "2026-01-01" if n else "2026-01-02"  # doc0: indexed later
+        edge_index.put_document(DocumentState("acme", f"doc{n}", 1, False, 1, when))
+    edge_index.put_document(DocumentState("acme", "gone", 2, True, 0, "2026-01-03"))
+    # A later pass takes only documents indexed since the one before.
+    assert warm_headings(edge_index, dense, since="2026-01-01") == (1, "2026-01-02")
+    assert dense.headings_cached() == 1
+    added, newest = warm_headings(edge_index, dense, step=4)
+    assert (added, newest) == (len(SECTIONS), "2026-01-02")
+    assert dense.headings_cached() == len(SECTIONS)
+    before = dense.texts_encoded
+    hits = Retriever(edge_index, dense, sparse).retrieve(WHO, "reuse a db connection?", 6)
+    assert hits and dense.texts_encoded - before == 1  # the query; every heading was kept
+    dense.heading_cache_size = 2
+    assert warm_headings(edge_index, dense)[0] == 0  # full: nothing more
