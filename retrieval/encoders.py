@@ -52,9 +52,7 @@ class DenseEncoder:
         self.texts_encoded = 0
         self._lock = threading.Lock()
         self._queries = QueryBatcher(self)
-        self.heading_cache_size = heading_cache_size
-        self._headings: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._headings_lock = threading.Lock()
+        self._headings = VectorLru(heading_cache_size)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> list[list[float]]:
         return self.encode_array(texts, show_progress).tolist() if texts else []
@@ -78,24 +76,58 @@ class DenseEncoder:
         """Section headings, to compare a query with (the heading boost): kept in their
         own LRU of `heading_cache_size` float16 rows (768 bytes at 384 dims), the missing
         ones encoded in the query batches, so they share a model call with queries."""
-        found: dict[str, np.ndarray] = {}
-        with self._headings_lock:
-            for text in texts:
-                if text in self._headings:
-                    self._headings.move_to_end(text)
-                    found[text] = self._headings[text]
+        found = self._headings.get_many(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             fresh = self._queries.encode_many(missing, remember=False)
-            with self._headings_lock:
-                for text, vector in zip(missing, fresh, strict=True):
-                    found[text] = self._headings[text] = vector.astype(np.float16)
-                while len(self._headings) > self.heading_cache_size:
-                    self._headings.popitem(last=False)
+            kept = {t: v.astype(np.float16) for t, v in zip(missing, fresh, strict=True)}
+            self._headings.put_many(kept)
+            found.update(kept)
         return [found[t] for t in texts]
+
+    @property
+    def heading_cache_size(self) -> int:
+        return self._headings.capacity
+
+    @heading_cache_size.setter
+    def heading_cache_size(self, n: int) -> None:
+        self._headings.capacity = n
 
     def headings_cached(self) -> int:
         return len(self._headings)
+
+
+class VectorLru:
+    """Vectors by text, least recently used dropped beyond `capacity`; thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for text in texts:
+                if text in self._items:
+                    self._items.move_to_end(text)
+                    found[text] = self._items[text]
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._items.update(items)
+            for text in items:
+                self._items.move_to_end(text)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
     @staticmethod
     def limit_threads(threads: int) -> None:
@@ -119,10 +151,9 @@ class QueryBatcher:
     """
 
     def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 4096) -> None:
-        self.encoder, self.max_batch, self.cache_size = encoder, max_batch, cache_size
+        self.encoder, self.max_batch = encoder, max_batch
         # float32 rows, not lists: 1.5 kB a vector at MiniLM's 384 dims instead of 12 kB.
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = VectorLru(cache_size)
         self._pending: queue.SimpleQueue[tuple[str, Future, bool]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -131,12 +162,7 @@ class QueryBatcher:
     def encode_many(self, texts: list[str], remember: bool = True) -> list[np.ndarray]:
         """One vector per text: cached ones at once, the rest queued together (and cached
         unless `remember` is False: the caller keeps them)."""
-        found: dict[str, np.ndarray] = {}
-        with self._cache_lock:
-            for text in texts:
-                if text in self._cache:
-                    self._cache.move_to_end(text)
-                    found[text] = self._cache[text]
+        found = self._cache.get_many(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             self._start()
@@ -172,12 +198,7 @@ class QueryBatcher:
                     future.set_exception(exc)
                 continue
             self.batches += 1
-            with self._cache_lock:
-                for t, _, remember in batch:
-                    if remember:
-                        self._cache[t] = vectors[t]
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put_many({t: vectors[t] for t, _, remember in batch if remember})
             for t, future, _ in batch:
                 future.set_result(vectors[t])
 
