@@ -96,6 +96,18 @@ class DenseEncoder:
     def headings_cached(self) -> int:
         return len(self._headings)
 
+    @staticmethod
+    def limit_threads(threads: int) -> None:
+        """Torch's intra-op threads for this whole process (0 leaves torch's default).
+
+        A query is a few dozen tokens: split over two cores, each layer ends at an
+        OpenMP barrier that waits for a core the write path may be holding.
+        """
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+
 
 class VectorLru:
     """Vectors by text, least recently used dropped beyond `capacity`; thread-safe."""
@@ -128,18 +140,6 @@ class VectorLru:
                 self._items.move_to_end(text)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-
-    @staticmethod
-    def limit_threads(threads: int) -> None:
-        """Torch's intra-op threads for this whole process (0 leaves torch's default).
-
-        A query is a few dozen tokens: split over two cores, each layer ends at an
-        OpenMP barrier that waits for a core the write path may be holding.
-        """
-        if threads > 0:
-            import torch
-
-            torch.set_num_threads(threads)
 
 
 class QueryBatcher:

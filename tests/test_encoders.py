@@ -40,3 +40,18 @@ def test_headings_are_encoded_once_and_match_plain_encodes(dense):
     assert dense.texts_encoded == before, "served from the cache"
     assert all(np.array_equal(a, b) for a, b in zip(again, first[:2], strict=True))
     assert first[0].dtype == np.float16  # kept small: 768 bytes at 384 dims
+
+
+def test_the_lru_drops_the_least_recently_used():
+    import numpy as np
+
+    from retrieval.encoders import VectorLru
+
+    lru = VectorLru(2)
+    v = {t: np.full(2, n, dtype=np.float32) for n, t in enumerate("abc")}
+    lru.put_many({"a": v["a"], "b": v["b"]})
+    assert set(lru.get_many(["a"])) == {"a"}  # a is now the most recent
+    lru.put_many({"c": v["c"]})
+    assert set(lru.get_many(["a", "b", "c"])) == {"a", "c"} and len(lru) == 2
+    lru.clear()
+    assert lru.get_many(["a"]) == {}
