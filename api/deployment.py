@@ -38,6 +38,7 @@ from retrieval.generations import (
     new_generation,
     open_pointer,
     release_copy,
+    renew_copy,
 )
 
 log = logging.getLogger("freshrag.generations")
@@ -78,6 +79,7 @@ class Deployment:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.copy_holder: CopyLease | None = None
         self._copy_failed_at = 0.0
+        self._copy_failures = 0  # in a row: each doubles the wait before the next try
 
     @classmethod
     def open(cls, settings: Settings, **kwargs: Any) -> Deployment:
@@ -141,9 +143,11 @@ class Deployment:
             return
         if self._copy_thread is not None and self._copy_thread.is_alive():
             return
-        lease_s = self.settings.generation_copy_lease_s
-        if self.copy_error and time.monotonic() - self._copy_failed_at < lease_s:
-            return  # failed here: retry (here or in another replica) once the lease ran out
+        if self._copy_failures:  # failed here: retried here or elsewhere, backing off
+            lease_s = self.settings.generation_copy_lease_s
+            wait = lease_s * 2 ** min(self._copy_failures - 1, 6)
+            if time.monotonic() - self._copy_failed_at < wait:
+                return
         self._start_copy(standby)
 
     def _start_workers(self) -> None:
@@ -178,6 +182,8 @@ class Deployment:
         for gen in gens.live():
             self._open(gen)  # loads the model before anything is switched
         live = {g.name for g in gens.live()}
+        if self.gens.standby is not None and gens.standby != self.gens.standby:
+            self._copy_stop.set()  # dropped (or switched) by another process: stop copying it
         self.gens = gens
         self._serve()
         self._start_workers()
@@ -275,8 +281,14 @@ class Deployment:
 
     def _start_copy(self, gen: Generation) -> None:
         holder = claim_copy(
-            self.pointer, gen.name, self.owner, self.settings.generation_copy_lease_s
+            self.pointer, gen.group, self.owner, self.settings.generation_copy_lease_s
         )
+        if holder is None and self.pointer.shared:
+            # The holder may have finished between our pointer read and the claim.
+            now = self.pointer.load()
+            if now is not None and (now.standby != gen or now.standby_ready):
+                release_copy(self.pointer, gen.group, self.owner)
+                return
         if holder is not None:
             if holder != self.copy_holder:
                 log.info(
@@ -301,36 +313,43 @@ class Deployment:
         lease_s = self.settings.generation_copy_lease_s
         while not done.wait(lease_s / 3):
             try:
-                holder = claim_copy(self.pointer, gen.name, self.owner, lease_s)
+                if renew_copy(self.pointer, gen.group, self.owner, lease_s):
+                    continue
+                holder = self.pointer.load_lease()
             except Exception:
                 log.warning("renewing the copy lease failed; retrying", exc_info=True)
                 continue
-            if holder is not None:
-                log.warning(
-                    "generation %s: %s took the copy over; stopping here", gen.name, holder.owner
-                )
-                self.copy_holder = holder
-                self._copy_stop.set()
-                return
+            log.warning(
+                "generation %s: the copy lease is %s's now; stopping the copy here",
+                gen.name,
+                holder.owner if holder else "nobody",
+            )
+            self.copy_holder = holder
+            self._copy_stop.set()
+            return
 
     def _run_copy(self, gen: Generation) -> None:
         done = threading.Event()
         threading.Thread(
             target=self._renew_lease, args=(gen, done), name=f"lease-{gen.name}", daemon=True
         ).start()
-        failed = True
         try:
             self._copy(gen)
-            failed = self.copy_error is not None
+        except Exception as exc:  # setting it up failed (the model's child, a closed index)
+            if not self._copy_stop.is_set():
+                self.copy_error = f"{type(exc).__name__}: {exc}"
+                log.exception("copying generation %s failed", gen.name)
         finally:
             done.set()
-            if failed:  # kept until it runs out: the retry waits that long
-                self._copy_failed_at = time.monotonic()
-            else:
-                try:
-                    release_copy(self.pointer, self.owner)
-                except Exception:
-                    log.warning("releasing the copy lease failed (it runs out)", exc_info=True)
+        if self.copy_error and not self._copy_stop.is_set():
+            self._copy_failures += 1  # its lease is left to run out: the retry waits
+            self._copy_failed_at = time.monotonic()
+            return
+        self._copy_failures = 0
+        try:
+            release_copy(self.pointer, gen.group, self.owner)
+        except Exception:
+            log.warning("releasing the copy lease failed (it runs out)", exc_info=True)
 
     def _copy(self, gen: Generation) -> None:
         core = self.cores[gen.name]
@@ -362,7 +381,9 @@ class Deployment:
                     handed_to_worker = True
         except CopyStopped:
             return
-        except Exception as exc:  # reported by status(); drop the standby and retry
+        except Exception as exc:  # reported by status(); retried after a back-off
+            if self._copy_stop.is_set():
+                return  # stopped: its index may have been closed under it
             self.copy_error = f"{type(exc).__name__}: {exc}"
             log.exception("copying generation %s failed", gen.name)
             return

@@ -119,6 +119,7 @@ class Core:
     # Long-polls on GET /documents wake when this process's worker writes the document.
     watch: DocumentWatch = field(default_factory=DocumentWatch)
     workers: list[IngestWorker] = field(default_factory=list)
+    _warming: bool = False
 
     @classmethod
     def open(cls, settings: Settings, watch: DocumentWatch | None = None) -> Core:
@@ -193,7 +194,8 @@ class Core:
     def _warm_headings(self, interval_s: float = 30.0) -> None:
         """In the background: the index's headings embedded before queries meet them, at
         start and then every `interval_s` those of documents indexed since (by this
-        process's worker or another)."""
+        process's worker or another). Ends when the cache is full or the index fails
+        (closed: a retired generation); queries then embed what they meet."""
 
         def run() -> None:
             since = ""
@@ -201,9 +203,9 @@ class Core:
                 started = time.monotonic()
                 try:
                     added, since = warm_headings(self.index, self.dense, since=since)
-                except Exception:  # the index closed, a server hiccup: not fatal
-                    log.debug("embedding section headings ahead failed", exc_info=True)
-                    added = 0
+                except Exception:
+                    log.debug("embedding section headings ahead stopped", exc_info=True)
+                    return
                 if added:
                     log.info(
                         "embedded %d section headings ahead in %.1f s",
@@ -224,7 +226,8 @@ class Core:
         s = self.settings
         self.dense.limit_threads(s.query_threads)  # this process now serves queries
         retriever = self.retriever()
-        if s.heading_weight > 0:
+        if s.heading_weight > 0 and not self._warming:
+            self._warming = True  # one pass loop per core, however many service stacks
             self._warm_headings()
         cache = (
             AnswerCache(

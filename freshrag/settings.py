@@ -106,9 +106,10 @@ class Settings(BaseSettings):
     heading_cache: int = Field(
         65536,
         ge=0,
-        description="Section headings kept embedded for the heading boost (768 bytes each "
-        "at 384 dims, about 60 MB when full). The service embeds the index's headings in the background "
-        "when it starts; a query that meets one not kept embeds it (about 1 ms each).",
+        description="Section headings kept embedded for the heading boost, per live "
+        "generation (768 bytes of vector each at 384 dims, about 80 MB full with the "
+        "bookkeeping). The service embeds the index's headings in the background; a "
+        "query that meets one not kept embeds it (2-3 ms each on 2 cores).",
     )
     document_boost: float = Field(
         0.1,
@@ -335,9 +336,10 @@ class Settings(BaseSettings):
     generation_copy_lease_s: float = Field(
         60.0,
         gt=0,
-        description="A standby's copy runs in one API process, which renews a lease on it "
-        "every third of this; another replica takes the copy over once the lease has run "
-        "out (its holder died), and a failed copy is retried after it.",
+        description="Qdrant server: a standby's copy runs in one API process, which renews "
+        "a lease on it every third of this; another replica takes the copy over once the "
+        "lease has run out (its holder died), and a failed copy is retried after it "
+        "(twice as long after each failure in a row).",
     )
 
     # --- sample corpus ----------------------------------------------------------------

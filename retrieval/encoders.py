@@ -134,6 +134,8 @@ class VectorLru:
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
+        # A row of a batch's array would keep the whole batch alive: keep a copy.
+        items = {t: v if v.base is None else v.copy() for t, v in items.items()}
         with self._lock:
             self._items.update(items)
             for text in items:

@@ -128,19 +128,25 @@ def generation_settings(settings: Any, gen: Generation) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class CopyLease:
-    """Which process copies a standby generation, until when (wall-clock epoch seconds).
+    """Which process copies a standby build, until when (wall-clock epoch seconds).
 
     With a Qdrant server every API replica could resume an unfinished copy; the lease
     lets one do it while the others wait, and lets them take over when its holder stops
-    renewing it (the process died). Replicas' clocks must agree to well within the lease.
+    renewing it (the process died). `build` is the generation's consumer group, new for
+    every reindex, so a lease never carries over to a later build of the same name.
+    Replicas' clocks must agree to well within the lease.
     """
 
-    generation: str
+    build: str
     owner: str
     until: float
 
 
 class Pointer(Protocol):
+    # Whether other processes read and write the same generations (a Qdrant server); an
+    # Edge data dir has one owner (its collection lock), which needs no copy lease.
+    shared: bool
+
     def load(self) -> Generations | None: ...
 
     def save(self, gens: Generations) -> None: ...
@@ -151,38 +157,55 @@ class Pointer(Protocol):
 
 
 def claim_copy(
-    pointer: Pointer, generation: str, owner: str, ttl_s: float, now: float | None = None
+    pointer: Pointer, build: str, owner: str, ttl_s: float, now: float | None = None
 ) -> CopyLease | None:
-    """Takes or renews the copy lease for `generation`; the holder's lease if another
-    process holds it unexpired (then `owner` must not copy), else None.
+    """Takes the copy lease of `build`; the holder's lease if another process holds it
+    unexpired (then `owner` must not copy), else None.
 
     Best effort, not a lock: the store has no compare-and-set, so the write is read back,
     and of two replicas that claim in the same instant the later write wins. If both
     still copy, the copy is idempotent (chunks already there are kept), only slower.
     """
+    if not pointer.shared:
+        return None
     now = time.time() if now is None else now
     held = pointer.load_lease()
-    taken = held is not None and held.owner != owner and held.generation == generation
-    if held is not None and taken and held.until > now:
+    if held is not None and held.owner != owner and held.build == build and held.until > now:
         return held
-    pointer.save_lease(CopyLease(generation, owner, now + ttl_s))
+    pointer.save_lease(CopyLease(build, owner, now + ttl_s))
     again = pointer.load_lease()
     return None if again is not None and again.owner == owner else again
 
 
-def release_copy(pointer: Pointer, owner: str) -> None:
-    """Gives the lease up (copy done or stopped) if `owner` still holds it."""
+def renew_copy(
+    pointer: Pointer, build: str, owner: str, ttl_s: float, now: float | None = None
+) -> bool:
+    """Extends `owner`'s lease on `build`; False if it is not (or no longer) theirs."""
+    if not pointer.shared:
+        return True
     held = pointer.load_lease()
-    if held is not None and held.owner == owner:
+    if held is None or held.owner != owner or held.build != build:
+        return False
+    pointer.save_lease(CopyLease(build, owner, (time.time() if now is None else now) + ttl_s))
+    return True
+
+
+def release_copy(pointer: Pointer, build: str, owner: str) -> None:
+    """Gives the lease up (copy done or stopped) if `owner` still holds it for `build`."""
+    if not pointer.shared:
+        return
+    held = pointer.load_lease()
+    if held is not None and held.owner == owner and held.build == build:
         pointer.save_lease(None)
 
 
 class FilePointer:
     """Edge: a JSON file beside the shards, replaced atomically."""
 
+    shared = False  # one process owns an Edge data dir
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.lease_path = self.path.with_name(self.path.name.replace(".json", ".lease.json"))
 
     def load(self) -> Generations | None:
         try:
@@ -194,16 +217,10 @@ class FilePointer:
         replace_atomically(self.path, json.dumps(gens.to_json(), indent=2))
 
     def load_lease(self) -> CopyLease | None:
-        try:
-            return CopyLease(**json.loads(self.lease_path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None  # none, or torn: an expired lease is no worse
+        return None
 
     def save_lease(self, lease: CopyLease | None) -> None:
-        if lease is None:
-            self.lease_path.unlink(missing_ok=True)
-        else:
-            replace_atomically(self.lease_path, json.dumps(asdict(lease)), durable=False)
+        return None
 
 
 _RECORD_ID = str(uuid.UUID(int=1))
@@ -214,6 +231,8 @@ class ServerPointer:
     """Qdrant server: a one-point record in `<base>__generations` (the model of each
     generation, which an alias cannot carry) and aliases `<base>__serving` and
     `<base>__standby` for anything else that reads the collections, flipped together."""
+
+    shared = True  # API replicas and workers in other processes
 
     def __init__(self, client: Any, base: str) -> None:
         self.client = client

@@ -55,3 +55,11 @@ def test_the_lru_drops_the_least_recently_used():
     assert set(lru.get_many(["a", "b", "c"])) == {"a", "c"} and len(lru) == 2
     lru.clear()
     assert lru.get_many(["a"]) == {}
+
+
+def test_headings_stay_out_of_the_query_cache_and_rows_do_not_pin_batches(dense):
+    dense.encode_headings(["A heading nobody asks about"])
+    assert dense._queries._cache.get_many(["A heading nobody asks about"]) == {}
+    dense.encode_query("a query that is kept")
+    kept = dense._queries._cache.get_many(["a query that is kept"])["a query that is kept"]
+    assert kept.base is None  # its own memory, not a view of the whole batch

@@ -37,6 +37,7 @@ from retrieval.generations import (
     first_generation,
     new_generation,
     release_copy,
+    renew_copy,
 )
 from retrieval.models import install
 from retrieval.server import ServerIndex
@@ -130,61 +131,71 @@ def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Pat
     assert aliases[f"{settings.collection}__standby"] == g1.collection
 
 
-@pytest.mark.parametrize("kind", ["file", "server"])
-def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path, kind) -> None:  # noqa: ANN001
+def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    if kind == "file":
-        pointer = FilePointer(tmp_path / "edge" / "gens.json")
-        pointer.path.parent.mkdir(parents=True)
-    else:
-        client = QdrantClient(location=":memory:")
-        ServerIndex(client, settings.collection, settings.registry_collection).ensure_schema(8)
-        pointer = ServerPointer(client, settings.collection)
+    client = QdrantClient(location=":memory:")
+    ServerIndex(client, settings.collection, settings.registry_collection).ensure_schema(8)
+    pointer = ServerPointer(client, settings.collection)
     assert pointer.load_lease() is None
-    assert claim_copy(pointer, "g2", "a", 60, now=1000) is None  # taken
-    held = claim_copy(pointer, "g2", "b", 60, now=1030)
-    assert held == CopyLease("g2", "a", 1060)  # b must wait
-    assert claim_copy(pointer, "g2", "a", 60, now=1040) is None  # renewed to 1100
-    assert claim_copy(pointer, "g2", "b", 60, now=1090) == CopyLease("g2", "a", 1100)
-    assert claim_copy(pointer, "g2", "b", 60, now=1101) is None  # a stopped renewing
-    assert claim_copy(pointer, "g2", "a", 60, now=1102) == CopyLease("g2", "b", 1161)
-    assert claim_copy(pointer, "g3", "a", 60, now=1103) is None  # a lease of a dropped build
-    release_copy(pointer, "b")  # not b's any more: kept
-    assert pointer.load_lease() == CopyLease("g3", "a", 1163)
-    release_copy(pointer, "a")
+    assert claim_copy(pointer, "b2", "a", 60, now=1000) is None  # taken
+    held = claim_copy(pointer, "b2", "b", 60, now=1030)
+    assert held == CopyLease("b2", "a", 1060)  # b must wait
+    assert renew_copy(pointer, "b2", "a", 60, now=1040)  # now until 1100
+    assert not renew_copy(pointer, "b2", "b", 60, now=1041)  # only the holder renews
+    assert claim_copy(pointer, "b2", "b", 60, now=1090) == CopyLease("b2", "a", 1100)
+    assert claim_copy(pointer, "b2", "b", 60, now=1101) is None  # a stopped renewing
+    assert not renew_copy(pointer, "b2", "a", 60, now=1102)  # a learns it lost it
+    # A later build (same generation name after a drop) is not held up by an old lease.
+    assert claim_copy(pointer, "b3", "a", 60, now=1103) is None
+    release_copy(pointer, "b2", "a")  # not a's lease for that build: kept
+    release_copy(pointer, "b3", "b")
+    assert pointer.load_lease() == CopyLease("b3", "a", 1163)
+    release_copy(pointer, "b3", "a")
     assert pointer.load_lease() is None
-    if kind == "server":  # the lease lives beside the generations record, not in it
-        pointer.save(Generations(first_generation(settings)))
-        claim_copy(pointer, "g2", "a", 60)
-        assert pointer.load() == Generations(first_generation(settings))
+    # The lease lives beside the generations record, not in it.
+    pointer.save(Generations(first_generation(settings)))
+    claim_copy(pointer, "b2", "a", 60)
+    assert pointer.load() == Generations(first_generation(settings))
+    # An Edge data dir has one owner (its collection lock): no lease to wait for.
+    file = FilePointer(tmp_path / "gens.json")
+    assert claim_copy(file, "b2", "a", 60) is None and claim_copy(file, "b2", "b", 60) is None
+    assert renew_copy(file, "b2", "a", 60)
 
 
 def test_a_replica_takes_over_a_copy_whose_holder_died(tmp_path: Path) -> None:
     """Replica A started a reindex and died mid-copy: B, started meanwhile, waits while A's
-    lease runs, then copies the standby itself, without a restart."""
+    lease runs, then copies the standby itself, without a restart. (Edge cores; the
+    generations record and lease on a Qdrant server's API, here qdrant-client local.)"""
     settings = make_settings(tmp_path, ingest_process=False, generation_copy_lease_s=1.0)
     first = Deployment.open(settings, run_workers=False)
     try:
         indexer = first.core.indexer()
         indexer.apply([upsert(d, body, acl=["eng"]) for d, body in DOCS.items()])
         indexer.processor.close()
-        gen = new_generation(settings, first.gens, MINILM)
-        first.pointer.save(first.gens.with_standby(gen))  # what A wrote, then it died
+        gens = first.gens.with_standby(new_generation(settings, first.gens, MINILM))
     finally:
         first.close()
+    client = QdrantClient(location=":memory:")
+    for g in gens.live():  # the aliases the record moves need collections to name
+        ServerIndex(client, g.collection, g.registry).ensure_schema(8)
+    shared = ServerPointer(client, settings.collection)
+    shared.save(gens)  # what A wrote before it died
 
-    b = Deployment.open(settings, run_workers=False)
+    b = Deployment(settings, shared, gens, run_workers=False)
     try:
-        # A's last renewal: its lease runs 1.5 s more.
-        b.pointer.save_lease(CopyLease(gen.name, "replica-a", time.time() + 1.5))
+        for g in gens.live():
+            b._open(g)
+        shared.save_lease(CopyLease(gens.standby.group, "replica-a", time.time() + 1.5))
         b.start(copy=True)
         status = b.status()["standby"]
         assert status["state"] == "copying" and status["copied_by"] == "replica-a"
         assert b._copy_thread is None, "A's lease runs: B must not copy"
+        b.refresh()  # a poll while A's lease runs changes nothing
+        assert b._copy_thread is None
         time.sleep(1.6)
-        b.refresh()  # the generations poll
+        b.refresh()  # the generations poll after it ran out
         wait_for(lambda: b.gens.standby_ready, timeout=60)
-        assert b.pointer.load().standby_ready and b.pointer.load_lease() is None
+        assert shared.load().standby_ready and shared.load_lease() is None
         serving, standby = (b.cores[g.name].index for g in (b.gens.serving, b.gens.standby))
         assert standby.count_chunks([]) == serving.count_chunks([]) > 0
         assert "copied_by" not in b.status()["standby"]
