@@ -193,16 +193,23 @@ class Core:
 
     def _warm_headings(self, interval_s: float = 30.0) -> None:
         """In the background: the index's headings embedded before queries meet them, at
-        start and then every `interval_s` those of documents indexed since (by this
-        process's worker or another). Ends when the cache is full or the index fails
-        (closed: a retired generation); queries then embed what they meet."""
+        start and then those of documents indexed since (by this process's worker or
+        another), looked for every `interval_s` when the number of documents changed.
+        Ends when the cache is full or the index fails (closed: a retired generation);
+        queries then embed what they meet."""
 
         def run() -> None:
-            since = ""
+            since, count, scanned = "", -1, 0.0
             while True:
                 started = time.monotonic()
+                added = 0
                 try:
-                    added, since = warm_headings(self.index, self.dense, since=since)
+                    # A pass reads the whole registry: skip it while the number of
+                    # documents stands still, except every 10 minutes (edits).
+                    now = self.index.count_documents()
+                    if now != count or started - scanned > 600:
+                        added, since = warm_headings(self.index, self.dense, since=since)
+                        count, scanned = now, started
                 except Exception:
                     log.debug("embedding section headings ahead stopped", exc_info=True)
                     return

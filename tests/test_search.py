@@ -75,3 +75,24 @@ def test_headings_embedded_ahead_leave_a_query_only_itself_to_encode(edge_index,
     assert hits and dense.texts_encoded - before == 1  # the query; every heading was kept
     dense.heading_cache_size = 2
     assert warm_headings(edge_index, dense)[0] == 0  # full: nothing more
+
+
+def test_the_service_embeds_the_indexed_headings_ahead(tmp_path, edge_index, sparse):
+    from api.auth import KeyStore
+    from api.runtime import Core
+    from retrieval.encoders import DenseEncoder
+    from tests.conftest import make_indexer, make_settings, upsert, wait_for
+
+    settings = make_settings(tmp_path, ingest_process=False)
+    dense = DenseEncoder("all-MiniLM-L6-v2")  # its own, empty heading cache
+    body = "# Guide\n\n## Alpha rotation\n\nRotate keys weekly.\n\n## Beta ledger\n\nLedgers.\n"
+    indexer = make_indexer(edge_index, dense, sparse)
+    indexer.apply([upsert("guide", body, acl=["eng"])])
+    indexer.processor.close()
+    assert dense.headings_cached() == 0
+    Core(settings, edge_index, dense, sparse).services(KeyStore({}))
+    wait_for(lambda: dense.headings_cached() >= 2, timeout=30)
+    assert set(dense._headings.get_many(["Alpha rotation", "Beta ledger"])) == {
+        "Alpha rotation",
+        "Beta ledger",
+    }
