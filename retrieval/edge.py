@@ -765,6 +765,12 @@ def _newest_mtime(path: Path) -> float:
     return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=0.0)
 
 
+def _dense_of(point: Any) -> list[float] | None:
+    v = point.vector
+    v = v.get(DENSE) if isinstance(v, dict) else v
+    return list(v) if v is not None else None
+
+
 def _opened_store(store: ChunkStore | None) -> ChunkStore:
     if store is None:
         raise RuntimeError("index not initialised: call ensure_schema(dim) first")
@@ -1596,15 +1602,18 @@ class EdgeIndex:
         conditions: list[Condition],
         limit: int,
         fusion: Fusion = Fusion(),
+        with_dense: bool = False,
     ) -> list[SearchHit]:
         flt = to_edge_filter(conditions)
         params = self._search_params
+        vectors = [DENSE] if with_dense else False
         if mode == "dense":
             req = qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(dense, using=DENSE),
                 filter=flt,
                 with_payload=True,
+                with_vector=vectors,
                 params=params,
             )
         elif mode == "sparse":
@@ -1613,6 +1622,7 @@ class EdgeIndex:
                 query=qe.Query.Nearest(_sparse(sparse), using=SPARSE),
                 filter=flt,
                 with_payload=True,
+                with_vector=vectors,
             )
         else:
             n = prefetch_limit(limit)
@@ -1634,7 +1644,13 @@ class EdgeIndex:
                 ),
                 filter=flt,
                 with_payload=True,
+                with_vector=vectors,
             )
         with _opened_store(self._chunks).reading() as shard:
             found = shard.query(req)
-        return [SearchHit(str(p.id), float(p.score), p.payload or {}) for p in found]
+        return [
+            SearchHit(
+                str(p.id), float(p.score), p.payload or {}, _dense_of(p) if with_dense else None
+            )
+            for p in found
+        ]

@@ -30,6 +30,11 @@ _GAP = "\n\n[…]\n\n"  # between two chunks of a section that are not adjacent
 
 
 _HEADING_CHARS = 200  # a heading is a line; a longer one (a parser's mistake) is cut here
+# Below this cosine a heading does not describe its chunk (for 9 in 10 real Django
+# headings it is over 0.16; "Entry N" stays under 0.11); such a hit is scored by its own
+# text, less a cost that keeps it from outranking a heading that does match.
+_FIT = 0.1
+_UNFIT_COST = 0.1
 
 
 def heading_of(h: SearchHit) -> str:
@@ -44,16 +49,29 @@ def boost_by_heading(
     weight: float,
 ) -> list[SearchHit]:
     """Re-rank: each hit's score + `weight` × cos(query, its heading); `encode` gives unit
-    vectors of the same model as `query` (one call for the distinct headings)."""
+    vectors of the same model as `query` (one call for the distinct headings).
+
+    A heading that does not describe its section (cos(heading, chunk) under
+    `_FIT`: "Entry 7", "Notes", a heading a tool made up) would only pull its section
+    down, so such a hit is compared by its own text instead, less `_UNFIT_COST`: on the
+    dev set with every gold heading replaced by "Entry N", page MRR@10 0.59 without this,
+    0.80 with it (0.79 with no heading boost at all). Hits without a vector keep the
+    heading's cosine.
+    """
     if weight <= 0 or not hits:
         return hits
     headings = list(dict.fromkeys(filter(None, map(heading_of, hits))))
     vectors = dict(zip(headings, encode(headings), strict=True)) if headings else {}
     q = np.asarray(query, dtype=np.float32)
-    cos = {t: float(q @ v) for t, v in vectors.items()}
-    boosted = [
-        SearchHit(h.id, h.score + weight * cos.get(heading_of(h), 0.0), h.payload) for h in hits
-    ]
+    boosted = []
+    for h in hits:
+        heading = vectors.get(heading_of(h))
+        bonus = 0.0 if heading is None else float(q @ heading)
+        if heading is not None and h.vector is not None:
+            chunk = np.asarray(h.vector, dtype=np.float32)
+            if float(heading @ chunk) < _FIT:
+                bonus = float(q @ chunk) - _UNFIT_COST
+        boosted.append(SearchHit(h.id, h.score + weight * bonus, h.payload, h.vector))
     return sorted(boosted, key=lambda h: -h.score)  # stable: ties keep the fused order
 
 

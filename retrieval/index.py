@@ -173,6 +173,7 @@ class SearchHit:
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
+    vector: list[float] | None = None  # the dense vector, when the search asked for it
 
 
 class Index(Protocol):
@@ -238,7 +239,10 @@ class Index(Protocol):
         conditions: list[Condition],
         limit: int,
         fusion: Fusion = Fusion(),
-    ) -> list[SearchHit]: ...
+        with_dense: bool = False,
+    ) -> list[SearchHit]:
+        """`with_dense`: each hit carries its dense vector (re-ranking compares it)."""
+        ...
 
     def count_chunks(self, conditions: list[Condition]) -> int: ...
 

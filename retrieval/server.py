@@ -394,8 +394,10 @@ class ServerIndex:
         conditions: list[Condition],
         limit: int,
         fusion: Fusion = Fusion(),
+        with_dense: bool = False,
     ) -> list[SearchHit]:
         flt = to_server_filter(conditions)
+        vectors = [DENSE] if with_dense else False
         if mode == "dense":
             res = self.client.query_points(
                 self.collection,
@@ -404,6 +406,7 @@ class ServerIndex:
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=vectors,
             )
         elif mode == "sparse":
             res = self.client.query_points(
@@ -413,6 +416,7 @@ class ServerIndex:
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=vectors,
             )
         else:
             n = prefetch_limit(limit)
@@ -428,5 +432,14 @@ class ServerIndex:
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=vectors,
             )
-        return [SearchHit(str(p.id), float(p.score), p.payload or {}) for p in res.points]
+        return [
+            SearchHit(
+                str(p.id),
+                float(p.score),
+                p.payload or {},
+                list(p.vector[DENSE]) if with_dense and isinstance(p.vector, dict) else None,
+            )
+            for p in res.points
+        ]

@@ -58,6 +58,25 @@ def test_a_chunk_under_a_heading_that_matches_the_query_moves_up():
     assert len(calls) == 1
 
 
+def test_a_heading_that_does_not_describe_its_text_is_replaced_by_the_text():
+    """'Entry 7' says nothing: its hit is compared by its own vector (less a cost), so a
+    section is not pulled down for an uninformative heading."""
+    vectors = {"Entry 7": unit(0, 0, 1), "Data Migrations": unit(1, 0, 0)}
+    q = unit(1, 1, 0)
+    hits = [
+        SearchHit("m", 0.40, {"doc_id": "a", "section": "Data Migrations"}, list(unit(1, 0, 0))),
+        SearchHit("e", 0.40, {"doc_id": "b", "section": "Entry 7"}, list(unit(1, 1, 0))),
+    ]
+    out = boost_by_heading(hits, q, lambda ts: [vectors[t] for t in ts], 1.0)
+    by_id = {h.id: h.score for h in out}
+    assert np.isclose(by_id["m"], 0.40 + float(q @ unit(1, 0, 0)))  # a fitting heading
+    assert np.isclose(by_id["e"], 0.40 + 1.0 - 0.1)  # its text (cos 1.0) less the cost
+    assert [h.id for h in out] == ["e", "m"]
+    # Without a vector the heading's cosine stands, whatever it is.
+    bare = [SearchHit("e", 0.40, {"doc_id": "b", "section": "Entry 7"})]
+    assert boost_by_heading(bare, q, lambda ts: [vectors[t] for t in ts], 1.0)[0].score == 0.40
+
+
 def test_the_boost_never_mixes_tenants():
     a = SearchHit("a", 0.4, {"tenant": "x", "doc_id": "d"})
     b = SearchHit("b", 0.4, {"tenant": "y", "doc_id": "d"})

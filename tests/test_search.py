@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from retrieval import grouping
 from retrieval.filters import access_conditions
 from retrieval.index import DocumentState, Fusion
 from retrieval.search import Principal, Ranking, Retriever, warm_headings
@@ -29,13 +30,20 @@ def test_the_heading_boost_reorders_the_head_and_keeps_the_tail(index, dense, sp
     fusion = Fusion(5, 2.0, 1.0)
     q = dense.encode_query(QUERY)
     must = access_conditions("acme", ["eng"])
-    fused = index.search("hybrid", q, sparse.encode_query(QUERY), must, 18, fusion)
+    fused = index.search("hybrid", q, sparse.encode_query(QUERY), must, 18, fusion, with_dense=True)
+    assert all(h.vector is not None and len(h.vector) == dense.dim for h in fused)
     ranking = Ranking(fusion, document_boost=0.0, candidates=3, heading_weight=5.0)
     out = Retriever(index, dense, sparse, ranking).retrieve(WHO, QUERY, 6, group="chunk")
 
     head = fused[:3]
-    cos = {h.id: float(np.dot(q, dense.encode([h.payload["section"]])[0])) for h in head}
-    expected = sorted(head, key=lambda h: -(h.score + 5.0 * cos[h.id]))
+
+    def bonus(h):  # noqa: ANN001, ANN202
+        heading = dense.encode([h.payload["section"]])[0]
+        if np.dot(heading, h.vector) < grouping._FIT:  # a heading that misdescribes its text
+            return float(np.dot(q, h.vector)) - grouping._UNFIT_COST
+        return float(np.dot(q, heading))
+
+    expected = sorted(head, key=lambda h: -(h.score + 5.0 * bonus(h)))
     assert [h.id for h in expected] != [h.id for h in head], "the case must move something"
     assert [h.id for h in out[:3]] == [h.id for h in expected]
     assert [h.id for h in out[3:]] == [h.id for h in fused[3:6]]  # the tail as fused
