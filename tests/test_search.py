@@ -91,7 +91,7 @@ def test_the_service_embeds_the_indexed_headings_ahead(tmp_path, edge_index, spa
     from retrieval.encoders import DenseEncoder
     from tests.conftest import make_indexer, make_settings, upsert, wait_for
 
-    settings = make_settings(tmp_path, ingest_process=False)
+    settings = make_settings(tmp_path, ingest_process=False, heading_weight=0.3)
     dense = DenseEncoder("all-MiniLM-L6-v2")  # its own, empty heading cache
     body = "# Guide\n\n## Alpha rotation\n\nRotate keys weekly.\n\n## Beta ledger\n\nLedgers.\n"
     indexer = make_indexer(edge_index, dense, sparse)
@@ -99,8 +99,20 @@ def test_the_service_embeds_the_indexed_headings_ahead(tmp_path, edge_index, spa
     indexer.processor.close()
     assert dense.headings_cached() == 0
     Core(settings, edge_index, dense, sparse).services(KeyStore({}))
-    wait_for(lambda: dense.headings_cached() >= 2, timeout=30)
+    wait_for(lambda: dense.headings_cached() >= 2, timeout=30)  # the boost is on here
     assert set(dense._headings.get_many(["Alpha rotation", "Beta ledger"])) == {
         "Alpha rotation",
         "Beta ledger",
     }
+
+
+def test_with_the_boost_off_nothing_is_embedded_ahead(tmp_path, edge_index, sparse, dense):
+    from api.auth import KeyStore
+    from api.runtime import Core
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, ingest_process=False)
+    assert settings.heading_weight == 0  # the default
+    core = Core(settings, edge_index, dense, sparse)
+    core.services(KeyStore({}))
+    assert not core._warming  # no background pass, no heading cache to fill
