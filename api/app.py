@@ -37,12 +37,14 @@ from api.models import (
     NotReady,
     PromptInfo,
     PromptSelector,
+    ProviderInfo,
     Readiness,
     RetrieveResponse,
     request_models,
 )
 from api.waits import DocumentWatch
 from freshrag.settings import Settings
+from retrieval.answer.gateway import UnknownProvider
 from retrieval.answer.prompts import PromptError, PromptRegistry
 from retrieval.answer.service import AnswerService
 from retrieval.filters import INT64_MAX, FilterError, parse_filters
@@ -288,9 +290,12 @@ def create_app(services: Services) -> FastAPI:
                 prompt,
                 body.cache,
                 body.group,
+                body.provider,
             )
         except PromptError as exc:
             raise invalid(("body", "prompt"), str(exc)) from exc
+        except UnknownProvider as exc:
+            raise invalid(("body", "provider"), str(exc)) from exc
         # The answer deadline (retrieval.answer.gateway.DeadlineExceeded).
         except TimeoutError as exc:
             raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
@@ -314,6 +319,26 @@ def create_app(services: Services) -> FastAPI:
                 name=p.name, version=p.version, labels=list(p.labels), description=p.description
             )
             for p in services.prompts.prompts
+        ]
+
+    @app.get(
+        "/providers",
+        response_model=list[ProviderInfo],
+        tags=["answers"],
+        responses=documented(401),
+    )
+    async def providers(who: Principal = Depends(principal)) -> list[ProviderInfo]:
+        """The answer chain in order: what `"provider"` on /answer may name."""
+        if services.answers is None:
+            return []
+        return [
+            ProviderInfo(
+                name=m.provider.name,
+                kind=type(m.provider).__name__.removesuffix("Provider").lower(),
+                model=str(getattr(m.provider, "model", m.provider.name)),
+                circuit=m.breaker.state,
+            )
+            for m in services.answers.gateway.chain
         ]
 
     @app.get(

@@ -702,6 +702,14 @@ def sync(
 @click.option("--limit", type=int, default=None, help="Only the first N questions.")
 @click.option("--answers/--no-answers", default=True, show_default=True, help="Also score /answer.")
 @click.option(
+    "--each-provider/--no-each-provider",
+    default=False,
+    show_default=True,
+    help="Also ask every provider of the answer chain alone (GET /providers), no fallback: "
+    "answer metrics per provider. One more /answer per question per provider (paid APIs "
+    "are billed for it).",
+)
+@click.option(
     "--probes", type=int, default=10, show_default=True, help="Freshness probe documents (0: skip)."
 )
 @click.option("--probe-timeout", type=float, default=30.0, show_default=True)
@@ -747,6 +755,7 @@ def eval_command(
     top_k,
     limit,
     answers,
+    each_provider,
     probes,
     probe_timeout,
     slo,
@@ -797,6 +806,7 @@ def eval_command(
         top_k=top_k,
         limit=limit,
         answers=answers,
+        each_provider=each_provider,
         probes=probes,
         probe_timeout_s=probe_timeout,
         slo_s=slo,

@@ -124,6 +124,16 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
                 "(evaluations, debugging: the timings then mean what they say).",
             ),
         ),
+        provider=(
+            str | None,
+            Field(
+                None,
+                max_length=128,
+                description="Ask only this provider of the answer chain, with no fallback "
+                "(evaluations score each provider this way); names in GET /providers. "
+                "Default: the whole chain in order.",
+            ),
+        ),
     )
     return retrieve, answer
 
@@ -159,6 +169,13 @@ class PromptInfo(BaseModel):
     version: int
     labels: list[str]
     description: str
+
+
+class ProviderInfo(BaseModel):
+    name: str
+    kind: str
+    model: str
+    circuit: str = Field(description="closed, open (skipped for now) or half-open.")
 
 
 class Hit(BaseModel):

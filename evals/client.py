@@ -101,14 +101,26 @@ class ServiceClient:
         r.raise_for_status()
         return r.json()["hits"], (time.perf_counter() - started) * 1000
 
-    def answer(self, query: str, top_k: int = 5) -> dict[str, Any] | None:
+    def providers(self) -> list[str]:
+        """The names of the service's answer chain, in order ([] on a server without it)."""
+        r = self.http.get("/providers")
+        if r.status_code == 404:
+            return []
+        r.raise_for_status()
+        return [p["name"] for p in r.json()]
+
+    def answer(
+        self, query: str, top_k: int = 5, provider: str | None = None
+    ) -> dict[str, Any] | None:
         """/answer with the answer cache bypassed, so latency and quality are the pipeline's.
 
         A server that does not know the `cache` option rejects it with a 422: then the
         request is repeated without it, and `cache_bypass` records that answers may be
-        cache hits.
+        cache hits. `provider` asks that member of the chain alone.
         """
         body: dict[str, Any] = {"query": query, "top_k": top_k}
+        if provider is not None:
+            body["provider"] = provider
         if self.cache_bypass is not False:
             body["cache"] = False
         started = time.perf_counter()

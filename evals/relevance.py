@@ -102,17 +102,21 @@ def _by_provider(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_answers(
-    client: ServiceClient, items: list[EvalItem], progress: bool = True
+    client: ServiceClient,
+    items: list[EvalItem],
+    progress: bool = True,
+    provider: str | None = None,
 ) -> dict[str, Any] | None:
     """How often `/answer` cites a gold document, and how often it refuses.
 
     Requests bypass the answer cache; on a server that cannot, cached answers are left out
     of the latency percentiles (a cache hit says nothing about answering speed) and the
-    result carries a note.
+    result carries a note. `provider` asks that member of the chain alone (no fallback).
     """
     rows = []
-    for item in bar(items, progress=progress, desc="answers", unit="q"):
-        result = client.answer(item.question)
+    desc = f"answers: {provider} alone" if provider else "answers"
+    for item in bar(items, progress=progress, desc=desc, unit="q"):
+        result = client.answer(item.question, provider=provider)
         if result is None:
             return None
         cited = sorted({c["doc_id"] for c in result["citations"]})
@@ -128,6 +132,10 @@ def run_answers(
                 "refused": result["refused"],
                 "cached": bool(result.get("cached")),
                 "provider": result["provider"],
+                # Providers that did not serve and why (error, circuit_open, invalid_citations…).
+                "skipped": [
+                    a["outcome"] for a in result.get("attempts") or [] if a["outcome"] != "served"
+                ],
                 "cites_gold": bool(set(cited) & set(item.gold_doc_ids))
                 if item.gold_doc_ids
                 else None,
@@ -152,4 +160,36 @@ def run_answers(
             'the service rejected "cache": false, so answers may come from the answer cache; '
             "latency percentiles leave cached answers out"
         )
+    return out
+
+
+def run_each_provider(
+    client: ServiceClient, items: list[EvalItem], progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Every provider of the service's chain asked alone over the same questions.
+
+    `by_provider` groups a chain's answers by who happened to serve them, so a fallback
+    that only ever answers what the first provider failed looks better or worse than it
+    is; this scores each one on everything. Refusals before any provider (no source names
+    the question's subject) count for each, as they would if it were the only one.
+    """
+    from evals.heldout import refusal_scores
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in client.providers():
+        result = run_answers(client, items, progress, provider=name)
+        if result is None:
+            break
+        result.update(refusal_scores(items, result["rows"]))
+        out[name] = {
+            "questions": len(result["rows"]),
+            **{
+                k: v
+                for k, v in result.items()
+                if k not in ("rows", "by_provider", "cache_bypassed", "note")
+            },
+            # Questions the provider was asked but gave no grounded answer for (it failed,
+            # its circuit was open, or it cited outside the sources): refused for it.
+            "provider_failures": sum(1 for r in result["rows"] if r["skipped"]),
+        }
     return out

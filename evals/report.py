@@ -128,6 +128,11 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
         for k, v in scores.items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 out[f"answers.{provider}.{k}"] = v
+    # Each provider asked alone (`freshrag eval --each-provider`).
+    for provider, scores in ((results.get("answers") or {}).get("alone") or {}).items():
+        for k, v in scores.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[f"answers.alone.{provider}.{k}"] = v
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
@@ -423,6 +428,9 @@ def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> 
                 f"{r['threshold'][:22]:<22} {r['previous']:>10}  {status}"
                 + (f" ({r['note'].split(' (')[0]})" if r["note"] else "")
             )
+    for row in providers_alone(results):
+        cells = ", ".join(f"{label} {row[col]}" for col, label in ALONE_COLUMNS)
+        lines.append(f"{'answers':10} {row['provider']} alone: {cells}")
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
     counts = {
@@ -760,6 +768,26 @@ def worst_questions(results: dict[str, Any], limit: int = 10) -> list[dict[str, 
     return out
 
 
+ALONE_COLUMNS = [
+    ("answer_cites_gold", "cites gold"),
+    ("answer_citation_precision", "citation precision"),
+    ("unanswerable_refusal_rate", "unanswerable refused"),
+    ("false_refusal_rate", "answerable refused"),
+    ("provider_failures", "provider failures"),
+    ("answer_latency_p50_ms", "p50"),
+    ("answer_latency_p95_ms", "p95"),
+]
+
+
+def providers_alone(results: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per provider asked alone (`--each-provider`), formatted for the report."""
+    alone = (results.get("answers") or {}).get("alone") or {}
+    return [
+        {"provider": name, **{col: fmt(col, scores.get(col)) for col, _ in ALONE_COLUMNS}}
+        for name, scores in alone.items()
+    ]
+
+
 def answer_misses(results: dict[str, Any], limit: int = 10) -> dict[str, Any] | None:
     answers = results.get("answers")
     if not answers:
@@ -790,6 +818,8 @@ def render_html(
         figures=figs,
         worst=worst_questions(results),
         answer_misses=answer_misses(results),
+        alone=providers_alone(results),
+        alone_columns=ALONE_COLUMNS,
         replay=(
             [(k, fmt(f"replay.{k}", v)) for k, v in replay.items() if k != "label"]
             if replay

@@ -12,7 +12,7 @@ from evals.client import ServiceClient
 from evals.dataset import load
 from evals.freshness import run_freshness
 from evals.heldout import answerable, refusal_scores
-from evals.relevance import run_answers, run_relevance
+from evals.relevance import run_answers, run_each_provider, run_relevance
 from evals.replay import run_replay
 from evals.report import (
     checks,
@@ -40,6 +40,7 @@ class EvalConfig:
     top_k: int = 10
     limit: int | None = None
     answers: bool = True
+    each_provider: bool = False  # also every provider of the chain alone
     probes: int = 10
     probe_timeout_s: float = 30.0
     slo_s: float = 5.0
@@ -95,6 +96,8 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                 results["answers"].update(refusal_scores(items, results["answers"]["rows"]))
                 if results["answers"].get("note"):
                     results["notes"].append(results["answers"]["note"])
+                if cfg.each_provider:
+                    results["answers"]["alone"] = run_each_provider(client, items, cfg.progress)
             if cfg.judge and results["answers"]:
                 from evals.judge import judged_scores
                 from retrieval.encoders import resolve_model_path

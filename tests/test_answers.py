@@ -187,6 +187,56 @@ def test_answer_endpoint(client):
     ]
 
 
+def test_answer_can_ask_one_provider_of_the_chain_alone(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    """`provider` pins /answer to one chain member, no fallback: how the eval scores each."""
+    server = ScriptedLLM("openai", default=("ok", "Send it SIGTERM [1].")).start()
+    try:
+        chain = [
+            {"kind": "openai", "base_url": server.base_url, "model": "m", "retries": 0},
+            {"kind": "extractive"},
+        ]
+        settings = make_settings(tmp_path, broker, llm_chain=chain)
+        seed(make_indexer(edge_index, dense, sparse))
+        with TestClient(create_app(make_services(settings, edge_index, dense, sparse))) as c:
+            listed = c.get("/providers", headers=A).json()
+            assert [(p["name"], p["kind"], p["model"], p["circuit"]) for p in listed] == [
+                ("openai", "openai", "m", "closed"),
+                ("extractive", "extractive", "extractive", "closed"),
+            ]
+            assert c.get("/providers").status_code == 401
+
+            def ask_api(**extra):
+                r = c.post("/answer", json={"query": QUESTION, **extra}, headers=A)
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            assert ask_api()["provider"] == "openai"
+            calls = len(server.requests)
+            pinned = ask_api(provider="extractive")
+            assert pinned["provider"] == "extractive" and not pinned["cached"]
+            assert [a["provider"] for a in pinned["attempts"]] == ["extractive"]
+            assert len(server.requests) == calls, "the pinned request never reached openai"
+            # Each provider has its own cache entries: a pinned answer is not the chain's.
+            assert ask_api(provider="extractive")["cached"] is True
+            assert ask_api(provider="openai")["provider"] == "openai"
+
+            server.script = [("status", 500)]
+            failed = ask_api(provider="openai", cache=False)
+            assert failed["refused"] and failed["provider"] == "none", "no fallback when pinned"
+            assert [(a["provider"], a["outcome"]) for a in failed["attempts"]] == [
+                ("openai", "error")
+            ]
+
+            bad = c.post("/answer", json={"query": QUESTION, "provider": "gpt"}, headers=A)
+            assert bad.status_code == 422
+            assert bad.json()["detail"][0]["loc"] == ["body", "provider"]
+            assert "no provider named 'gpt'" in bad.text and "openai, extractive" in bad.text
+    finally:
+        server.stop()
+
+
 def test_answer_streams_server_sent_events(client):
     with client.stream("POST", "/answer", json={"query": QUESTION, "stream": True}, headers=A) as r:
         assert r.headers["content-type"].startswith("text/event-stream")

@@ -712,3 +712,66 @@ def test_unanswerable_questions_are_scored_as_refusals_not_ranked(live, tmp_path
         s["answers.false_refusal_rate"] == sum(rows[q]["refused"] for q in ("q1", "q2", "q3")) / 3
     )
     assert s["answers.answer_cites_gold"] == 1.0  # the unanswerable question has no gold to cite
+
+
+def test_each_provider_alone_scores_a_failing_primary_the_chain_hides(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    """The chain's answers all come from the extractive fallback while the primary fails;
+    `--each-provider` asks each alone and shows the primary answering nothing."""
+    from tests.conftest import make_settings
+    from tests.llm_servers import ScriptedLLM
+
+    llm = ScriptedLLM("openai", default=("status", 500)).start()
+    chain = [
+        {"kind": "openai", "name": "primary", "base_url": llm.base_url, "model": "m", "retries": 0},
+        {"kind": "extractive"},
+    ]
+    settings = make_settings(tmp_path, broker, llm_chain=chain)
+    make_indexer(edge_index, dense, sparse).apply(
+        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
+    )
+    server = ServerThread(
+        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
+    ).start()
+    try:
+        unanswerable = EvalItem(
+            id="u1", question="How do I enable the built-in GraphQL endpoint?", answerable=False
+        )
+        dataset = tmp_path / "set.jsonl"
+        save([*ITEMS, unanswerable], dataset)
+        cfg = EvalConfig(
+            url=server.url,
+            api_key="key-a",
+            bootstrap=settings.kafka_bootstrap_servers,
+            topic=settings.topic,
+            dataset=dataset,
+            out_dir=tmp_path / "eval",
+            modes=[],
+            probes=0,
+            thresholds=None,
+            progress=False,
+            each_provider=True,
+        )
+        results, _ = run_eval(cfg)
+    finally:
+        server.stop()
+        llm.stop()
+    answers = results["answers"]
+    assert set(answers["by_provider"]) == {"extractive", "none"}, "the chain hides the primary"
+    alone = answers["alone"]
+    assert list(alone) == ["primary", "extractive"]
+    assert alone["primary"]["answer_cites_gold"] == 0.0
+    assert alone["primary"]["false_refusal_rate"] == 1.0
+    assert alone["primary"]["provider_failures"] == 3  # failed, then its circuit opened
+    assert alone["extractive"]["answer_cites_gold"] == 1.0
+    assert alone["extractive"]["provider_failures"] == 0
+    for name in alone:  # no source names GraphQL: refused before either is asked
+        assert alone[name]["unanswerable_refusal_rate"] == 1.0
+    s = results["summary"]
+    assert s["answers.alone.primary.answer_cites_gold"] == 0.0
+    assert s["answers.alone.extractive.answer_cites_gold"] == 1.0
+    page = (cfg.out_dir / "report.html").read_text()
+    assert "Each answer provider alone" in page and "primary" in page
+    table = terminal_table(results)
+    assert "primary alone: cites gold 0.000" in table

@@ -65,6 +65,16 @@ class DeadlineExceeded(TimeoutError):
         )
 
 
+class UnknownProvider(ValueError):
+    """A request named a provider that is not in the configured chain."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name, self.known = name, known
+        super().__init__(
+            f"no provider named {name!r} in the answer chain; configured: {', '.join(known)}"
+        )
+
+
 class _OutOfTime(ProviderError):
     """A provider's turn ended for lack of time; `failed` says whether it had failed a call."""
 
@@ -144,8 +154,17 @@ class Gateway:
     def signature(self) -> str:
         return ">".join(m.provider.name for m in self.chain)
 
-    def answer(self, request: AnswerInput, deadline: float | None = None) -> GatewayAnswer:
+    @property
+    def names(self) -> list[str]:
+        return [m.provider.name for m in self.chain]
+
+    def answer(
+        self, request: AnswerInput, deadline: float | None = None, only: str | None = None
+    ) -> GatewayAnswer:
         """Asks the chain in order; `deadline` is a `time.monotonic()` instant bounding it all.
+
+        `only` names one provider of the chain to ask alone, with no fallback (evaluations
+        score each provider this way); an unknown name raises `UnknownProvider`.
 
         Raises `DeadlineExceeded` when the deadline cut the chain short (an attempt timed out
         on it, a retry or a provider was given up for lack of time) and nobody served.
@@ -153,7 +172,7 @@ class Gateway:
         started = time.monotonic()
         attempts: list[dict[str, str]] = []
         out_of_time = False
-        for member in self.chain:
+        for member in self.members(only):
             name = member.provider.name
             if deadline is not None and time.monotonic() >= deadline:
                 # Even the local extractive provider: past the deadline the caller has gone.
@@ -196,6 +215,15 @@ class Gateway:
             raise DeadlineExceeded(time.monotonic() - started, attempts)
         SERVED.labels("none").inc()
         return GatewayAnswer(REFUSAL, [], "none", "none", True, attempts)
+
+    def members(self, only: str | None = None) -> list[ChainMember]:
+        """The whole chain, or just the member named `only`."""
+        if only is None:
+            return self.chain
+        picked = [m for m in self.chain if m.provider.name == only]
+        if not picked:
+            raise UnknownProvider(only, self.names)
+        return picked
 
     def _call(
         self, member: ChainMember, request: AnswerInput, deadline: float | None

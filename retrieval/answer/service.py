@@ -108,7 +108,10 @@ class AnswerService:
         prompt: Prompt,
         use_cache: bool = True,
         group: Grouping = "section",
+        provider: str | None = None,
     ) -> dict[str, Any]:
+        """`provider`: ask only this member of the chain, no fallback (`UnknownProvider`)."""
+        chain = ">".join(m.provider.name for m in self.gateway.members(provider))
         timings: dict[str, float] = {}
         cache = self.cache if use_cache else None
         started = clock = time.perf_counter()
@@ -127,7 +130,7 @@ class AnswerService:
             tenant=who.tenant,
             groups=sorted(who.groups),
             prompt=prompt.ref,
-            chain=self.gateway.signature,
+            chain=chain,
             filters=filters,
             mode=mode,
             top_k=top_k,
@@ -164,6 +167,7 @@ class AnswerService:
                 out = self.gateway.answer(
                     AnswerInput(query, [h.payload.get("text", "") for h in hits], system, user),
                     deadline=deadline,
+                    only=provider,
                 )
             except DeadlineExceeded as exc:
                 # Report the whole request's wait against its budget, not only the chain's.
