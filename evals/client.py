@@ -134,9 +134,22 @@ class ServiceClient:
             self.cache_bypass = True
         if r.status_code == 404:
             return None  # a server without /answer
+        client_ms = (time.perf_counter() - started) * 1000
+        if r.status_code == 504:
+            # The answer deadline ran out before any provider served: for the score, a
+            # refusal the provider(s) caused; one slow answer must not end the whole run.
+            return {
+                "answer": "",
+                "citations": [],
+                "provider": "none",
+                "refused": True,
+                "timed_out": True,
+                "attempts": [{"provider": provider or "chain", "outcome": "deadline"}],
+                "client_ms": client_ms,
+            }
         r.raise_for_status()
         out = r.json()
-        out["client_ms"] = (time.perf_counter() - started) * 1000
+        out["client_ms"] = client_ms
         return out
 
     def indexed_version(self, doc_id: str, fresh: bool = False) -> int | None:

@@ -131,6 +131,7 @@ def run_answers(
                 "gold": item.gold_doc_ids,
                 "refused": result["refused"],
                 "cached": bool(result.get("cached")),
+                "timed_out": bool(result.get("timed_out")),
                 "provider": result["provider"],
                 # Providers that did not serve and why (error, circuit_open, invalid_citations…).
                 "skipped": [
@@ -150,6 +151,7 @@ def run_answers(
             for name, group in _by_provider(rows).items()
         },
         "answer_cached_rate": mean([float(r["cached"]) for r in rows]),
+        "answer_timeouts": sum(r["timed_out"] for r in rows),
         "answer_latency_p50_ms": percentile(fresh, 50),
         "answer_latency_p95_ms": percentile(fresh, 95),
         "cache_bypassed": client.cache_bypass is True,

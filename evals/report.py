@@ -273,7 +273,16 @@ def fmt(metric: str, value: Any) -> str:
         return f"{value:.2f} s" if value < 100 else f"{value:,.0f} s"
     if "rate" in name or "share" in name:
         return f"{value:.1%}"
-    if name in ("documents", "chunks", "dead_letters", "backlog", "deleted_returned", "missed"):
+    if name in (
+        "documents",
+        "chunks",
+        "dead_letters",
+        "backlog",
+        "deleted_returned",
+        "missed",
+        "answer_timeouts",
+        "provider_failures",
+    ):
         return f"{value:,.0f}"
     if name.startswith(("docs_", "chunks_", "probes")):
         return f"{value:,.0f}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -245,6 +245,22 @@ class Settings(BaseSettings):
         description="Providers tried in order, e.g. self-hosted first, proprietary as backup, "
         "extractive last. Default: extractive only (offline).",
     )
+
+    @field_validator("llm_chain")
+    @classmethod
+    def _unique_provider_names(cls, chain: list[ProviderSpec]) -> list[ProviderSpec]:
+        """Names label metrics and pick a provider on /answer: two alike would be one."""
+        if not chain:
+            raise ValueError("the answer chain is empty: list at least one provider")
+        names = [spec.name or spec.kind for spec in chain]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"provider names must be unique, {', '.join(twice)} appears more than once: "
+                'give each a "name"'
+            )
+        return chain
+
     breaker_failures: int = Field(3, ge=1, description="Failures that open a provider's circuit.")
     breaker_cooldown_s: float = Field(30.0, ge=0, description="How long an open circuit skips.")
     answer_context_tokens: int = Field(

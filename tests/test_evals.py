@@ -223,6 +223,28 @@ def test_answer_metrics_per_provider_and_citation_precision():
     assert summary["answers.primary.answer_citation_precision"] == 0.75
 
 
+def test_an_answer_past_its_deadline_counts_as_a_refusal_not_a_crash():
+    """A 504 (no provider served before the deadline) is scored, and the run goes on."""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["query"] == "slow?":
+            return httpx.Response(504, json={"detail": "no answer before the deadline"})
+        cites = [{"n": 1, "doc_id": "d", "version": 1, "text": "t"}]
+        return httpx.Response(
+            200,
+            json={"answer": "a [1]", "citations": cites, "provider": "p", "refused": False},
+        )
+
+    from evals.relevance import run_answers
+
+    items = [EvalItem(id=q, question=f"{q}?", gold_doc_ids=["d"]) for q in ("fast", "slow")]
+    out = run_answers(_mock_client(server), items, progress=False, provider="p")
+    rows = {r["id"]: r for r in out["rows"]}
+    assert rows["slow"]["refused"] and rows["slow"]["timed_out"]
+    assert rows["slow"]["skipped"] == ["deadline"] and not rows["fast"]["skipped"]
+    assert out["answer_timeouts"] == 1 and out["answer_cites_gold"] == 0.5
+
+
 def test_answers_bypass_the_cache_or_say_they_could_not():
     bodies: list[dict] = []
     answer = {

@@ -311,3 +311,17 @@ def test_no_deadline_keeps_the_old_behaviour(openai_server, anthropic_server):
     anthropic_server.default = ("status", 500)
     out = gateway(openai(openai_server), anthropic(anthropic_server)).answer(request())
     assert out.refused and out.provider == "none"
+
+
+def test_provider_names_in_the_chain_must_be_unique():
+    """A name picks a provider on /answer and labels metrics: two alike would be one."""
+    from pydantic import ValidationError
+
+    from freshrag.settings import Settings
+
+    with pytest.raises(ValidationError, match="openai appears more than once"):
+        Settings(llm_chain=[{"kind": "openai"}, {"kind": "openai"}])
+    with pytest.raises(ValidationError, match="the answer chain is empty"):
+        Settings(llm_chain=[])
+    named = Settings(llm_chain=[{"kind": "openai", "name": "vllm"}, {"kind": "openai"}])
+    assert [p.name or p.kind for p in named.llm_chain] == ["vllm", "openai"]
