@@ -64,8 +64,11 @@ class Deployment:
         self.workers: dict[str, tuple[IngestWorker, threading.Thread]] = {}
         self.copy: CopyProgress | None = None
         self.copy_error: str | None = None
+        # One stop event per copy, so a late lease thread of a finished copy cannot stop
+        # the next one; `_no_copy` holds new copies back while a drop or close is under way.
         self._copy_stop = threading.Event()
         self._copy_thread: threading.Thread | None = None
+        self._no_copy = False
         self._services: Services | None = None
         self._stacks: dict[str, Services] = {}
         self._lag_cache: dict[str, tuple[float, int | None]] = {}
@@ -141,6 +144,8 @@ class Deployment:
         standby = self.gens.standby
         if not self.copies or standby is None or self.gens.standby_ready:
             return
+        if self._no_copy or self._closing.is_set():
+            return
         if self._copy_thread is not None and self._copy_thread.is_alive():
             return
         if self._copy_failures:  # failed here: retried here or elsewhere, backing off
@@ -184,6 +189,8 @@ class Deployment:
         live = {g.name for g in gens.live()}
         if self.gens.standby is not None and gens.standby != self.gens.standby:
             self._copy_stop.set()  # dropped (or switched) by another process: stop copying it
+        if gens.standby != self.gens.standby or gens.standby_ready:
+            self.copy_error = None  # whatever failed here is another build's, or was redone
         self.gens = gens
         self._serve()
         self._start_workers()
@@ -298,16 +305,17 @@ class Deployment:
                     holder.owner,
                 )
             self.copy_holder = holder
+            self.copy_error = None  # the holder retries it: a failure here is not the state
             return
         self.copy_holder = None
-        self._copy_stop.clear()
+        stop = self._copy_stop = threading.Event()
         self.copy, self.copy_error = CopyProgress(), None
         self._copy_thread = threading.Thread(
-            target=self._run_copy, args=(gen,), name=f"copy-{gen.name}", daemon=True
+            target=self._run_copy, args=(gen, stop), name=f"copy-{gen.name}", daemon=True
         )
         self._copy_thread.start()
 
-    def _renew_lease(self, gen: Generation, done: threading.Event) -> None:
+    def _renew_lease(self, gen: Generation, done: threading.Event, stop: threading.Event) -> None:
         """Renews the copy lease at a third of its length until the copy ends; a process
         that finds it taken stops its copy (the other one goes on)."""
         lease_s = self.settings.generation_copy_lease_s
@@ -325,23 +333,26 @@ class Deployment:
                 holder.owner if holder else "nobody",
             )
             self.copy_holder = holder
-            self._copy_stop.set()
+            stop.set()
             return
 
-    def _run_copy(self, gen: Generation) -> None:
+    def _run_copy(self, gen: Generation, stop: threading.Event) -> None:
         done = threading.Event()
         threading.Thread(
-            target=self._renew_lease, args=(gen, done), name=f"lease-{gen.name}", daemon=True
+            target=self._renew_lease,
+            args=(gen, done, stop),
+            name=f"lease-{gen.name}",
+            daemon=True,
         ).start()
         try:
-            self._copy(gen)
+            self._copy(gen, stop)
         except Exception as exc:  # setting it up failed (the model's child, a closed index)
-            if not self._copy_stop.is_set():
+            if not stop.is_set():
                 self.copy_error = f"{type(exc).__name__}: {exc}"
                 log.exception("copying generation %s failed", gen.name)
         finally:
             done.set()
-        if self.copy_error and not self._copy_stop.is_set():
+        if self.copy_error and not stop.is_set():
             self._copy_failures += 1  # its lease is left to run out: the retry waits
             self._copy_failed_at = time.monotonic()
             return
@@ -351,7 +362,7 @@ class Deployment:
         except Exception:
             log.warning("releasing the copy lease failed (it runs out)", exc_info=True)
 
-    def _copy(self, gen: Generation) -> None:
+    def _copy(self, gen: Generation, stop: threading.Event) -> None:
         core = self.cores[gen.name]
         s = core.settings
         indexer = core.indexer(self.watch.notify)  # its embedder child serves the copy too
@@ -367,7 +378,7 @@ class Deployment:
                 indexer.processor.encode,
                 core.sparse,
                 on_progress=self._progress,
-                stop=self._copy_stop,
+                stop=stop,
             )
             with self._lock:
                 if self.gens.standby != gen:  # dropped meanwhile
@@ -382,7 +393,7 @@ class Deployment:
         except CopyStopped:
             return
         except Exception as exc:  # reported by status(); retried after a back-off
-            if self._copy_stop.is_set():
+            if stop.is_set():
                 return  # stopped: its index may have been closed under it
             self.copy_error = f"{type(exc).__name__}: {exc}"
             log.exception("copying generation %s failed", gen.name)
@@ -448,10 +459,19 @@ class Deployment:
         """Stops and deletes the standby: an unwanted build, or the old one after a switch.
         Its storage goes after `grace_s` (default: two pointer polls), so requests that
         started on it and processes still following it finish first."""
-        self._copy_stop.set()  # outside the lock: a finishing copy takes it
-        copying = self._copy_thread
-        if copying is not None:
-            copying.join(60)
+        with self._lock:  # no pointer poll may start a copy between this stop and the drop
+            self._no_copy = True
+            self._copy_stop.set()
+            copying = self._copy_thread
+        try:
+            if copying is not None:  # outside the lock: a finishing copy takes it
+                copying.join(60)
+            return self._drop_standby(grace_s)
+        finally:
+            with self._lock:
+                self._no_copy = False
+
+    def _drop_standby(self, grace_s: float | None) -> dict[str, Any]:
         with self._lock:
             self._current()
             gens = self.gens.without_standby()
@@ -489,7 +509,7 @@ class Deployment:
         if standby is not None:
             info = describe(standby)
             info["state"] = (
-                "failed" if self.copy_error else "ready" if self.gens.standby_ready else "copying"
+                "ready" if self.gens.standby_ready else "failed" if self.copy_error else "copying"
             )
             if self.copy is not None:
                 info["copy"] = {
@@ -508,8 +528,9 @@ class Deployment:
         return status
 
     def close(self) -> None:
-        self._closing.set()
-        self._copy_stop.set()
+        with self._lock:  # a pointer poll holding the lock finishes before; none starts after
+            self._closing.set()
+            self._copy_stop.set()
         for timer in self._drops:  # the service stops: no request is left to finish
             if timer.is_alive():
                 timer.cancel()

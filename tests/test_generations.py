@@ -192,6 +192,10 @@ def test_a_replica_takes_over_a_copy_whose_holder_died(tmp_path: Path) -> None:
         assert b._copy_thread is None, "A's lease runs: B must not copy"
         b.refresh()  # a poll while A's lease runs changes nothing
         assert b._copy_thread is None
+        # A failure of B's own from before is not the state while A retries the copy.
+        b.copy_error = "RuntimeError: an earlier try here failed"
+        b.refresh()
+        assert b.status()["standby"]["state"] == "copying" and b.copy_error is None
         time.sleep(1.6)
         b.refresh()  # the generations poll after it ran out
         wait_for(lambda: b.gens.standby_ready, timeout=60)
