@@ -195,11 +195,12 @@ class Core:
         """In the background: the index's headings embedded before queries meet them, at
         start and then those of documents indexed since (by this process's worker or
         another), looked for every `interval_s` when the number of documents changed.
-        Ends when the cache is full or the index fails (closed: a retired generation);
-        queries then embed what they meet."""
+        Ends when the cache is full, or after 5 failed passes in a row (a closed index: a
+        retired generation); a failed pass is retried later, waiting twice as long after
+        each. Queries embed what it has not reached."""
 
         def run() -> None:
-            since, count, scanned = "", -1, 0.0
+            since, count, scanned, failures = "", -1, 0.0, 0
             while True:
                 started = time.monotonic()
                 added = 0
@@ -210,9 +211,17 @@ class Core:
                     if now != count or started - scanned > 600:
                         added, since = warm_headings(self.index, self.dense, since=since)
                         count, scanned = now, started
-                except Exception:
-                    log.debug("embedding section headings ahead stopped", exc_info=True)
-                    return
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    if failures >= 5:
+                        log.info("embedding section headings ahead stopped: %s", exc)
+                        return
+                    log.warning(
+                        "embedding section headings ahead failed (%s); retrying", exc, exc_info=True
+                    )
+                    time.sleep(interval_s * 2**failures)
+                    continue
                 if added:
                     log.info(
                         "embedded %d section headings ahead in %.1f s",

@@ -228,8 +228,8 @@ _LEASE_ID = str(uuid.UUID(int=2))
 
 
 class ServerPointer:
-    """Qdrant server: a one-point record in `<base>__generations` (the model of each
-    generation, which an alias cannot carry) and aliases `<base>__serving` and
+    """Qdrant server: a record point in `<base>__generations` (the model of each
+    generation, which an alias cannot carry; a second point holds the copy lease) and aliases `<base>__serving` and
     `<base>__standby` for anything else that reads the collections, flipped together."""
 
     shared = True  # API replicas and workers in other processes

@@ -1,11 +1,14 @@
 """The read path's re-ranking against a real index: what the heading boost may move."""
 
+import threading
+from dataclasses import replace
+
 import numpy as np
 
 from retrieval import grouping
 from retrieval.filters import access_conditions
 from retrieval.index import DocumentState, Fusion
-from retrieval.search import Principal, Ranking, Retriever, warm_headings
+from retrieval.search import DEFAULT_RANKING, Principal, Ranking, Retriever, warm_headings
 from tests.test_index import point
 
 SECTIONS = {
@@ -79,7 +82,8 @@ def test_headings_embedded_ahead_leave_a_query_only_itself_to_encode(edge_index,
     assert (added, newest) == (len(SECTIONS), "2026-01-02")
     assert dense.headings_cached() == len(SECTIONS)
     before = dense.texts_encoded
-    hits = Retriever(edge_index, dense, sparse).retrieve(WHO, "reuse a db connection?", 6)
+    boost = replace(DEFAULT_RANKING, heading_weight=0.3, document_boost=0.1)
+    hits = Retriever(edge_index, dense, sparse, boost).retrieve(WHO, "reuse a db connection?", 6)
     assert hits and dense.texts_encoded - before == 1  # the query; every heading was kept
     dense.heading_cache_size = 2
     assert warm_headings(edge_index, dense)[0] == 0  # full: nothing more
@@ -114,5 +118,15 @@ def test_with_the_boost_off_nothing_is_embedded_ahead(tmp_path, edge_index, spar
     settings = make_settings(tmp_path, ingest_process=False)
     assert settings.heading_weight == 0  # the default
     core = Core(settings, edge_index, dense, sparse)
-    core.services(KeyStore({}))
+    running = set(threading.enumerate())  # an earlier test's warm-up may still sleep
+    services = core.services(KeyStore({}))
     assert not core._warming  # no background pass, no heading cache to fill
+    started = {t.name for t in threading.enumerate() if t not in running}
+    assert "heading-warm-up" not in started
+    edge_index.upsert_chunks(
+        [point(dense, sparse, "acme", "d", "Rotate keys weekly.", section="Keys")]
+    )
+    cached, before = dense.headings_cached(), dense.texts_encoded
+    assert services.retriever.retrieve(WHO, "how often are keys rotated", 5)
+    assert dense.texts_encoded - before == 1, "the query alone: no heading is embedded"
+    assert dense.headings_cached() == cached
