@@ -68,7 +68,7 @@ class Deployment:
         # the next one; `_no_copy` holds new copies back while a drop or close is under way.
         self._copy_stop = threading.Event()
         self._copy_thread: threading.Thread | None = None
-        self._no_copy = False
+        self._no_copy = 0  # drops under way
         self._services: Services | None = None
         self._stacks: dict[str, Services] = {}
         self._lag_cache: dict[str, tuple[float, int | None]] = {}
@@ -460,7 +460,7 @@ class Deployment:
         Its storage goes after `grace_s` (default: two pointer polls), so requests that
         started on it and processes still following it finish first."""
         with self._lock:  # no pointer poll may start a copy between this stop and the drop
-            self._no_copy = True
+            self._no_copy += 1
             self._copy_stop.set()
             copying = self._copy_thread
         try:
@@ -469,7 +469,7 @@ class Deployment:
             return self._drop_standby(grace_s)
         finally:
             with self._lock:
-                self._no_copy = False
+                self._no_copy -= 1
 
     def _drop_standby(self, grace_s: float | None) -> dict[str, Any]:
         with self._lock:
