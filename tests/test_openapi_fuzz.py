@@ -50,6 +50,7 @@ OPERATIONS = [
     ("POST", "/retrieve"),
     ("POST", "/answer"),
     ("GET", "/prompts"),
+    ("GET", "/providers"),
     ("GET", "/documents/{doc_id}"),
     ("GET", "/admin/generations"),
     ("POST", "/admin/generations"),
