@@ -150,9 +150,9 @@ class Gateway:
         self.chain = chain
         self.backoff = backoff
 
-    @property
-    def signature(self) -> str:
-        return ">".join(m.provider.name for m in self.chain)
+    def signature(self, only: str | None = None) -> str:
+        """The chain asked (whole, or the member `only`), for cache scopes."""
+        return ">".join(m.provider.name for m in self.members(only))
 
     @property
     def names(self) -> list[str]:

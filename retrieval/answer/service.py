@@ -111,7 +111,7 @@ class AnswerService:
         provider: str | None = None,
     ) -> dict[str, Any]:
         """`provider`: ask only this member of the chain, no fallback (`UnknownProvider`)."""
-        chain = ">".join(m.provider.name for m in self.gateway.members(provider))
+        chain = self.gateway.signature(provider)  # raises UnknownProvider first
         timings: dict[str, float] = {}
         cache = self.cache if use_cache else None
         started = clock = time.perf_counter()
