@@ -110,29 +110,31 @@ TRENDS = [
 # --- numbers --------------------------------------------------------------------------------
 
 
+def _numbers(prefix: str, scores: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric entries of `scores` (not booleans) as `prefix.key`."""
+    return {
+        f"{prefix}.{k}": v
+        for k, v in scores.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 def summarize(results: dict[str, Any]) -> dict[str, float]:
     """Flat `area.metric` → number: what the table, the trends and the gate read."""
     out: dict[str, float] = {}
     for mode, scores in results.get("relevance", {}).get("modes", {}).items():
-        for k, v in scores.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"{mode}.{k}"] = v
+        out.update(_numbers(mode, scores))
     if "relevance" in results:
         out["relevance.stale_hit_rate"] = results["relevance"]["stale_hit_rate"]
     for area in ("answers", "judge", "freshness", "replay", "index"):
-        for k, v in (results.get(area) or {}).items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"{area}.{k}"] = v
+        out.update(_numbers(area, results.get(area) or {}))
+    answers = results.get("answers") or {}
     # Per provider (the one that answered; `none`: refused before any was asked).
-    for provider, scores in ((results.get("answers") or {}).get("by_provider") or {}).items():
-        for k, v in scores.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"answers.{provider}.{k}"] = v
+    for provider, scores in (answers.get("by_provider") or {}).items():
+        out.update(_numbers(f"answers.{provider}", scores))
     # Each provider asked alone (`freshrag eval --each-provider`).
-    for provider, scores in ((results.get("answers") or {}).get("alone") or {}).items():
-        for k, v in scores.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"answers.alone.{provider}.{k}"] = v
+    for provider, scores in (answers.get("alone") or {}).items():
+        out.update(_numbers(f"answers.alone.{provider}", scores))
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
