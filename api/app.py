@@ -92,6 +92,9 @@ class Services:
     watch: DocumentWatch | None = None
     # Operator details for /readyz from the worker of this process (e.g. lost broker state).
     ingest_status: Callable[[], dict[str, Any]] | None = None
+    # Whether this process's workers are warm (children, model, group): until then the
+    # first edit would wait for them, so /readyz says not ready.
+    ingest_ready: Callable[[], bool] | None = None
     # The generations (index + model) this process serves: api/deployment.py. None in
     # tests that wire one index by hand.
     deployment: Any = None
@@ -173,11 +176,14 @@ def create_app(services: Services) -> FastAPI:
         return Health(status="ok")
 
     def checks() -> dict[str, bool]:
-        return {
+        result = {
             "broker": services.broker_ready(),
             "qdrant": services.index.ping(),
             "model": services.retriever.dense is not None,
         }
+        if services.ingest_ready is not None:
+            result["ingest"] = services.ingest_ready()
+        return result
 
     @app.get(
         "/readyz",

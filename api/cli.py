@@ -52,6 +52,55 @@ def _stop_on_signals(quiet: bool = False) -> threading.Event:
     return stop
 
 
+class _Deadline:
+    """The shutdown's time budget, from the signal on; a watchdog ends the process if
+    the orderly steps overrun it (children and the embedded broker killed, exit 1)."""
+
+    def __init__(self, timeout_s: float, broker=None) -> None:  # noqa: ANN001
+        self.timeout_s = timeout_s
+        self.at = time.monotonic() + timeout_s
+        self._done = threading.Event()
+        self._broker = broker
+        threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True).start()
+
+    def left(self, keep_s: float = 0.0) -> float:
+        """Monotonic time by which a step must end, keeping `keep_s` for the steps after."""
+        return self.at - keep_s
+
+    def done(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        import multiprocessing
+
+        if self._done.wait(self.timeout_s + 1.0):
+            return
+        children = multiprocessing.active_children()
+        log.error(
+            "shutdown took longer than %g s (FRESHRAG_SHUTDOWN_TIMEOUT_S): killing %d child "
+            "process(es) and exiting",
+            self.timeout_s,
+            len(children),
+        )
+        for child in children:
+            child.kill()
+        if self._broker is not None:
+            self._broker.kill()
+        logging.shutdown()
+        os._exit(1)
+
+
+def _wait_until_ready(dep, stop: threading.Event) -> None:  # noqa: ANN001
+    """Block until every worker is warm and in its group (or stopping, or one died)."""
+    started = time.monotonic()
+    log.info("warming the write path (model, parsers, consumer group)…")
+    while not dep.core.workers_ready() and not stop.wait(0.1):
+        if not dep.workers_alive():
+            return
+    if dep.core.workers_ready():
+        log.info("write path ready in %.1f s", time.monotonic() - started)
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
@@ -121,20 +170,27 @@ def up(sample: bool, sample_limit: int | None) -> None:
     server = ServerThread(create_app(dep.services(keys)), settings.host, settings.port).start()
     try:
         log.info("API listening on %s (docs: %s/docs)", server.url, server.url)
-        if sample:
+        _wait_until_ready(dep, stop)
+        if sample and not stop.is_set():
             events, version = _publish_sample(settings, sample_limit or settings.sample_limit)
-        _banner(server.url, key, broker is not None, str(settings.data_dir.resolve()))
-        if sample:
+        if not stop.is_set():
+            _banner(server.url, key, broker is not None, str(settings.data_dir.resolve()))
+        if sample and not stop.is_set():
             _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
             if not dep.workers_alive():
                 log.error("an ingest worker stopped unexpectedly; shutting down")
                 break
     finally:
-        server.stop()
-        dep.close()
+        # Workers first (they finish or interrupt the batch in hand and commit while the
+        # broker is up), the API meanwhile, the embedded broker last.
+        deadline = _Deadline(settings.shutdown_timeout_s, broker)
+        dep.stop_workers()
+        server.stop(timeout_s=min(5.0, settings.shutdown_timeout_s / 4))
+        dep.close(deadline.left(keep_s=2.0))
         if broker:
-            broker.stop()
+            broker.stop(timeout_s=max(0.5, deadline.left() - time.monotonic()))
+        deadline.done()
         log.info("bye")
 
 
@@ -269,9 +325,14 @@ def serve() -> None:
     if settings.qdrant_url:
         dep.follow(settings.generation_poll_s)
     try:
-        uvicorn.run(create_app(dep.services(keys)), host=settings.host, port=settings.port)
+        uvicorn.run(
+            create_app(dep.services(keys)),
+            host=settings.host,
+            port=settings.port,
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s / 2)),
+        )
     finally:
-        dep.close()
+        dep.close(time.monotonic() + settings.shutdown_timeout_s / 2)
 
 
 @cli.command()
@@ -294,12 +355,15 @@ def worker() -> None:
     if settings.qdrant_url:
         dep.follow(settings.generation_poll_s)
     try:
+        _wait_until_ready(dep, stop)
         while not stop.wait(0.5):
             if not dep.workers_alive():
                 log.error("an ingest worker stopped unexpectedly; exiting")
                 sys.exit(1)
     finally:
-        dep.close()
+        deadline = _Deadline(settings.shutdown_timeout_s)
+        dep.close(deadline.left())
+        deadline.done()
 
 
 @cli.command()

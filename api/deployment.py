@@ -223,11 +223,25 @@ class Deployment:
     def workers_alive(self) -> bool:
         return all(t.is_alive() for _, t in list(self.workers.values()))
 
-    def _stop_worker(self, name: str) -> None:
+    def _stop_worker(self, name: str, deadline: float | None = None) -> bool:
+        """Stop one worker and wait for it until `deadline` (monotonic; default: the
+        shutdown timeout from now). False if it is still running then."""
         entry = self.workers.pop(name, None)
-        if entry is not None:
-            entry[0].stop()
-            entry[1].join(30)
+        if entry is None:
+            return True
+        entry[0].stop()
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        entry[1].join(max(0.0, deadline - time.monotonic()))
+        if entry[1].is_alive():
+            log.error("the %s worker did not stop within the shutdown timeout", name)
+            return False
+        return True
+
+    def stop_workers(self) -> None:
+        """Ask every worker to stop now (they finish or interrupt their batch meanwhile)."""
+        for worker, _ in list(self.workers.values()):
+            worker.stop()
 
     # --- serving -------------------------------------------------------------------------
 
@@ -263,6 +277,7 @@ class Deployment:
         target.answers = fresh.answers
         target.index = fresh.index
         target.ingest_status = fresh.ingest_status
+        target.ingest_ready = fresh.ingest_ready
         self._stacks = {name: target}
         if self.gens.standby is not None:  # the one that served: still queryable as standby
             self._stacks[self.gens.standby.name] = old
@@ -527,17 +542,23 @@ class Deployment:
             status["standby"] = info
         return status
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
+        """Stop workers and copies, then close the indexes, by `deadline` (monotonic;
+        default: `shutdown_timeout_s` from now). An index a worker still writes to is
+        left open: the process is exiting, and closing it under a writer is worse."""
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.shutdown_timeout_s
         with self._lock:  # a pointer poll holding the lock finishes before; none starts after
             self._closing.set()
             self._copy_stop.set()
+        self.stop_workers()
         for timer in self._drops:  # the service stops: no request is left to finish
             if timer.is_alive():
                 timer.cancel()
                 timer.function()
         if self._copy_thread is not None:
-            self._copy_thread.join(60)
-        for name in list(self.workers):
-            self._stop_worker(name)
-        for core in self.cores.values():
-            core.index.close()
+            self._copy_thread.join(max(0.0, deadline - time.monotonic()))
+        busy = {name for name in list(self.workers) if not self._stop_worker(name, deadline)}
+        for name, core in self.cores.items():
+            if name not in busy:
+                core.index.close()

@@ -98,14 +98,20 @@ class EmbeddedBroker:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(10)
+                self._proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         self._proc = None
+
+    def kill(self) -> None:
+        """At once (a shutdown past its deadline); safe from any thread."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
 
 @dataclass
@@ -167,6 +173,14 @@ class Core:
         worker = IngestWorker(self.settings, indexer, **kwargs)
         self.workers.append(worker)
         return worker
+
+    def write_busy(self) -> bool:
+        """Whether this process's write path is using the CPU (its children are working)."""
+        return any(w.indexer.processor.busy() for w in self.workers)
+
+    def workers_ready(self) -> bool:
+        """Every worker warmed up (children and model loaded) and in its group."""
+        return all(w.ready.is_set() for w in self.workers)
 
     def ingest_status(self) -> dict:
         """Consumer lag per partition, last indexed time, and a broker that lost its offsets."""
@@ -240,7 +254,10 @@ class Core:
 
     def services(self, keys: KeyStore) -> Services:
         s = self.settings
-        self.dense.limit_threads(s.query_threads)  # this process now serves queries
+        # This process now serves queries: one torch thread per batch, batches on as many
+        # cores as the write path leaves free.
+        self.dense.limit_threads(1)
+        self.dense.serve_queries(s.query_threads, lambda: not self.write_busy())
         retriever = self.retriever()
         if s.heading_weight > 0 and not self._warming:
             self._warming = True  # one pass loop per core, however many service stacks
@@ -275,14 +292,18 @@ class Core:
             PromptRegistry.load(),
             watch=self.watch,
             ingest_status=self.ingest_status,
+            ingest_ready=self.workers_ready if self.workers else None,
         )
 
 
 class ServerThread:
     """uvicorn in a background thread, stoppable, for the embedded mode and tests."""
 
-    def __init__(self, app, host: str, port: int) -> None:  # noqa: ANN001
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    def __init__(self, app, host: str, port: int, graceful_s: float = 5.0) -> None:  # noqa: ANN001
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_s
+        )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.url = f"http://{host}:{port}"
 
@@ -295,6 +316,6 @@ class ServerThread:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        self.thread.join(timeout_s)

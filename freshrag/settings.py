@@ -187,14 +187,25 @@ class Settings(BaseSettings):
         "the API never wait behind a batch (off: in the worker's thread).",
     )
     ingest_nice: int = Field(
-        10, ge=0, le=19, description="Niceness of the ingest child process (CPU priority)."
+        5,
+        ge=0,
+        le=19,
+        description="Niceness of the ingest child processes. Queries keep priority, and the "
+        "write path keeps a guaranteed CPU share under any load (at 5, about a quarter of a "
+        "core beside each busy neighbour), so edits stay searchable in bounded time.",
     )
     ingest_idle: bool = Field(
-        True,
+        False,
         description="Run the ingest children under SCHED_IDLE (Linux): they get a core only "
-        "when queries leave one free, so reads keep their idle latency under writes. The "
-        "price: while queries saturate every core, indexing slows to a crawl (watch the "
-        "backlog in /readyz); false falls back to niceness alone.",
+        "when nothing else wants one. Beside a busy neighbour or saturating queries indexing "
+        "then stops altogether; off by default, niceness alone keeps a floor.",
+    )
+    long_document_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="A live event larger than this (a long document) is applied in the bulk "
+        "lane with the backfill: parsed in its own child process, embedded in slices that "
+        "yield to live edits, so it never holds small edits behind it.",
     )
     embed_threads: int = Field(
         0,
@@ -202,11 +213,18 @@ class Settings(BaseSettings):
         description="Torch threads of the ingest embedder child (0: one per core).",
     )
     query_threads: int = Field(
-        1,
+        0,
         ge=0,
-        description="Torch threads of the API process's query encoder (0: one per core). "
-        "One thread per batch is as fast for short queries and never waits at an OpenMP "
-        "barrier for a core the write path holds; that wait tripled p99 under writes.",
+        description="Query-encoder threads of the API process, each running one batch on "
+        "one torch thread (0: one per core). All of them serve while the write path is "
+        "idle; while it works, one does, so edits keep their share of the CPU.",
+    )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="SIGTERM/SIGINT to exit, under any load. The worker has half of it to "
+        "finish or interrupt the batch in hand (what is written is committed, the rest "
+        "stays uncommitted); then its child processes are killed, and the log says so.",
     )
 
     # --- API --------------------------------------------------------------------------

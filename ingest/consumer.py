@@ -7,17 +7,22 @@ dead letters → commit, per partition, up to the last record whose document is 
 Offsets are committed only after the index confirmed every write and the broker every
 dead letter (at-least-once; writes are idempotent, so redelivery changes nothing).
 
-Two lanes: the live topic, and a backfill topic for bulk loads. Backfill events are
-taken `backfill_batch` at a time, round-robin over partitions, and a batch in progress
-stops after the document in hand when a live event arrives, so a bulk load never delays
-a live edit by more than one document.
+Two lanes: live and bulk. The live lane is the live topic's small events; the bulk lane
+is the backfill topic plus live events over `long_document_bytes` (a 100-page manual
+published among one-line edits). Bulk events are taken `backfill_batch` at a time,
+round-robin over partitions, only when no live event waits; a bulk batch parses in its
+own child process and embeds in slices, and stops between slices (or while its parse
+runs) when a live event arrives, so it never holds a live edit for more than one slice.
+Offsets never pass an event still waiting in the bulk lane.
 
 Failures are told apart. An index or broker outage retries the whole batch with backoff
 for as long as it lasts, committing nothing. Any other error is treated as a possibly
 poisoned batch: after `document_retries` more tries the events are applied one by one,
 and the one that keeps failing while the index is healthy is dead-lettered, so a single
 bad event can never stall its partition. `stop()` (SIGTERM) lets the batch in hand
-finish, then the loop exits and leaves the group.
+finish or stops it between documents (what is written is committed, the rest is left
+uncommitted), and after `shutdown_timeout_s / 2` kills the child processes of a call that
+would not end; then the loop exits and leaves the group.
 """
 
 from __future__ import annotations
@@ -198,6 +203,9 @@ class IngestWorker:
         self.indexer = indexer
         self.on_batch = on_batch
         self._stop = threading.Event()
+        self._kill_at: float | None = None  # when stopping: children killed after this
+        self._closed = threading.Event()
+        self.ready = threading.Event()  # warmed up and in the group: the first edit is quick
         self._live_waiting = threading.Event()  # a live event arrived during a backfill batch
         self._stash: list = []  # those live records, applied next
         self._backlog: list = []  # backfill records polled, not yet applied (in offset order)
@@ -236,7 +244,28 @@ class IngestWorker:
     # --- control -----------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Finish or interrupt the batch in hand; its child processes are killed if their
+        call has not ended within half of `shutdown_timeout_s`."""
+        if self._kill_at is None:
+            grace = self.settings.shutdown_timeout_s / 2
+            self._kill_at = time.monotonic() + grace
+            timer = threading.Timer(grace, self._kill_children)
+            timer.daemon = True
+            timer.start()
         self._stop.set()
+
+    def _kill_children(self) -> None:
+        """The batch in hand (or the warm-up) outlived its grace: kill what it waits on;
+        it then fails with `Stopped` and stays uncommitted."""
+        if self._closed.is_set():
+            return
+        killed = self.indexer.processor.close(0)
+        if killed:
+            log.warning(
+                "stopping: the work in hand did not end within the shutdown timeout; killed "
+                "%d ingest child process(es), the batch in hand stays uncommitted",
+                killed,
+            )
 
     @property
     def stopping(self) -> bool:
@@ -247,10 +276,28 @@ class IngestWorker:
         try:
             self.check_broker_state()
             self.indexer.warm_up()
+            self._join_group()
+            self.ready.set()
             while not self._stop.is_set():
                 self.run_once()
+        except Exception as exc:
+            if not self._stop.is_set():
+                raise
+            log.info("worker stopped mid-way (%s); nothing uncommitted is lost", exc)
         finally:
             self.close()
+
+    def _join_group(self) -> None:
+        """Poll until the group assigns partitions, so a first event is not held by the
+        join (a rebalance can take seconds); records polled meanwhile are rewound."""
+        deadline = time.monotonic() + self.settings.kafka_max_poll_interval_ms / 1000
+        while not self.consumer.assignment() and not self._stop.is_set():
+            polled = self.consumer.poll(timeout_ms=100, max_records=1)
+            for tp, batch in polled.items():
+                self.consumer.seek(tp, batch[0].offset)
+            if time.monotonic() > deadline:
+                log.warning("no partitions assigned yet; going on (another member has them?)")
+                return
 
     def close(self) -> None:
         try:
@@ -259,7 +306,10 @@ class IngestWorker:
         finally:
             close_consumer(self.consumer)
             self._pool.shutdown(wait=True)
-            self.indexer.processor.close()
+            killed = self.indexer.processor.close(self._time_left())
+            self._closed.set()
+            if killed:
+                log.warning("killed %d ingest child process(es) at the shutdown timeout", killed)
             for key in self.lag:  # a dropped generation's group must not report a stale lag
                 topic, partition = key.rsplit(":", 1)
                 with contextlib.suppress(KeyError):
@@ -321,8 +371,8 @@ class IngestWorker:
                     self.consumer.resume(*bulk_tps)
             records = [r for batch in polled.values() for r in batch]
         self._observe_lag()
-        live = [r for r in records if r.topic != self.settings.backfill_topic]
-        self._backlog.extend(r for r in records if r.topic == self.settings.backfill_topic)
+        live = [r for r in records if not self._bulk(r)]
+        self._backlog.extend(r for r in records if self._bulk(r))
         if live:
             batch = live
         elif self._backlog:
@@ -353,14 +403,21 @@ class IngestWorker:
             self.on_batch(result.outcomes)
         return len(batch) - len(result.unprocessed)
 
+    def _bulk(self, record) -> bool:  # noqa: ANN001
+        """A backfill event, or a live one long enough to hold small edits behind it."""
+        return record.topic == self.settings.backfill_topic or (
+            len(record.value or b"") > self.settings.long_document_bytes
+        )
+
     def _commit(self, batch: list, unprocessed: list) -> None:
-        """Per partition: up to the first record not applied, else past the last one."""
-        left = first_offsets(unprocessed)
+        """Per partition: up to the first record not applied, else past the last one;
+        never past a record still waiting in the bulk lane (a long live document)."""
+        left = first_offsets(unprocessed + self._backlog)
         offsets: dict[TopicPartition, int] = {}
         for r in batch:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        offsets.update({tp: o for tp, o in left.items() if tp in offsets})
+        offsets.update({tp: min(o, offsets[tp]) for tp, o in left.items() if tp in offsets})
         offsets = {tp: o for tp, o in offsets.items() if o > self.committed.get(tp, -1)}
         if not offsets:
             return
@@ -435,7 +492,7 @@ class IngestWorker:
 
     # --- applying, with outages told apart from poison --------------------------------
 
-    def _apply_until_done(self, records: list, interruptible: bool = False) -> BatchResult | None:
+    def _apply_until_done(self, records: list, bulk: bool = False) -> BatchResult | None:
         """The batch's result, or None when stopping before it could be applied."""
         decoded: list[tuple[DocumentEvent, object]] = []
         malformed: list[tuple[object, str, str]] = []
@@ -454,7 +511,7 @@ class IngestWorker:
                 if failures > self.settings.document_retries:
                     result = self._apply_one_by_one(winners, malformed)
                 else:
-                    result = self._apply_batch(winners, malformed, decoded, interruptible)
+                    result = self._apply_batch(winners, malformed, decoded, bulk)
                 if tries > 1:  # what an earlier try of this batch wrote counts as indexed
                     for o in result.outcomes:
                         if o.status == "stale" and o.same_version:
@@ -482,12 +539,16 @@ class IngestWorker:
         winners: list[tuple[DocumentEvent, object]],
         malformed: list[tuple[object, str, str]],
         decoded: list[tuple[DocumentEvent, object]],
-        interruptible: bool = False,
+        bulk: bool = False,
     ) -> BatchResult:
         source = {id(event): record for event, record in winners}
         outcomes: list[Outcome] = []
-        interrupted = self._live_waiting.is_set if interruptible else None
-        for outcome in self.indexer.apply_iter([event for event, _ in winners], interrupted):
+
+        def interrupted() -> bool:
+            return self._stop.is_set() or (bulk and self._live_waiting.is_set())
+
+        events = [event for event, _ in winners]
+        for outcome in self.indexer.apply_iter(events, interrupted, bulk=bulk):
             outcomes.append(outcome)
         dead = malformed + [
             (source[id(o.event)], o.reason or "failed", "parse")
@@ -499,7 +560,9 @@ class IngestWorker:
         unprocessed = [r for e, r in decoded if (e.tenant, e.doc_id) not in done]
         if unprocessed:
             log.info(
-                "backfill batch yields to live events after %d of %d documents",
+                "%s batch %s after %d of %d documents",
+                "bulk" if bulk else "live",
+                "stops (shutting down)" if self._stop.is_set() else "yields to live events",
                 len(done),
                 len(winners),
             )
@@ -591,6 +654,12 @@ class IngestWorker:
             return self.producer.send(
                 self.settings.dlq_topic, value=dead_letter(record, reason, stage, True), **kwargs
             )
+
+    def _time_left(self) -> float | None:
+        """Seconds until this worker's children must be gone (None: not stopping)."""
+        if self._kill_at is None:
+            return None
+        return max(0.0, self._kill_at - time.monotonic())
 
     @staticmethod
     def _log_retry(state) -> None:  # noqa: ANN001

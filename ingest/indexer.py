@@ -110,7 +110,11 @@ class Indexer:
         return list(self.apply_iter(events))
 
     def apply_iter(
-        self, events: list[DocumentEvent], interrupted: Callable[[], bool] | None = None
+        self,
+        events: list[DocumentEvent],
+        interrupted: Callable[[], bool] | None = None,
+        *,
+        bulk: bool = False,
     ) -> Iterator[Outcome]:
         """Apply events one document at a time, yielding each outcome once it is written.
 
@@ -120,15 +124,17 @@ class Indexer:
         chunk and embed and only refreshes version and payload. Parsing runs ahead in the
         processor while the current document is embedded and written, so each document
         is searchable as soon as its own write is done. When `interrupted()` turns true
-        (a live event arrived), the iterator stops before the next parse or between
-        two embedding slices of `yield_group_chunks`; documents not yet written are left
-        unapplied (their events stay uncommitted and come back).
+        (a live event arrived, or the worker is stopping), the iterator stops before the
+        next document; documents not yet written are left unapplied (their events stay
+        uncommitted and come back). A `bulk` batch (a backfill, a long document) also
+        stops while it waits for a parse and between two embedding slices of
+        `yield_group_chunks`, and parses in the processor's bulk lane: it never holds a
+        live edit for longer than one slice.
         """
         group_chunks = self.embed_group_chunks
-        yielding = interrupted is not None
         if interrupted is None:
             interrupted = lambda: False  # noqa: E731
-        else:
+        if bulk:
             group_chunks = min(group_chunks, self.yield_group_chunks)
         states = self.index.get_documents([(e.tenant, e.doc_id) for e in events])
         to_parse: list[tuple[DocumentEvent, str | bytes, str]] = []
@@ -158,13 +164,16 @@ class Indexer:
         stored = self.index.chunks_of_many([(e.tenant, e.doc_id) for e, _, _ in to_parse])
         # Pages parsed by a try that gave up are not parsed again.
         parsed = {d: self._parsed.pop(d) for _, _, d in to_parse if d in self._parsed}
+        unparsed = [(e, body, d) for e, body, d in to_parse if d not in parsed]
         results = self.processor.prepare_many(
-            [(body, e.mime) for e, body, d in to_parse if d not in parsed]
+            [(body, e.mime) for e, body, _ in unparsed],
+            bulk=bulk,
+            keys=[d for _, _, d in unparsed],
         )
-        # A batch that yields embeds big pages in slices and gives up on a page when a
-        # live event arrives mid-page; its slices wait in `_recent` for the next try, so
+        # A bulk batch embeds big pages in slices and gives up on a page when a live
+        # event arrives mid-page; its slices wait in `_recent` for the next try, so
         # every try moves the page on by at least one slice.
-        slice_chunks = group_chunks if yielding else None
+        slice_chunks = group_chunks if bulk else None
         try:
             # Micro-batches: the next documents' new chunks are embedded in one call, up
             # to `group_chunks` (many small edits share one model call; a big page goes
@@ -173,6 +182,8 @@ class Indexer:
             for n, (event, _, digest) in enumerate(to_parse):
                 if n and interrupted():  # before waiting on the next parse (the first
                     return  # page always goes ahead: a backfill progresses under any stream)
+                if digest not in parsed and bulk and not results.wait_ready(interrupted):
+                    return  # the bulk parser keeps the running parse for the next try
                 doc = parsed[digest] if digest in parsed else next(results)
                 if isinstance(doc, UnsupportedDocument):
                     yield Outcome(event, "failed", str(doc))

@@ -1,24 +1,30 @@
 """The write path's CPU work, parse → chunk and embed, in lanes of its own.
 
-`ChildProcessor` (the default in the service) runs it in two spawned child processes at
-a lower CPU priority: one parses and chunks, one embeds with its own copy of the model.
-So the next documents are parsed while this one is embedded (each gets a core), the
-API's query encoder never shares a lock with a batch encode, the worker's thread never
-holds the GIL for parsing, and a document that hangs or crashes its parser is killed
-after `parse_timeout_s` and dead-lettered instead of wedging its partition.
-`InlineProcessor` does the same work in the calling thread (tests, tools, or
-`FRESHRAG_INGEST_PROCESS=false`).
+`ChildProcessor` (the default in the service) runs it in spawned child processes at a
+lower CPU priority (a niceness, so it keeps a guaranteed share beside busy neighbours):
+a live parser, a bulk parser (backfills and long documents) and an embedder with its own
+copy of the model. So the next documents are parsed while this one is embedded, a
+one-line edit never waits for a long document's parse, the API's query encoder never
+shares a lock with a batch encode, the worker's thread never holds the GIL for parsing,
+and a document that hangs or crashes its parser is killed after `parse_timeout_s` and
+dead-lettered instead of wedging its partition. `InlineProcessor` does the same work in
+the calling thread (tests, tools, or `FRESHRAG_INGEST_PROCESS=false`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +50,10 @@ def fingerprint(chunker: Chunker, max_chunks: int) -> str:
 Parsed = PreparedDocument | UnsupportedDocument
 
 
+class Stopped(RuntimeError):
+    """The processor was closed (shutting down): the batch in hand stays uncommitted."""
+
+
 class Parses(Iterator[Parsed]):
     """Parsed documents in input order, as a processor produces them.
 
@@ -61,6 +71,10 @@ class Parses(Iterator[Parsed]):
     def next_ready(self) -> bool:
         return True
 
+    def wait_ready(self, interrupted: Callable[[], bool]) -> bool:
+        """Wait for the next result; False if `interrupted()` turned true first."""
+        return True
+
     def close(self) -> None:
         close = getattr(self._results, "close", None)
         if close is not None:
@@ -76,13 +90,26 @@ class Processor(Protocol):
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument: ...
 
-    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
-        """Results in order; parsing may run ahead of the caller. Close it to stop early."""
+    def prepare_many(
+        self,
+        items: list[tuple[str | bytes, str]],
+        *,
+        bulk: bool = False,
+        keys: list[str] | None = None,
+    ) -> Parses:
+        """Results in order; parsing may run ahead of the caller. Close it to stop early.
+        `bulk` work (backfills, long documents) runs apart from live edits."""
         ...
 
     def encode(self, texts: list[str]) -> list[list[float]]: ...
 
-    def close(self) -> None: ...
+    def busy(self) -> bool:
+        """Whether the write path is using the CPU now (the query side then holds back)."""
+        ...
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Stop; work in hand may take `timeout_s`, then it is killed. Returns kills."""
+        ...
 
 
 def prepare_document(
@@ -116,7 +143,13 @@ class InlineProcessor:
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
         return prepare_document(body, mime, self.chunker, self.max_chunks)
 
-    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
+    def prepare_many(
+        self,
+        items: list[tuple[str | bytes, str]],
+        *,
+        bulk: bool = False,
+        keys: list[str] | None = None,
+    ) -> Parses:
         return Parses(self._prepare_each(items))
 
     def _prepare_each(self, items: list[tuple[str | bytes, str]]) -> Iterator[Parsed]:
@@ -129,20 +162,33 @@ class InlineProcessor:
     def encode(self, texts: list[str]) -> list[list[float]]:
         return self.dense.encode(texts)
 
-    def close(self) -> None:
-        pass
+    def busy(self) -> bool:
+        return False  # in-line work shares the query encoder's own lock
+
+    def close(self, timeout_s: float | None = None) -> int:
+        return 0
 
 
 # --- the child processes ----------------------------------------------------------------
 
 _child: dict[str, object] = {}
 
+# Tiny documents each parser child parses once at start: the first real document then
+# finds docutils, markdown-it and the chunker's tokenizer loaded (seconds on a busy core).
+_WARM_DOCUMENTS = (
+    ("Warm up\n=======\n\nA paragraph.\n", "text/x-rst"),
+    ("# Warm up\n\nA paragraph.\n", "text/markdown"),
+)
+
 
 def lower_priority(nice: int, idle: bool = False) -> None:
-    """Give the calling thread (and the threads it starts later) away to the API's work.
+    """Give the calling thread (and the threads it starts later) a smaller CPU share.
 
-    On Linux niceness and scheduling class are per thread: call this before a child
-    starts its worker threads (torch's OpenMP pool), so they inherit it.
+    A niceness keeps a guaranteed share under any load (CFS weights: nice 5 gets about
+    a quarter of a core beside one busy nice-0 thread); SCHED_IDLE (`idle`) gets a core
+    only when nothing else wants one, so a busy neighbour stops the write path for good.
+    On Linux both are per thread: call this before a child starts its worker threads
+    (torch's OpenMP pool), so they inherit it.
     """
     if nice:
         os.nice(nice)
@@ -150,9 +196,16 @@ def lower_priority(nice: int, idle: bool = False) -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides when a child stops
+    # (after the batch in hand, or killed at the shutdown deadline), not the terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _parse_init(
     chunker: tuple[int, int, bool, str], max_chunks: int, nice: int, idle: bool
 ) -> None:
+    _ignore_interrupts()
     lower_priority(nice, idle)
     size, overlap, headers, model = chunker
     _child["chunker"] = Chunker(size, overlap, headers=headers, model=model)
@@ -160,6 +213,7 @@ def _parse_init(
 
 
 def _embed_init(model: str, batch_size: int, nice: int, idle: bool, threads: int) -> None:
+    _ignore_interrupts()
     # Torch's OpenMP threads must not spin while they wait: at a low priority, a spinning
     # thread that loses its core stalls the other one and burns the API's CPU meanwhile.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -169,7 +223,16 @@ def _embed_init(model: str, batch_size: int, nice: int, idle: bool, threads: int
     _child["dense"] = DenseEncoder(model, batch_size)
 
 
-def _child_ping() -> int:
+def _child_warm_parse() -> int:
+    for body, mime in _WARM_DOCUMENTS:
+        # A parser missing here fails its own documents, not the start.
+        with contextlib.suppress(UnsupportedDocument):
+            _child_prepare(body, mime)
+    return os.getpid()
+
+
+def _child_warm_encode() -> int:
+    _child["dense"].encode(["warm up the model"])  # type: ignore[union-attr]
     return os.getpid()
 
 
@@ -181,17 +244,52 @@ def _child_encode(texts: list[str]) -> list[list[float]]:
     return _child["dense"].encode(texts)  # type: ignore[union-attr]
 
 
+class _Activity:
+    """Calls in flight in the children, and when the last one ended: the query side
+    spreads over every core only while the write path has been quiet for `quiet_s`."""
+
+    def __init__(self, quiet_s: float = 0.25) -> None:
+        self.quiet_s = quiet_s
+        self._lock = threading.Lock()
+        self._running = 0
+        self._ended = 0.0
+
+    def started(self, future: Future) -> None:
+        with self._lock:
+            self._running += 1
+        future.add_done_callback(self._done)
+
+    def _done(self, _future: Future) -> None:
+        with self._lock:
+            self._running -= 1
+            self._ended = time.monotonic()
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running > 0 or time.monotonic() - self._ended < self.quiet_s
+
+
 class _Lane:
     """One single-process pool that can be killed and respawned (a hung call can't be cancelled)."""
 
-    def __init__(self, name: str, initializer, initargs: tuple) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        name: str,
+        initializer,
+        initargs: tuple,
+        activity: _Activity | None = None,  # noqa: ANN001
+    ) -> None:
         self.name, self._init, self._args = name, initializer, initargs
+        self._activity = activity
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self.restarts = 0
+        self.closed = False
 
     def submit(self, fn, *args) -> Future:  # noqa: ANN001
         with self._lock:
+            if self.closed:
+                raise Stopped(f"the ingest {self.name} process was stopped")
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1,
@@ -199,7 +297,10 @@ class _Lane:
                     initializer=self._init,
                     initargs=self._args,
                 )
-            return self._pool.submit(fn, *args)
+            future = self._pool.submit(fn, *args)
+        if self._activity is not None:
+            self._activity.started(future)
+        return future
 
     def restart(self, why: str) -> None:
         log.warning("restarting the ingest %s process: %s", self.name, why)
@@ -212,37 +313,93 @@ class _Lane:
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> int:
+        """Let the call in hand end, for up to `timeout_s` (None: however long it takes);
+        then kill the child. Returns how many children had to be killed."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+            self.closed = True
+        if pool is None:
+            return 0
+        if timeout_s is None:
             pool.shutdown(wait=True, cancel_futures=True)
+            return 0
+        procs = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout_s
+        killed = 0
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.warning(
+                    "the ingest %s process (pid %s) did not stop within the shutdown "
+                    "timeout: killed",
+                    self.name,
+                    proc.pid,
+                )
+                proc.kill()
+                proc.join(5)
+                killed += 1
+        return killed
 
 
 class _ChildParses(Parses):
-    """The parser child's results in order, up to `parse_ahead` documents queued ahead."""
+    """A parser child's results in order, up to `parse_ahead` documents queued ahead.
 
-    def __init__(self, owner: ChildProcessor, items: list[tuple[str | bytes, str]]) -> None:
-        self._owner, self._items = owner, items
+    With `memo` (the bulk lane), a parse still running when the caller gives up (a live
+    event arrived) is kept under its key and picked up by the next try, so a long
+    document's parse is never thrown away nor run twice.
+    """
+
+    def __init__(
+        self,
+        owner: ChildProcessor,
+        lane: _Lane,
+        items: list[tuple[str | bytes, str]],
+        keys: list[str] | None = None,
+        memo: OrderedDict[str, Future] | None = None,
+    ) -> None:
+        self._owner, self._lane, self._items = owner, lane, items
+        self._keys = keys
+        self._memo = memo
         self._pending: list[Future] = []
         self._next_submit = 0
         self._next_yield = 0
 
     def _fill(self) -> None:
-        lane, items = self._owner._parse, self._items
+        items = self._items
         while self._next_submit < len(items) and len(self._pending) < self._owner.parse_ahead:
-            self._pending.append(lane.submit(_child_prepare, *items[self._next_submit]))
+            key = self._keys[self._next_submit] if self._keys else None
+            future = self._memo.get(key) if self._memo is not None and key else None
+            if future is None or future.cancelled():
+                future = self._lane.submit(_child_prepare, *items[self._next_submit])
+                if self._memo is not None and key:
+                    self._memo[key] = future
+                    while len(self._memo) > 32:
+                        self._memo.popitem(last=False)
+            self._pending.append(future)
             self._next_submit += 1
 
     def next_ready(self) -> bool:
         self._fill()
         return not self._pending or self._pending[0].done()
 
+    def wait_ready(self, interrupted: Callable[[], bool], step_s: float = 0.02) -> bool:
+        """Wait for the next result unless `interrupted()` turns true first (then False)."""
+        self._fill()
+        while self._pending and not self._pending[0].done():
+            if interrupted():
+                return False
+            futures_wait([self._pending[0]], timeout=step_s)
+        return True
+
     def __next__(self) -> Parsed:
         if self._next_yield >= len(self._items):
             raise StopIteration
         self._fill()
         future = self._pending.pop(0)
+        if self._memo is not None and self._keys:
+            self._memo.pop(self._keys[self._next_yield], None)
         mime = self._items[self._next_yield][1]
         self._next_yield += 1
         timeout = self._owner.parse_timeout_s
@@ -252,24 +409,39 @@ class _ChildParses(Parses):
             return exc
         except FutureTimeout:
             why = f"parsing took longer than {timeout:g}s (FRESHRAG_PARSE_TIMEOUT_S)"
-            self._owner._parse.restart(f"a {mime} document: {why}")
+            self._lane.restart(f"a {mime} document: {why}")
         except BrokenProcessPool:
+            if self._lane.closed:  # killed at shutdown: not this document's fault
+                raise Stopped(f"the ingest {self._lane.name} process was stopped") from None
             why = "the parser process died on this document (out of memory?)"
-            self._owner._parse.restart(why)
+            self._lane.restart(why)
         # The queue died with the child: resubmit what was waiting behind this one.
+        if self._memo is not None:
+            self._memo.clear()
         self._next_submit -= len(self._pending)
         self._pending.clear()
         return UnsupportedDocument(why)
 
     def close(self) -> None:
         for f in self._pending:
-            f.cancel()
+            # The bulk lane keeps a running parse for the next try; the rest is dropped.
+            if self._memo is None or not f.running():
+                f.cancel()
+        if self._memo is not None:
+            for key in [k for k, f in self._memo.items() if f.cancelled()]:
+                del self._memo[key]
         self._pending.clear()
         self._next_yield = self._next_submit = len(self._items)
 
 
 class ChildProcessor:
-    """Parse + chunk in one low-priority child process, embed in another; both respawn."""
+    """Parse + chunk in child processes, embed in another, each at a lower CPU priority.
+
+    Two parser children: `live` for small live edits, `bulk` for backfills and long
+    documents, so a one-line edit never queues behind a 100-page manual's parse. One
+    embedder child, whose calls a bulk batch keeps short (slices), so a live edit waits
+    for at most one slice. Every child respawns after a crash or a timeout.
+    """
 
     def __init__(
         self,
@@ -281,7 +453,7 @@ class ChildProcessor:
         headers: bool = True,
         max_chunks: int = 5000,
         parse_timeout_s: float = 120.0,
-        nice: int = 10,
+        nice: int = 5,
         idle: bool = False,
         embed_threads: int = 0,
         parse_ahead: int = 8,
@@ -292,20 +464,34 @@ class ChildProcessor:
         self.parse_timeout_s = parse_timeout_s
         self.parse_ahead = parse_ahead
         self.texts_encoded = 0
-        self._parse = _Lane(
-            "parser",
-            _parse_init,
-            ((chunk_size, chunk_overlap, headers, model), max_chunks, nice, idle),
+        self.activity = _Activity()
+        parse_args = ((chunk_size, chunk_overlap, headers, model), max_chunks, nice, idle)
+        self._parse = _Lane("parser", _parse_init, parse_args, self.activity)
+        self._parse_bulk = _Lane("bulk parser", _parse_init, parse_args, self.activity)
+        self._bulk_memo: OrderedDict[str, Future] = OrderedDict()
+        self._embed = _Lane(
+            "embedder",
+            _embed_init,
+            (model, batch_size, nice, idle, embed_threads),
+            self.activity,
         )
-        self._embed = _Lane("embedder", _embed_init, (model, batch_size, nice, idle, embed_threads))
 
     @property
     def restarts(self) -> int:
-        return self._parse.restarts + self._embed.restarts
+        return self._parse.restarts + self._parse_bulk.restarts + self._embed.restarts
+
+    def busy(self) -> bool:
+        """Whether the write path is using (or just used) its children."""
+        return self.activity.busy()
 
     def warm_up(self) -> None:
-        """Start both children and load the model now, not on the first document."""
-        for f in [self._parse.submit(_child_ping), self._embed.submit(_child_ping)]:
+        """Start every child, load the model and the parsers now, not on the first document."""
+        futures = [
+            self._parse.submit(_child_warm_parse),
+            self._parse_bulk.submit(_child_warm_parse),
+            self._embed.submit(_child_warm_encode),
+        ]
+        for f in futures:
             f.result()
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
@@ -314,9 +500,21 @@ class ChildProcessor:
             raise result
         return result
 
-    def prepare_many(self, items: list[tuple[str | bytes, str]]) -> Parses:
-        """Keep up to `parse_ahead` documents queued in the parser while the caller embeds."""
-        return _ChildParses(self, items)
+    def prepare_many(
+        self,
+        items: list[tuple[str | bytes, str]],
+        *,
+        bulk: bool = False,
+        keys: list[str] | None = None,
+    ) -> Parses:
+        """Keep up to `parse_ahead` documents queued in a parser while the caller embeds.
+
+        `bulk` uses the bulk parser; there a parse still running when the caller gives up
+        is kept under its key (a content hash) for the next try.
+        """
+        if bulk:
+            return _ChildParses(self, self._parse_bulk, items, keys, self._bulk_memo)
+        return _ChildParses(self, self._parse, items)
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -324,11 +522,20 @@ class ChildProcessor:
         try:
             vectors = self._embed.submit(_child_encode, texts).result()
         except BrokenProcessPool:
+            if self._embed.closed:
+                raise Stopped("the ingest embedder process was stopped") from None
             self._embed.restart("the child process died while embedding")
             raise RuntimeError("the embedding process died; the batch will be retried") from None
         self.texts_encoded += len(texts)
         return vectors
 
-    def close(self) -> None:
-        self._parse.close()
-        self._embed.close()
+    def close(self, timeout_s: float | None = None) -> int:
+        """Stop the children: each may end its call in hand within `timeout_s`, then it is
+        killed (None: wait as long as it takes). Returns how many were killed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        self._bulk_memo.clear()
+        return sum(lane.close(left()) for lane in (self._parse, self._parse_bulk, self._embed))

@@ -7,9 +7,12 @@ corpus grows.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,7 @@ class DenseEncoder:
         self.dim: int = int(get_dim())
         self.texts_encoded = 0
         self._lock = threading.Lock()
+        self._tokenize_lock = threading.Lock()  # a fast tokenizer is not thread-safe
         self._queries = QueryBatcher(self)
         self._headings = VectorLru(heading_cache_size)
 
@@ -68,6 +72,24 @@ class DenseEncoder:
                 show_progress_bar=show_progress,
                 convert_to_numpy=True,
             )
+
+    def encode_batch(self, texts: list[str]) -> np.ndarray:
+        """One short batch (queries), lock-free: several threads may run one each, every
+        one on its own core (with one torch thread per batch). Same vectors as `encode`."""
+        import torch
+
+        with self._tokenize_lock:
+            features = self._model.tokenize(texts)
+        with torch.inference_mode():
+            out = self._model(dict(features))["sentence_embedding"]
+            out = torch.nn.functional.normalize(out, p=2, dim=1)
+        self.texts_encoded += len(texts)
+        return out.float().numpy()
+
+    def serve_queries(self, threads: int, spread: Callable[[], bool]) -> None:
+        """Encode queries on up to `threads` threads at once (0: one per core); all but
+        the first only while `spread()` says the cores are free (the write path idle)."""
+        self._queries.configure(threads or len(os.sched_getaffinity(0)), spread)
 
     def encode_query(self, text: str) -> list[float]:
         return self._queries.encode_many([text])[0].tolist()
@@ -148,8 +170,11 @@ class QueryBatcher:
     """Query-side embeddings for many concurrent requests: an LRU, then opportunistic batches.
 
     Requests that arrive while the model is busy are encoded together in the next call, so
-    throughput grows with concurrency without adding a wait at low load. Section headings
-    (the heading boost) ride in the same batches; the encoder keeps those itself.
+    throughput grows with concurrency without adding a wait at low load. Up to `threads`
+    batches run at once, each on its own core; every thread but the first takes work only
+    while `spread()` allows (the write path is idle), so edits keep their CPU share.
+    Section headings (the heading boost) ride in the same batches; the encoder keeps those
+    itself.
     """
 
     def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 4096) -> None:
@@ -157,9 +182,16 @@ class QueryBatcher:
         # float32 rows, not lists: 1.5 kB a vector at MiniLM's 384 dims instead of 12 kB.
         self._cache = VectorLru(cache_size)
         self._pending: queue.SimpleQueue[tuple[str, Future, bool]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        self.threads = 1
+        self._spread: Callable[[], bool] = lambda: True
         self.batches = 0
+
+    def configure(self, threads: int, spread: Callable[[], bool]) -> None:
+        self.threads, self._spread = max(1, threads), spread
+        if self._threads:
+            self._start()
 
     def encode_many(self, texts: list[str], remember: bool = True) -> list[np.ndarray]:
         """One vector per text: cached ones at once, the rest queued together (and cached
@@ -176,17 +208,33 @@ class QueryBatcher:
         return [found[t] for t in texts]
 
     def _start(self) -> None:
-        if self._thread is None:
+        if len(self._threads) < self.threads:
             with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="query-encoder", daemon=True
+                while len(self._threads) < self.threads:
+                    n = len(self._threads)
+                    thread = threading.Thread(
+                        target=self._run, args=(n,), name=f"query-encoder-{n}", daemon=True
                     )
-                    self._thread.start()
+                    thread.start()
+                    self._threads.append(thread)
 
-    def _run(self) -> None:
+    def _take(self, n: int) -> tuple[str, Future, bool] | None:
+        if n == 0:
+            return self._pending.get()
+        if n >= self.threads or not self._spread():
+            time.sleep(0.01)  # not this thread's turn: the write path has the cores
+            return None
+        try:
+            return self._pending.get(timeout=0.05)
+        except queue.Empty:
+            return None
+
+    def _run(self, n: int) -> None:
         while True:
-            batch = [self._pending.get()]
+            first = self._take(n)
+            if first is None:
+                continue
+            batch = [first]
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._pending.get_nowait())
@@ -194,7 +242,7 @@ class QueryBatcher:
                     break
             texts = list(dict.fromkeys(t for t, _, _ in batch))
             try:
-                vectors = dict(zip(texts, self.encoder.encode_array(texts), strict=True))
+                vectors = dict(zip(texts, self.encoder.encode_batch(texts), strict=True))
             except Exception as exc:  # hand the error to every waiting request
                 for _, future, _ in batch:
                     future.set_exception(exc)

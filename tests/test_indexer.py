@@ -127,9 +127,9 @@ class _Counting:
         self.inner, self.calls, self.parsed = inner, [], 0
         self.fingerprint = inner.fingerprint
 
-    def prepare_many(self, items):  # noqa: ANN001, ANN201
+    def prepare_many(self, items, **kwargs):  # noqa: ANN001, ANN003, ANN201
         self.parsed += len(items)
-        return self.inner.prepare_many(items)
+        return self.inner.prepare_many(items, **kwargs)
 
     def __getattr__(self, name: str):  # noqa: ANN204
         return getattr(self.inner, name)
@@ -150,14 +150,14 @@ def test_a_backfill_page_yields_to_a_live_event_mid_embedding_and_resumes(index,
     page = upsert("big", doc(big), 1)
     live = iter([False, True])  # a live event arrives while the first slice embeds
 
-    done = list(indexer.apply_iter([page], interrupted=lambda: next(live, True)))
+    done = list(indexer.apply_iter([page], lambda: next(live, True), bulk=True))
     assert done == [] and spy.calls == [4], "gave up after one slice, wrote nothing"
     assert index.get_document("default", "big") is None
 
     # Every later try moves on by at least one slice, even while live events keep
     # arriving, and nothing is embedded twice.
     tries = 1
-    while not (done := list(indexer.apply_iter([page], interrupted=lambda: True))):
+    while not (done := list(indexer.apply_iter([page], lambda: True, bulk=True))):
         tries += 1
     [outcome] = done
     assert tries == 4 and spy.calls == [4, 4, 4, 4, 4]

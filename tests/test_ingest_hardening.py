@@ -343,7 +343,10 @@ def test_a_broker_restart_that_lost_offsets_is_reported(tmp_path, edge_index, de
         assert message and "lost" in message and "committed offset 3" in message
         assert metrics.BROKER_STATE_LOST._value.get() == 1
         with TestClient(create_app(core.services(KeyStore(settings.api_keys)))) as client:
-            ready = client.get("/readyz").json()
+            r = client.get("/readyz")
+        # This worker never ran: not warm, so not ready; the details still say why.
+        assert r.status_code == 503 and r.json()["detail"]["checks"]["ingest"] is False
+        ready = r.json()["detail"]
         assert ready["details"]["ingest"]["broker_state_lost"] == message
         assert ready["details"]["ingest"]["documents"] == 3, "index state for the report"
         assert ready["details"]["ingest"]["chunks"] >= 3
