@@ -36,7 +36,7 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 from api.app import create_app  # noqa: E402
 from api.auth import KeyStore  # noqa: E402
 from api.runtime import Core, ServerThread  # noqa: E402
-from bench.harness import free_port, pct  # noqa: E402
+from bench.harness import QueryLoad, free_port, pct, write  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
@@ -70,7 +70,8 @@ def main() -> None:
         "--docs", type=int, default=None, help="pages indexed (640; 200 with --write-load)"
     )
     ap.add_argument("--requests", type=int, default=400, help="requests per mode")
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each remote-client load")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
@@ -106,6 +107,9 @@ def main() -> None:
         indexer.apply(events[i : i + 32])
     indexer.processor.close()
     chunks = core.index.count_chunks([Match("tenant", "default")])
+    # The same chunks and vectors behind a LlamaIndex retriever, in-process (its best of
+    # sequential and threaded), measured before this process turns into a server.
+    llama = llama_baseline(core, events, args)
 
     server = ServerThread(
         create_app(core.services(KeyStore(settings.api_keys))), "127.0.0.1", free_port()
@@ -129,7 +133,11 @@ def main() -> None:
                 retriever.retrieve(who, query(i + 100_000, mode), args.top_k, mode)
                 inproc.append((time.perf_counter() - t) * 1000)
             http_lat, wall = _http_load(server.url, mode, args)
+            # The same load from another process, as real callers are (their HTTP client
+            # then takes no CPU time and no GIL from the server).
+            remote = QueryLoad(server.url, "bench", args.concurrency, args.seconds, mode=mode)
             result["modes"][mode] = {
+                **{f"remote_{k}": v for k, v in remote.result().items()},
                 "http_p50_ms": round(pct(http_lat, 50), 2),
                 "http_p99_ms": round(pct(http_lat, 99), 2),
                 "http_qps": round(len(http_lat) / wall, 1),
@@ -178,6 +186,11 @@ def main() -> None:
             "cold_headings_p99_ms": round(pct(cold, 99), 3),
         }
         print("hybrid ranking (query vector given)", result["hybrid_ranking"], flush=True)
+        result["llamaindex"] = llama
+        result["hybrid_http_vs_llamaindex_best_qps"] = round(
+            result["modes"]["hybrid"]["remote_qps"] / llama["best_qps"], 2
+        )
+        print("llama-index", llama, "ratio", result["hybrid_http_vs_llamaindex_best_qps"])
         # Baseline in the same run: one query per model call (no cross-request batching).
         core.dense._queries.max_batch = 1
         http_lat, wall = _http_load(server.url, "dense", args, tag="unbatched")
@@ -200,10 +213,67 @@ def main() -> None:
     finally:
         server.stop()
         core.index.close()
-    result["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["command"] = "bench/retrieve.py " + " ".join(sys.argv[1:])
+    result["loadavg_1m"] = os.getloadavg()[0]
+    write(result, args.out)
+
+
+def llama_baseline(core: Core, events: list, args: argparse.Namespace) -> dict:
+    """A LlamaIndex `VectorStoreIndex` retriever over FreshRAG's own chunks and vectors
+    (nothing re-embedded), its query encoder a plain sentence-transformers model on the
+    process's default torch threads: sequential, then from `--concurrency` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.embeddings import BaseEmbedding
+    from llama_index.core.schema import TextNode
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.encoders import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path(core.settings.model), device="cpu")
+
+    class MiniLM(BaseEmbedding):
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return model.encode(texts, normalize_embeddings=True).tolist()
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._get_text_embeddings([text])[0]
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._get_text_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_query_embedding(query)
+
+    keys = [("default", e.doc_id) for e in events]
+    payloads = core.index.chunk_payloads(keys)
+    rows = [p for key in keys for _, p in payloads.get(key, [])]
+    vectors = core.index.vectors_by_hash([p["hash"] for p in rows])
+    nodes = [
+        TextNode(text=p["text"], embedding=vectors[p["hash"]], metadata={"doc_id": p["doc_id"]})
+        for p in rows
+        if p["hash"] in vectors
+    ]
+    index = VectorStoreIndex(nodes, embed_model=MiniLM(embed_batch_size=64))
+    retriever = index.as_retriever(similarity_top_k=args.top_k)
+    n = min(args.requests, 300)
+    retriever.retrieve(query(0, "llama-warm"))
+    started = time.perf_counter()
+    for i in range(n):
+        retriever.retrieve(query(i, "llama"))
+    sequential = n / (time.perf_counter() - started)
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        started = time.perf_counter()
+        list(pool.map(lambda i: retriever.retrieve(query(i, "llama-threads")), range(n)))
+        threaded = n / (time.perf_counter() - started)
+    return {
+        "nodes": len(nodes),
+        "sequential_qps": round(sequential, 1),
+        "threaded_qps": round(threaded, 1),
+        "threads": args.concurrency,
+        "best_qps": round(max(sequential, threaded), 1),
+    }
 
 
 def under_writes(args: argparse.Namespace) -> None:

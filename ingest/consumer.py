@@ -117,6 +117,20 @@ def first_offsets(records: list) -> dict[TopicPartition, int]:
     return out
 
 
+def commit_offsets(
+    applied: dict[TopicPartition, int], held: list, committed: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """What to commit: per partition, past the last record applied (`applied`: offset + 1),
+    but never past a record still `held` (not applied yet, or waiting in the bulk lane: a
+    long live document deferred behind later edits of its partition), and only where that
+    moves forward."""
+    offsets = dict(applied)
+    for tp, first in first_offsets(held).items():
+        if tp in offsets:
+            offsets[tp] = min(offsets[tp], first)
+    return {tp: o for tp, o in offsets.items() if o > committed.get(tp, -1)}
+
+
 def group_lag(settings: Settings) -> int | None:
     """Events `settings.consumer_group` has yet to apply, asked of the broker (no member of
     the group needs to run here); None if the broker cannot say."""
@@ -208,7 +222,8 @@ class IngestWorker:
         self.ready = threading.Event()  # warmed up and in the group: the first edit is quick
         self._live_waiting = threading.Event()  # a live event arrived during a backfill batch
         self._stash: list = []  # those live records, applied next
-        self._backlog: list = []  # backfill records polled, not yet applied (in offset order)
+        self._backlog: list = []  # bulk records polled, not yet applied (in offset order)
+        self._applied: dict[TopicPartition, int] = {}  # per partition: offset + 1 applied
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-apply")
         self.batches = 0
         self.broker_state_lost: str | None = None
@@ -353,6 +368,7 @@ class IngestWorker:
     def run_once(self) -> int:
         assigned = self.consumer.assignment()
         self._backlog = [r for r in self._backlog if _tp(r) in assigned]  # drop revoked ones
+        self._applied = {tp: o for tp, o in self._applied.items() if tp in assigned}
         if self._stash:  # live events that arrived during the last backfill batch
             records, self._stash = self._stash, []
         else:
@@ -410,15 +426,14 @@ class IngestWorker:
         )
 
     def _commit(self, batch: list, unprocessed: list) -> None:
-        """Per partition: up to the first record not applied, else past the last one;
-        never past a record still waiting in the bulk lane (a long live document)."""
-        left = first_offsets(unprocessed + self._backlog)
-        offsets: dict[TopicPartition, int] = {}
-        for r in batch:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        offsets.update({tp: min(o, offsets[tp]) for tp, o in left.items() if tp in offsets})
-        offsets = {tp: o for tp, o in offsets.items() if o > self.committed.get(tp, -1)}
+        for r in batch:  # what was polled before a held record may already be applied
+            self._applied[_tp(r)] = max(self._applied.get(_tp(r), 0), r.offset + 1)
+        touched = {_tp(r) for r in batch}
+        offsets = commit_offsets(
+            {tp: o for tp, o in self._applied.items() if tp in touched},
+            unprocessed + self._backlog + self._stash,
+            self.committed,
+        )
         if not offsets:
             return
         try:
