@@ -149,6 +149,7 @@ class Core:
                 nice=s.ingest_nice,
                 idle=s.ingest_idle,
                 embed_threads=s.embed_threads,
+                queries_active=self.dense.queries_active,
             )
         return InlineProcessor(
             Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers, model=s.model),
@@ -175,7 +176,8 @@ class Core:
         return worker
 
     def write_busy(self) -> bool:
-        """Whether this process's write path is using the CPU (its children are working)."""
+        """Whether this process's write path is under sustained load (its children busy
+        for over a second without a break: a burst, a long document, a backfill)."""
         return any(w.indexer.processor.busy() for w in self.workers)
 
     def workers_ready(self) -> bool:

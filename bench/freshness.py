@@ -6,7 +6,8 @@ callers do. The lag of an edit is the moment its version (or a newer one) is wri
 the index minus its `event_time`. Phases, in one run:
 
 - `queries_idle`: hybrid `/retrieve` from 2 clients, no edits (the query baseline);
-- `1/s` … `20/s`: one-line edits at each rate (with the same 2-client query load);
+- `1/s` … `20/s`: one-line edits at each rate, nothing else (as earlier runs);
+- `queries_during_edits`: the 2-client query load with 2 edits/s beside it;
 - `saturated`: more clients than the API can serve (16), with 2 edits/s;
 - `cpu_hog`: a busy-looping process per core beside the service, with 2 edits/s;
 - `long_docs`: documents of ≥ 50k words published into the live topic among 2 edits/s;
@@ -303,11 +304,16 @@ def main() -> None:
             result["phases"]["queries_idle"] = idle
             print("queries_idle", idle, flush=True)
         for rate in [float(r) for r in args.rates.split(",") if r]:
-            if want(f"{rate:g}/s"):
+            if want(f"{rate:g}/s"):  # edits alone, as the earlier runs measured them
                 result["phases"][f"{rate:g}/s"] = live_phase(
                     f"{rate:g}/s", core, live, pages, clock, rate=rate, seconds=args.seconds,
-                    **common,
+                    url=server.url, clients=0,
                 )  # fmt: skip
+        if want("queries_during_edits"):  # the API far from saturated, edits beside
+            result["phases"]["queries_during_edits"] = live_phase(
+                "queries_during_edits", core, live, pages, clock, rate=2, seconds=args.seconds,
+                **common,
+            )  # fmt: skip
         if want("saturated"):
             result["phases"]["saturated"] = live_phase(
                 "saturated", core, live, pages, clock, rate=2, seconds=args.seconds,

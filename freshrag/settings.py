@@ -210,14 +210,16 @@ class Settings(BaseSettings):
     embed_threads: int = Field(
         0,
         ge=0,
-        description="Torch threads of the ingest embedder child (0: one per core).",
+        description="Torch threads of the ingest embedder child (0: one per core). It "
+        "uses them all while no query is being served, and one while queries are.",
     )
     query_threads: int = Field(
         0,
         ge=0,
         description="Query-encoder threads of the API process, each running one batch on "
-        "one torch thread (0: one per core). All of them serve while the write path is "
-        "idle; while it works, one does, so edits keep their share of the CPU.",
+        "one torch thread (0: one per core). All of them serve unless the write path is "
+        "under sustained load (busy for over a second: a burst, a long document, a "
+        "backfill); then one does, so edits get the other cores.",
     )
     shutdown_timeout_s: float = Field(
         20.0,

@@ -240,22 +240,30 @@ def _child_prepare(body: str | bytes, mime: str) -> PreparedDocument:
     return prepare_document(body, mime, _child["chunker"], _child["max_chunks"])  # type: ignore[arg-type]
 
 
-def _child_encode(texts: list[str]) -> list[list[float]]:
+def _child_encode(texts: list[str], threads: int = 0) -> list[list[float]]:
+    if threads and threads != _child.get("threads"):
+        DenseEncoder.limit_threads(threads)
+        _child["threads"] = threads
     return _child["dense"].encode(texts)  # type: ignore[union-attr]
 
 
 class _Activity:
-    """Calls in flight in the children, and when the last one ended: the query side
-    spreads over every core only while the write path has been quiet for `quiet_s`."""
+    """Calls in flight in the children: the write path counts as busy once it has worked
+    for `sustained_s` without a pause of `quiet_s` (a burst, a long document, a backfill).
+    Until then the query side keeps every core; CPU weights (niceness) keep the floor."""
 
-    def __init__(self, quiet_s: float = 0.25) -> None:
-        self.quiet_s = quiet_s
+    def __init__(self, sustained_s: float = 1.0, quiet_s: float = 0.25) -> None:
+        self.sustained_s, self.quiet_s = sustained_s, quiet_s
         self._lock = threading.Lock()
         self._running = 0
-        self._ended = 0.0
+        self._ended = float("-inf")
+        self._since: float | None = None  # start of the current stretch of work
 
     def started(self, future: Future) -> None:
+        now = time.monotonic()
         with self._lock:
+            if self._running == 0 and now - self._ended >= self.quiet_s:
+                self._since = now
             self._running += 1
         future.add_done_callback(self._done)
 
@@ -265,8 +273,10 @@ class _Activity:
             self._ended = time.monotonic()
 
     def busy(self) -> bool:
+        now = time.monotonic()
         with self._lock:
-            return self._running > 0 or time.monotonic() - self._ended < self.quiet_s
+            working = self._running > 0 or now - self._ended < self.quiet_s
+            return working and self._since is not None and now - self._since >= self.sustained_s
 
 
 class _Lane:
@@ -457,6 +467,7 @@ class ChildProcessor:
         idle: bool = False,
         embed_threads: int = 0,
         parse_ahead: int = 8,
+        queries_active: Callable[[], bool] | None = None,
     ) -> None:
         self.fingerprint = fingerprint(
             Chunker(chunk_size, chunk_overlap, headers=headers, model=model), max_chunks
@@ -465,6 +476,10 @@ class ChildProcessor:
         self.parse_ahead = parse_ahead
         self.texts_encoded = 0
         self.activity = _Activity()
+        # Every core while no query is being served, one while queries are: the API's
+        # encoder then keeps a core of its own (and edits keep theirs).
+        self.embed_threads = embed_threads or len(os.sched_getaffinity(0))
+        self._queries_active = queries_active
         parse_args = ((chunk_size, chunk_overlap, headers, model), max_chunks, nice, idle)
         self._parse = _Lane("parser", _parse_init, parse_args, self.activity)
         self._parse_bulk = _Lane("bulk parser", _parse_init, parse_args, self.activity)
@@ -520,7 +535,9 @@ class ChildProcessor:
         if not texts:
             return []
         try:
-            vectors = self._embed.submit(_child_encode, texts).result()
+            sharing = self._queries_active is not None and self._queries_active()
+            threads = 1 if sharing else self.embed_threads
+            vectors = self._embed.submit(_child_encode, texts, threads).result()
         except BrokenProcessPool:
             if self._embed.closed:
                 raise Stopped("the ingest embedder process was stopped") from None

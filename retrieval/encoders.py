@@ -74,8 +74,8 @@ class DenseEncoder:
             )
 
     def encode_batch(self, texts: list[str]) -> np.ndarray:
-        """One short batch (queries), lock-free: several threads may run one each, every
-        one on its own core (with one torch thread per batch). Same vectors as `encode`."""
+        """One short batch (queries), without the batch-encode lock: the query batcher's
+        calls never wait behind a bulk encode in this process. Same vectors as `encode`."""
         import torch
 
         with self._tokenize_lock:
@@ -87,9 +87,14 @@ class DenseEncoder:
         return out.float().numpy()
 
     def serve_queries(self, threads: int, spread: Callable[[], bool]) -> None:
-        """Encode queries on up to `threads` threads at once (0: one per core); all but
-        the first only while `spread()` says the cores are free (the write path idle)."""
+        """Encode query batches on `threads` torch threads (0: one per core) while
+        `spread()` says the cores are free, on one otherwise."""
         self._queries.configure(threads or len(os.sched_getaffinity(0)), spread)
+
+    def queries_active(self, window_s: float = 0.5) -> bool:
+        """Whether a query was encoded in the last `window_s` (the write path then leaves
+        a core to the query side)."""
+        return time.monotonic() - self._queries.last_active < window_s
 
     def encode_query(self, text: str) -> list[float]:
         return self._queries.encode_many([text])[0].tolist()
@@ -170,11 +175,11 @@ class QueryBatcher:
     """Query-side embeddings for many concurrent requests: an LRU, then opportunistic batches.
 
     Requests that arrive while the model is busy are encoded together in the next call, so
-    throughput grows with concurrency without adding a wait at low load. Up to `threads`
-    batches run at once, each on its own core; every thread but the first takes work only
-    while `spread()` allows (the write path is idle), so edits keep their CPU share.
-    Section headings (the heading boost) ride in the same batches; the encoder keeps those
-    itself.
+    throughput grows with concurrency without adding a wait at low load. A batch runs on
+    `threads` torch threads (every core) while `spread()` allows, on one while the write
+    path is under sustained load: a two-core batch then never waits at an OpenMP barrier
+    for a core an edit holds, and edits keep that core. Section headings (the heading
+    boost) ride in the same batches; the encoder keeps those itself.
     """
 
     def __init__(self, encoder: DenseEncoder, max_batch: int = 32, cache_size: int = 4096) -> None:
@@ -182,20 +187,21 @@ class QueryBatcher:
         # float32 rows, not lists: 1.5 kB a vector at MiniLM's 384 dims instead of 12 kB.
         self._cache = VectorLru(cache_size)
         self._pending: queue.SimpleQueue[tuple[str, Future, bool]] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.threads = 1
-        self._spread: Callable[[], bool] = lambda: True
+        self._spread: Callable[[], bool] = lambda: False
+        self._running_threads = 0  # torch threads set for the batches, 0: not set yet
         self.batches = 0
+        self.last_active = float("-inf")
 
     def configure(self, threads: int, spread: Callable[[], bool]) -> None:
         self.threads, self._spread = max(1, threads), spread
-        if self._threads:
-            self._start()
 
     def encode_many(self, texts: list[str], remember: bool = True) -> list[np.ndarray]:
         """One vector per text: cached ones at once, the rest queued together (and cached
         unless `remember` is False: the caller keeps them)."""
+        self.last_active = time.monotonic()
         found = self._cache.get_many(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
@@ -208,38 +214,30 @@ class QueryBatcher:
         return [found[t] for t in texts]
 
     def _start(self) -> None:
-        if len(self._threads) < self.threads:
+        if self._thread is None:
             with self._start_lock:
-                while len(self._threads) < self.threads:
-                    n = len(self._threads)
-                    thread = threading.Thread(
-                        target=self._run, args=(n,), name=f"query-encoder-{n}", daemon=True
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="query-encoder", daemon=True
                     )
-                    thread.start()
-                    self._threads.append(thread)
+                    self._thread.start()
 
-    def _take(self, n: int) -> tuple[str, Future, bool] | None:
-        if n == 0:
-            return self._pending.get()
-        if n >= self.threads or not self._spread():
-            time.sleep(0.01)  # not this thread's turn: the write path has the cores
-            return None
-        try:
-            return self._pending.get(timeout=0.05)
-        except queue.Empty:
-            return None
+    def threads_now(self) -> int:
+        """Torch threads for the next batch: every core unless the write path needs one."""
+        return self.threads if self.threads > 1 and self._spread() else 1
 
-    def _run(self, n: int) -> None:
+    def _run(self) -> None:
         while True:
-            first = self._take(n)
-            if first is None:
-                continue
-            batch = [first]
+            batch = [self._pending.get()]
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._pending.get_nowait())
                 except queue.Empty:
                     break
+            threads = self.threads_now()
+            if threads != self._running_threads:
+                DenseEncoder.limit_threads(threads)
+                self._running_threads = threads
             texts = list(dict.fromkeys(t for t, _, _ in batch))
             try:
                 vectors = dict(zip(texts, self.encoder.encode_batch(texts), strict=True))
