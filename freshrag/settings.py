@@ -207,6 +207,14 @@ class Settings(BaseSettings):
         "lane with the backfill: parsed in its own child process, embedded in slices that "
         "yield to live edits, so it never holds small edits behind it.",
     )
+    bulk_turn_s: float = Field(
+        1.0,
+        gt=0,
+        description="While live events keep coming, the bulk lane (backfill, long "
+        "documents) still gets a turn this often; a turn is one embedding slice or one "
+        "document before it yields, so bulk work is never starved and a live edit waits "
+        "for at most one slice.",
+    )
     embed_threads: int = Field(
         0,
         ge=0,

@@ -224,6 +224,7 @@ class IngestWorker:
         self._stash: list = []  # those live records, applied next
         self._backlog: list = []  # bulk records polled, not yet applied (in offset order)
         self._applied: dict[TopicPartition, int] = {}  # per partition: offset + 1 applied
+        self._last_bulk = time.monotonic()  # when the bulk lane last had a turn
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-apply")
         self.batches = 0
         self.broker_state_lost: str | None = None
@@ -389,14 +390,22 @@ class IngestWorker:
         self._observe_lag()
         live = [r for r in records if not self._bulk(r)]
         self._backlog.extend(r for r in records if self._bulk(r))
-        if live:
-            batch = live
-        elif self._backlog:
+        # The bulk lane gets a turn when no live event waits, and at least every
+        # `bulk_turn_s` under a stream that never pauses (a turn is one slice or one
+        # document before it yields), so a long document or a backfill is never starved.
+        bulk_due = time.monotonic() - self._last_bulk >= self.settings.bulk_turn_s
+        if self._backlog and (not live or bulk_due):
             batch, self._backlog = take_round_robin(self._backlog, self.settings.backfill_batch)
+            self._stash, live = live, []  # applied right after this turn
+            self._last_bulk = time.monotonic()
+        elif live:
+            batch = live
         else:
             return 0
         started = time.perf_counter()
         self._live_waiting.clear()
+        if self._stash:
+            self._live_waiting.set()  # live events wait: yield after one step
         future = self._pool.submit(self._apply_until_done, batch, not live)
         self._stay_in_group_until(future, listen_for_live=not live)
         result = future.result()

@@ -84,6 +84,44 @@ def test_a_long_live_document_goes_to_the_bulk_lane_behind_small_edits(
     assert edge_index.get_document("default", "manual").chunk_count > 10
 
 
+def test_a_stream_that_never_pauses_does_not_starve_the_bulk_lane(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    """Bulk work gets a turn every `bulk_turn_s` even while live edits keep coming."""
+    from ingest.consumer import ensure_topics
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, broker, long_document_bytes=2048, bulk_turn_s=0.2)
+    ensure_topics(settings)
+    indexer = Indexer(edge_index, InlineProcessor(Chunker(128, 0), dense), sparse)
+    indexer.yield_group_chunks = 4  # many turns for one manual
+    manual = "# Manual\n\n" + "\n\n".join(
+        f"## Part {i}\n\nThe tapir manual explains calibration step {i} in detail."
+        for i in range(60)
+    )
+    stop = threading.Event()
+
+    def stream() -> None:
+        version = 1
+        while not stop.is_set():
+            publish_events(settings, [upsert("busy", f"# Busy\n\nEdit {version}.", version)])
+            version += 1
+            time.sleep(0.02)
+
+    with running_worker(settings, indexer) as (worker, _):
+        wait_for(lambda: worker.ready.is_set())
+        editor = threading.Thread(target=stream, daemon=True)
+        editor.start()
+        try:
+            wait_for(lambda: edge_index.get_document("default", "busy"))
+            publish_events(settings, [upsert("manual", manual, 1)])
+            wait_for(lambda: edge_index.get_document("default", "manual"), timeout=90)
+            assert editor.is_alive() and not stop.is_set(), "indexed while the stream ran"
+        finally:
+            stop.set()
+            editor.join(10)
+
+
 # --- queries use every core the write path leaves free ---------------------------------
 
 
