@@ -26,8 +26,9 @@ from ingest.sources import SourcePolicy
 from retrieval.answer.cache import AnswerCache
 from retrieval.answer.prompts import PromptRegistry
 from retrieval.answer.service import AnswerService, build_gateway
+from retrieval.backends import open_index
 from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.index import Index, open_index
+from retrieval.index import Index
 from retrieval.search import Ranking, Retriever, warm_headings
 
 log = logging.getLogger("freshrag")

@@ -2,8 +2,8 @@
 pages indexed without their question headings while the FAQ questions are asked.
 
 Refusals: an unanswerable question (`answerable: false`) is answered well only by a
-refusal; an answerable one should never be refused. `refusal_scores` reads both from the
-`/answer` rows.
+refusal; an answerable one should never be refused. `evals.metrics.refusal_scores` reads
+both from the `/answer` rows.
 
 Held-out FAQ: the FAQ questions are the FAQ's own headings, so on the normal index the
 task is string matching. `heldout_faq_indexed` republishes the FAQ pages with those
@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, HeldoutFaq, build_heldout_faq
-from evals.metrics import mean
 from ingest.events import DocumentEvent
 from ingest.publisher import check_broker, file_event
 from ingest.sample import sample_metadata
 
-if TYPE_CHECKING:  # evals.run imports this module for the refusal scores
+if TYPE_CHECKING:
     from evals.run import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -46,31 +45,6 @@ HELDOUT_VARIANT = "faq-heldout"  # metadata `variant` of a rewritten page, for a
 
 class HeldoutNotIndexed(RuntimeError):
     """The rewritten FAQ pages did not become searchable in time: one line for the user."""
-
-
-def answerable(items: list[EvalItem]) -> list[EvalItem]:
-    """The questions relevance can rank: unanswerable ones have no gold."""
-    return [i for i in items if i.answerable]
-
-
-def refusal_scores(items: list[EvalItem], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Refusals split by what the right answer is.
-
-    `unanswerable_refusal_rate`: refusals on the unanswerable questions (higher is better;
-    1 - it is how often the service answered what its sources do not say).
-    `false_refusal_rate`: refusals on the answerable ones (lower is better). Each row also
-    gets its question's `answerable` flag, for the report. A set without unanswerable
-    questions has no `unanswerable_refusal_rate` (None), never a 0 that looks like a fall.
-    """
-    by_id = {i.id: i.answerable for i in items}
-    for r in rows:
-        r["answerable"] = by_id.get(r["id"], True)
-    unanswerable = [float(r["refused"]) for r in rows if not r["answerable"]]
-    return {
-        "unanswerable_questions": len(unanswerable),
-        "unanswerable_refusal_rate": mean(unanswerable),
-        "false_refusal_rate": mean([float(r["refused"]) for r in rows if r["answerable"]]),
-    }
 
 
 @dataclass

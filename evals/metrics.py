@@ -7,7 +7,10 @@ import logging
 import math
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evals.dataset import EvalItem
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 # ranx imports matplotlib, whose first import on a machine logs "generated new fontManager"
@@ -108,3 +111,28 @@ def percentile(values: list[float], p: float) -> float | None:
         return None
     rank = max(1, math.ceil(p / 100 * len(clean)))
     return clean[rank - 1]
+
+
+def answerable(items: list[EvalItem]) -> list[EvalItem]:
+    """The questions relevance can rank: unanswerable ones have no gold."""
+    return [i for i in items if i.answerable]
+
+
+def refusal_scores(items: list[EvalItem], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Refusals split by what the right answer is.
+
+    `unanswerable_refusal_rate`: refusals on the unanswerable questions (higher is better;
+    1 - it is how often the service answered what its sources do not say).
+    `false_refusal_rate`: refusals on the answerable ones (lower is better). Each row also
+    gets its question's `answerable` flag, for the report. A set without unanswerable
+    questions has no `unanswerable_refusal_rate` (None), never a 0 that looks like a fall.
+    """
+    by_id = {i.id: i.answerable for i in items}
+    for r in rows:
+        r["answerable"] = by_id.get(r["id"], True)
+    unanswerable = [float(r["refused"]) for r in rows if not r["answerable"]]
+    return {
+        "unanswerable_questions": len(unanswerable),
+        "unanswerable_refusal_rate": mean(unanswerable),
+        "false_refusal_rate": mean([float(r["refused"]) for r in rows if r["answerable"]]),
+    }

@@ -6,7 +6,15 @@ from typing import Any
 
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, context_id
-from evals.metrics import IR_METRICS, RAGAS_METRICS, ir_scores, mean, percentile, ragas_scores
+from evals.metrics import (
+    IR_METRICS,
+    RAGAS_METRICS,
+    ir_scores,
+    mean,
+    percentile,
+    ragas_scores,
+    refusal_scores,
+)
 from evals.progress import bar
 
 
@@ -175,8 +183,6 @@ def run_each_provider(
     is; this scores each one on everything. Refusals before any provider (no source names
     the question's subject) count for each, as they would if it were the only one.
     """
-    from evals.heldout import refusal_scores
-
     out: dict[str, dict[str, Any]] = {}
     for name in client.providers():
         result = run_answers(client, items, progress, provider=name)

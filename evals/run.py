@@ -11,7 +11,7 @@ from typing import Any
 from evals.client import ServiceClient
 from evals.dataset import load
 from evals.freshness import run_freshness
-from evals.heldout import answerable, refusal_scores
+from evals.metrics import answerable, refusal_scores
 from evals.relevance import run_answers, run_each_provider, run_relevance
 from evals.replay import run_replay
 from evals.report import (

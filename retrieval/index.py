@@ -332,24 +332,3 @@ def stored_chunks(
 def prefetch_limit(limit: int) -> int:
     """Candidates each side of a hybrid query contributes to RRF."""
     return max(limit * 4, 40)
-
-
-def open_index(settings: Any) -> Index:
-    """Qdrant server when `qdrant_url` is set, else the embedded Edge shard."""
-    if settings.qdrant_url:
-        from retrieval.server import ServerIndex
-
-        return ServerIndex.connect(
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
-            collection=settings.collection,
-            registry=settings.registry_collection,
-        )
-    from retrieval.edge import EdgeIndex, EdgeTuning
-
-    return EdgeIndex(
-        settings.data_dir / "edge",
-        settings.collection,
-        settings.registry_collection,
-        tuning=EdgeTuning.from_settings(settings),
-    )

@@ -28,11 +28,13 @@ from evals.dataset import (
     strip_question_headings,
     with_heldout_faq,
 )
-from evals.heldout import answerable, refusal_scores
+from evals.metrics import answerable, refusal_scores
 from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.parser import parse
 from ingest.sample import django_docs, doc_files, doc_type, sample_metadata
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = Settings.model_fields["sample_django_version"].default
