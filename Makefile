@@ -26,7 +26,7 @@ test: install
 	$(VENV)/bin/pytest
 
 quick: install
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "unit and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -24,6 +24,38 @@ from ingest.indexer import Indexer, Outcome
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder, SparseEncoder
 
+# --- markers: every test says what it needs ---------------------------------------------
+
+NEEDS = ("unit", "broker", "model")
+# A fixture that brings a heavy dependency marks every test using it, directly or through
+# other fixtures, so a hand-written marker cannot forget it.
+FIXTURE_NEEDS = {"broker": "broker", "dense": "model"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects, so added markers count there
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, mark in FIXTURE_NEEDS.items():
+            if fixture in used and item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
+    unmarked = [i.nodeid for i in items if not any(i.get_closest_marker(m) for m in NEEDS)]
+    contradictory = [
+        i.nodeid
+        for i in items
+        if i.get_closest_marker("unit")
+        and (i.get_closest_marker("broker") or i.get_closest_marker("model"))
+    ]
+    problems = []
+    if unmarked:
+        problems.append("tests without a unit, broker or model marker:\n  " + "\n  ".join(unmarked))
+    if contradictory:
+        problems.append(
+            "tests marked unit that need the broker or the model:\n  " + "\n  ".join(contradictory)
+        )
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+
 
 class Loops:
     """Background loops run from `with` until its exit (traffic beside an index change)."""

@@ -13,6 +13,8 @@ import pytest
 
 from retrieval.answer.cache import AnswerCache
 
+pytestmark = pytest.mark.model
+
 TTL = 60.0
 
 

@@ -64,6 +64,7 @@ def ask(service, who, question=QUESTION, filters=None):
 ENG = Principal("a", "acme", ("eng",))
 
 
+@pytest.mark.model
 def test_extractive_answer_cites_only_retrieved_chunks(service):
     out = ask(service, ENG)
     assert (
@@ -80,12 +81,14 @@ def test_extractive_answer_cites_only_retrieved_chunks(service):
     assert {"embed_ms", "retrieve_ms", "generate_ms", "total_ms"} <= set(out["timings"])
 
 
+@pytest.mark.model
 def test_question_about_something_absent_is_refused(service):
     out = ask(service, ENG, "What is the boiling point of liquid nitrogen on Jupiter?")
     assert out["refused"] and out["citations"] == []
     assert ask(service, Principal("x", "nobody", ("eng",)))["refused"]  # nothing retrievable at all
 
 
+@pytest.mark.model
 def test_cache_hits_on_a_paraphrase_and_misses_after_update_or_delete(
     service, index, dense, sparse
 ):
@@ -107,6 +110,7 @@ def test_cache_hits_on_a_paraphrase_and_misses_after_update_or_delete(
     assert not gone["cached"] and all(c["doc_id"] != "runbook" for c in gone["citations"])
 
 
+@pytest.mark.model
 def test_cache_is_never_shared_across_tenants_or_groups(service):
     assert not ask(service, ENG)["cached"]
     globex = ask(service, Principal("b", "globex", ("eng",)))
@@ -119,6 +123,7 @@ def test_cache_is_never_shared_across_tenants_or_groups(service):
     )
 
 
+@pytest.mark.model
 def test_cache_entries_expire(index, dense):
     now = [1000.0]
     cache = AnswerCache(index, 0.93, ttl_s=60, clock=lambda: now[0])
@@ -130,6 +135,7 @@ def test_cache_entries_expire(index, dense):
     assert cache.get(vector, "scope") is None
 
 
+@pytest.mark.unit
 def test_prompt_registry_picks_by_label_and_version_and_reports_errors(tmp_path):
     reg = PromptRegistry.load()
     assert reg.resolve().ref == "grounded-answer@1"
@@ -159,6 +165,8 @@ def client(tmp_path, broker, edge_index, dense, sparse):
         yield c
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_answer_endpoint(client):
     r = client.post("/answer", json={"query": QUESTION}, headers=A)
     assert r.status_code == 200, r.text
@@ -187,6 +195,8 @@ def test_answer_endpoint(client):
     ]
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_answer_can_ask_one_provider_of_the_chain_alone(
     tmp_path, broker, edge_index, dense, sparse
 ):
@@ -237,6 +247,8 @@ def test_answer_can_ask_one_provider_of_the_chain_alone(
         server.stop()
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_answer_streams_server_sent_events(client):
     with client.stream("POST", "/answer", json={"query": QUESTION, "stream": True}, headers=A) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -249,6 +261,7 @@ def test_answer_streams_server_sent_events(client):
     assert text == done["answer"] and done["citations"][0]["doc_id"] == "runbook"
 
 
+@pytest.mark.model
 def test_answer_deadline_counts_retrieval_time(index, dense, sparse, tmp_path):
     # Embedding and retrieval alone outlast a 1 µs budget: even extractive is not started.
     seed(make_indexer(index, dense, sparse))
@@ -267,6 +280,7 @@ def test_answer_deadline_counts_retrieval_time(index, dense, sparse, tmp_path):
     ]
 
 
+@pytest.mark.model
 def test_answer_deadline_stops_a_slow_chain(edge_index, dense, sparse, tmp_path):
     server = ScriptedLLM("openai", default=("sleep", 10.0, "too late [1]")).start()
     try:
@@ -301,6 +315,7 @@ def test_answer_deadline_stops_a_slow_chain(edge_index, dense, sparse, tmp_path)
         server.stop()
 
 
+@pytest.mark.model
 def test_question_naming_what_no_source_mentions_is_refused_with_a_reason(service):
     """The runbook is retrieved (same topic), but it never mentions Kubernetes: refuse."""
     out = ask(service, ENG, "How do I stop the ingest worker cleanly on Kubernetes?")
@@ -309,6 +324,7 @@ def test_question_naming_what_no_source_mentions_is_refused_with_a_reason(servic
     assert not ask(service, ENG, "How do I stop the ingest worker cleanly with SIGTERM?")["refused"]
 
 
+@pytest.mark.model
 def test_question_about_a_deleted_document_is_refused(service, index, dense, sparse):
     """The issue's case: once the only page about it is gone, the rest must not answer it."""
     make_indexer(index, dense, sparse).apply(
@@ -329,6 +345,7 @@ def test_question_about_a_deleted_document_is_refused(service, index, dense, spa
     assert gone["refused"] and "Zephyr" in gone["refusal_reason"]
 
 
+@pytest.mark.model
 def test_extractive_close_call_cites_the_better_ranked_source(dense):
     from retrieval.answer.providers import AnswerInput, ExtractiveProvider
 

@@ -12,6 +12,8 @@ from api.runtime import broker_reachable
 from retrieval.search import Retriever
 from tests.conftest import delete, make_indexer, make_settings, upsert
 
+pytestmark = pytest.mark.model
+
 A = {"Authorization": "Bearer key-a"}
 A_SALES = {"X-API-Key": "key-a-sales"}
 B = {"Authorization": "Bearer key-b"}
@@ -63,6 +65,7 @@ def retrieve(client, headers, **body):
     return client.post("/retrieve", json={"query": "restart the worker", **body}, headers=headers)
 
 
+@pytest.mark.broker
 def test_auth_is_required(env):
     client, _ = env
     assert retrieve(client, {}).status_code == 401
@@ -71,6 +74,7 @@ def test_auth_is_required(env):
     assert client.get("/documents/runbook").status_code == 401
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -92,6 +96,7 @@ def test_bad_requests_get_a_4xx_that_says_why(env, body, fragment):
     assert fragment in r.text
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
 def test_hits_carry_provenance_and_respect_tenant_and_acl(env, mode):
     client, _ = env
@@ -108,6 +113,7 @@ def test_hits_carry_provenance_and_respect_tenant_and_acl(env, mode):
     assert globex and all("Globex" in h["text"] for h in globex)
 
 
+@pytest.mark.broker
 def test_metadata_filters(env):
     client, _ = env
     assert retrieve(client, A, filters={"metadata.team": "sales"}).json()["hits"] == []
@@ -115,6 +121,7 @@ def test_metadata_filters(env):
     assert retrieve(client, A, filters={"doc_id": ["runbook", "other"]}).json()["hits"]
 
 
+@pytest.mark.broker
 def test_documents_endpoint_reports_versions_and_waits(env):
     client, indexer = env
     info = client.get("/documents/runbook", headers=A).json()
@@ -153,6 +160,7 @@ def test_documents_endpoint_reports_versions_and_waits(env):
     assert retrieve(client, A).json()["hits"] == []
 
 
+@pytest.mark.broker
 def test_health_readiness_metrics_and_docs(env):
     client, _ = env
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -182,6 +190,7 @@ def test_readiness_fails_without_a_broker(tmp_path, edge_index, dense, sparse):
     assert r.status_code == 503 and r.json()["detail"]["checks"]["broker"] is False
 
 
+@pytest.mark.broker
 def test_a_long_section_comes_back_once_unless_chunks_are_asked_for(env):
     client, indexer = env
     body = " ".join(

@@ -103,6 +103,7 @@ def assert_422_at(r: httpx.Response, loc: list) -> str:
 # --- bad input → 4xx, never 500 ---------------------------------------------------------------
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(
     ("raw", "loc"),
     [
@@ -143,6 +144,7 @@ def test_bad_input_is_a_422_that_names_the_field(http, raw, loc):
         assert_422_at(post_raw(http, raw, path), loc)
 
 
+@pytest.mark.model
 def test_odd_input_that_is_not_a_field_is_still_a_4xx(http):
     msg = assert_422_at(post_raw(http, '{"query": "x", "top_k": 1' + "0" * 5000 + "}"), ["body"])
     assert "too long" in msg
@@ -159,6 +161,7 @@ def test_odd_input_that_is_not_a_field_is_still_a_4xx(http):
     )
 
 
+@pytest.mark.model
 def test_oversized_bodies_get_a_413_with_or_without_a_length(http):
     huge = '{"query": "x", "filters": {"doc_id": ["%s"]}}' % ("a" * 10_000_000)
     r = post_raw(http, huge)
@@ -175,6 +178,7 @@ def test_oversized_bodies_get_a_413_with_or_without_a_length(http):
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
 
 
+@pytest.mark.model
 def test_one_422_shape_for_pydantic_and_our_own_checks(http):
     for body, loc in [
         ({"query": "x", "mode": "fuzzy"}, ["body", "mode"]),
@@ -189,6 +193,7 @@ def test_one_422_shape_for_pydantic_and_our_own_checks(http):
 # --- HTTP conventions -------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_metrics_answer_without_a_redirect(http):
     http.post("/retrieve", json={"query": "restart"}, headers=A)
     r = http.get("/metrics", follow_redirects=False)
@@ -196,6 +201,7 @@ def test_metrics_answer_without_a_redirect(http):
     assert r.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.model
 def test_a_bare_key_is_told_to_send_bearer(http):
     r = http.post("/retrieve", json={"query": "x"}, headers={"Authorization": "key-a"})
     assert r.status_code == 401
@@ -206,6 +212,7 @@ def test_a_bare_key_is_told_to_send_bearer(http):
     assert http.get("/prompts").json()["detail"].startswith("missing API key")
 
 
+@pytest.mark.model
 def test_openapi_describes_limits_errors_and_security(http):
     doc = http.get("/openapi.json").json()
     req = doc["components"]["schemas"]["RetrieveRequest"]["properties"]
@@ -223,6 +230,7 @@ def test_openapi_describes_limits_errors_and_security(http):
 # --- lookups reveal nothing about unreadable documents ----------------------------------------
 
 
+@pytest.mark.model
 def test_lookups_do_not_depend_on_data_the_caller_cannot_read(http):
     def detail(doc_id: str, **params: object) -> tuple[int, str]:
         r = http.get(f"/documents/{doc_id}", params=params, headers=A)
@@ -244,6 +252,7 @@ def test_lookups_do_not_depend_on_data_the_caller_cannot_read(http):
 # --- long-polls, lanes and /healthz -----------------------------------------------------------
 
 
+@pytest.mark.model
 def test_long_polls_do_not_block_the_rest_of_the_api(live):
     async def main() -> tuple[dict[str, float], int, list[httpx.Response]]:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -285,6 +294,7 @@ def test_long_polls_do_not_block_the_rest_of_the_api(live):
     assert all("indexed: nothing" in r.json()["detail"] for r in polls)
 
 
+@pytest.mark.model
 def test_notify_wakes_a_long_poll_at_once(live, http, monkeypatch):
     index, watch = live["index"], live["services"].watch
     reads: list[str] = []
@@ -321,6 +331,7 @@ def test_notify_wakes_a_long_poll_at_once(live, http, monkeypatch):
     assert reads.count("fresh") == 2
 
 
+@pytest.mark.model
 def test_waiters_re_read_without_notify(tmp_path, edge_index, dense, sparse):
     """Another process's worker cannot notify: the fallback re-read still finds the version."""
     settings = make_settings(tmp_path)
@@ -349,6 +360,7 @@ def test_waiters_re_read_without_notify(tmp_path, edge_index, dense, sparse):
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.unit
 def test_notify_before_the_loop_exists_is_a_no_op():
     watch = DocumentWatch()
     watch.notify("acme", "x")  # no loop bound yet
@@ -358,6 +370,7 @@ def test_notify_before_the_loop_exists_is_a_no_op():
     watch.notify("acme", "x")  # closed loop: still no error
 
 
+@pytest.mark.unit
 def test_a_full_lane_answers_503_with_retry_after():
     async def main() -> None:
         lane = Lane("retrieve", 1, queue=1)
@@ -374,6 +387,7 @@ def test_a_full_lane_answers_503_with_retry_after():
     anyio.run(main)
 
 
+@pytest.mark.model
 def test_busy_lane_is_a_503_and_healthz_still_answers(tmp_path, edge_index, dense, sparse):
     settings = make_settings(tmp_path, retrieve_concurrency=1, lane_queue=0)
     release, entered = threading.Event(), threading.Event()
@@ -407,6 +421,7 @@ def test_busy_lane_is_a_503_and_healthz_still_answers(tmp_path, edge_index, dens
     assert first["r"].status_code == 200
 
 
+@pytest.mark.model
 def test_an_answer_past_its_deadline_is_a_504(tmp_path, edge_index, dense, sparse):
     settings = make_settings(tmp_path)
     services = make_services(settings, edge_index, dense, sparse)

@@ -1,7 +1,11 @@
+import pytest
+
 from ingest.changes import is_stale, newest_per_document, plan_chunks
 from ingest.chunker import Chunk
 from ingest.events import DocumentEvent
 from retrieval.index import DocumentState, StoredChunk
+
+pytestmark = pytest.mark.unit
 
 
 def ev(doc, version, tenant="t"):

@@ -1,5 +1,9 @@
+import pytest
+
 from ingest.chunker import Chunker, content_hash
 from ingest.parser import Element
+
+pytestmark = pytest.mark.unit
 
 SECTIONS = [
     ("Installing", "Install the package with pip. It needs Python 3.11 or newer to run well."),

@@ -6,6 +6,8 @@ import pytest
 
 from retrieval.answer.citations import CitationError, citation_numbers, cited_sources
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("text", "numbers"),

@@ -31,6 +31,7 @@ def _events(settings: Settings, expected: int) -> list[dict]:
     return sorted(events, key=lambda e: (e["doc_id"], e["version"]))
 
 
+@pytest.mark.broker
 def test_publish_files_and_delete_by_id_or_by_a_gone_file(settings: Settings, tmp_path: Path):
     runner = CliRunner()
     docs = tmp_path / "notes"
@@ -67,6 +68,7 @@ def test_publish_files_and_delete_by_id_or_by_a_gone_file(settings: Settings, tm
     assert r.exit_code == 2
 
 
+@pytest.mark.broker
 def test_sync_publishes_changes_only_and_deletes_vanished_files(settings: Settings, tmp_path: Path):
     runner = CliRunner()
     docs = tmp_path / "kb"
@@ -97,6 +99,7 @@ def test_sync_publishes_changes_only_and_deletes_vanished_files(settings: Settin
     assert list((settings.data_dir / "sync").glob("kb-*.json"))
 
 
+@pytest.mark.broker
 def test_sync_watch_picks_up_a_new_file(settings: Settings, tmp_path: Path):
     """--watch keeps polling; here the loop is ended by the test's SIGINT stand-in."""
     import threading
@@ -131,6 +134,7 @@ def test_sync_watch_picks_up_a_new_file(settings: Settings, tmp_path: Path):
     assert result["r"].exit_code == 0, result["r"].output
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "args",
     [
@@ -154,6 +158,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_3_within_seconds(
     assert not list((tmp_path / "data").rglob("*.json")), "no manifest without a confirmed send"
 
 
+@pytest.mark.unit
 def test_eval_against_no_service_is_one_line_and_exit_3(tmp_path: Path):
     started = time.monotonic()
     r = CliRunner().invoke(

@@ -26,6 +26,8 @@ from retrieval.encoders import SparseVec
 from retrieval.index import ChunkPoint, Match, MatchAny
 from tests.conftest import Loops, wait_for
 
+pytestmark = pytest.mark.unit
+
 DIM = 768
 N = 4000
 # Manual cycles only (no threshold/interval trigger), unless a test says otherwise.

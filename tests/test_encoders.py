@@ -1,6 +1,9 @@
 """The query encoder under concurrency: batching must not change vectors."""
 
+import pytest
 
+
+@pytest.mark.model
 def test_concurrent_queries_are_batched_and_equal_single_encodes(dense):
     import threading
 
@@ -24,6 +27,7 @@ def test_concurrent_queries_are_batched_and_equal_single_encodes(dense):
     assert dense.encode_query(texts[0]) == results[0]  # served from the cache
 
 
+@pytest.mark.model
 def test_headings_are_encoded_once_and_match_plain_encodes(dense):
     import numpy as np
 
@@ -42,6 +46,7 @@ def test_headings_are_encoded_once_and_match_plain_encodes(dense):
     assert first[0].dtype == np.float16  # kept small: 768 bytes at 384 dims
 
 
+@pytest.mark.unit
 def test_the_lru_drops_the_least_recently_used():
     import numpy as np
 
@@ -57,6 +62,7 @@ def test_the_lru_drops_the_least_recently_used():
     assert lru.get_many(["a"]) == {}
 
 
+@pytest.mark.model
 def test_headings_stay_out_of_the_query_cache_and_rows_do_not_pin_batches(dense):
     dense.encode_headings(["A heading nobody asks about"])
     assert dense._queries._cache.get_many(["A heading nobody asks about"]) == {}

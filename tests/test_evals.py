@@ -24,6 +24,7 @@ from ingest.consumer import IngestWorker
 from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
 
 
+@pytest.mark.unit
 def test_ir_metrics_equal_hand_computed_values():
     gold = {"q1": ["a"], "q2": ["b", "c"], "q3": ["z"]}
     ranked = {"q1": ["x", "a"], "q2": ["c", "y", "b", "c"], "q3": []}
@@ -37,6 +38,7 @@ def test_ir_metrics_equal_hand_computed_values():
     assert s["q3"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@5": 0.0, "recall@10": 0.0}
 
 
+@pytest.mark.unit
 def test_ragas_context_metrics_equal_hand_computed_values():
     [r] = ragas_scores(
         [
@@ -55,6 +57,7 @@ def test_ragas_context_metrics_equal_hand_computed_values():
     assert r["non_llm_context_precision_with_reference"] == pytest.approx(0.5, abs=1e-6)
 
 
+@pytest.mark.unit
 def test_freshness_metric_and_percentiles():
     m = freshness_metric()
     assert [m.score(lag_s=v, slo_s=2.0).value for v in (0.5, 2.0, 4.0, 6.0, 9.0)] == [
@@ -69,6 +72,7 @@ def test_freshness_metric_and_percentiles():
     assert percentile([], 50) is None
 
 
+@pytest.mark.unit
 def test_gate_trips_on_a_worse_run():
     thresholds = {
         "min": {"hybrid.ndcg@10": 0.3},
@@ -87,6 +91,7 @@ def test_gate_trips_on_a_worse_run():
     }
 
 
+@pytest.mark.unit
 def test_a_part_that_did_not_run_is_skipped_never_a_regression():
     thresholds = {
         "min": {"hybrid.ndcg@10": 0.3, "freshness.freshness": 0.9},
@@ -116,6 +121,7 @@ def test_a_part_that_did_not_run_is_skipped_never_a_regression():
     }
 
 
+@pytest.mark.unit
 def test_probes_0_with_the_shipped_thresholds_exits_0_and_says_skipped(tmp_path):
     """`freshrag eval --probes 0` used to fail on `freshness.freshness = None (missing 0.9)`."""
     results = {
@@ -146,6 +152,7 @@ def test_probes_0_with_the_shipped_thresholds_exits_0_and_says_skipped(tmp_path)
     assert re.search(r"nDCG@10 hybrid\s+0\.900\s+≥ 0\.300.*pass", table), table
 
 
+@pytest.mark.unit
 def test_terminal_table_marks_failures_and_a_latency_jump(tmp_path):
     def run(run_id, ndcg, p50):
         return {
@@ -180,6 +187,7 @@ def _mock_client(handler) -> ServiceClient:
     return client
 
 
+@pytest.mark.unit
 def test_answer_metrics_per_provider_and_citation_precision():
     """Each provider's answers are scored apart; citing a non-gold page lowers precision."""
     replies = {
@@ -223,6 +231,7 @@ def test_answer_metrics_per_provider_and_citation_precision():
     assert summary["answers.primary.answer_citation_precision"] == 0.75
 
 
+@pytest.mark.unit
 def test_an_answer_past_its_deadline_counts_as_a_refusal_not_a_crash():
     """A 504 (no provider served before the deadline) is scored, and the run goes on."""
 
@@ -245,6 +254,7 @@ def test_an_answer_past_its_deadline_counts_as_a_refusal_not_a_crash():
     assert out["answer_timeouts"] == 1 and out["answer_cites_gold"] == 0.5
 
 
+@pytest.mark.unit
 def test_answers_bypass_the_cache_or_say_they_could_not():
     bodies: list[dict] = []
     answer = {
@@ -283,6 +293,7 @@ def test_answers_bypass_the_cache_or_say_they_could_not():
     assert "note" not in out
 
 
+@pytest.mark.unit
 def test_index_state_from_readyz_and_prometheus_metrics():
     metrics = """# HELP freshrag_ingest_dlq_total Events dead-lettered
 # TYPE freshrag_ingest_dlq_total counter
@@ -322,6 +333,7 @@ freshrag_ingest_last_indexed_timestamp_seconds 1.7999712e+09
     assert bare["documents"] is None and bare["dead_letters"] is None
 
 
+@pytest.mark.unit
 def test_django_faq_builder(tmp_path):
     faq = tmp_path / "docs" / "faq"
     faq.mkdir(parents=True)
@@ -402,6 +414,8 @@ def live(settings, edge_index, dense, sparse, tmp_path):
     server.stop()
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
     cfg, worker, thread = live
     thresholds = tmp_path / "thresholds.toml"
@@ -443,6 +457,8 @@ def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
     assert "verdict: REGRESSION: freshness" in table
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_release_replay_counts_what_changed(live, tmp_path):
     cfg, _, _ = live
     old, new = tmp_path / "old", tmp_path / "new"
@@ -561,6 +577,7 @@ def _headless(*args: str, tmp_path) -> subprocess.CompletedProcess:  # noqa: ANN
     )
 
 
+@pytest.mark.unit
 def test_report_page_opens_in_headless_chromium(tmp_path):
     """The page renders every figure; the screenshot (report.png) is for a person to look at."""
     if not _chromium():
@@ -593,6 +610,8 @@ def test_report_page_opens_in_headless_chromium(tmp_path):
     assert colours and len(colours) > 50, "the screenshot is (nearly) blank"
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_llm_judged_metrics_through_an_openai_compatible_judge(live):
     from tests.llm_servers import JudgeLLM
 
@@ -631,6 +650,8 @@ A foundation and many volunteers maintain it.
 """
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_heldout_faq_replaces_the_question_headings_while_scoring_then_restores(live, tmp_path):
     from evals.dataset import load as load_set
     from evals.heldout import heldout_faq_indexed, run_eval_with_heldout_faq
@@ -711,6 +732,8 @@ def test_heldout_faq_replaces_the_question_headings_while_scoring_then_restores(
         client.close()
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_unanswerable_questions_are_scored_as_refusals_not_ranked(live, tmp_path):
     cfg, _, _ = live
     dataset = tmp_path / "with-unanswerable.jsonl"
@@ -736,6 +759,8 @@ def test_unanswerable_questions_are_scored_as_refusals_not_ranked(live, tmp_path
     assert s["answers.answer_cites_gold"] == 1.0  # the unanswerable question has no gold to cite
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_each_provider_alone_scores_a_failing_primary_the_chain_hides(
     tmp_path, broker, edge_index, dense, sparse
 ):

@@ -4,6 +4,8 @@ import pytest
 
 from ingest.events import SCHEMA_PATH, DocumentEvent, MalformedEvent, decode_event, json_schema
 
+pytestmark = pytest.mark.unit
+
 
 def test_valid_event_roundtrips_and_keys_by_doc_id():
     e = DocumentEvent(

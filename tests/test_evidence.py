@@ -4,6 +4,8 @@ import pytest
 
 from retrieval.answer.evidence import question_names, unsupported_names
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("question", "names"),

@@ -11,6 +11,8 @@ import pytest
 
 from freshrag.files import replace_atomically, sync_file
 
+pytestmark = pytest.mark.unit
+
 
 def _failing_dir_fsync(code: int):  # noqa: ANN202
     real = os.fsync

@@ -6,6 +6,7 @@ from retrieval.search import Principal, Retriever
 from tests.conftest import make_indexer, upsert
 
 
+@pytest.mark.unit
 def test_equality_any_of_and_range():
     conds = parse_filters(
         {"doc_id": "a", "metadata.lang": ["en", "de"], "version": {"gte": 2, "lt": 5}}
@@ -17,6 +18,7 @@ def test_equality_any_of_and_range():
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("filters", "fragment"),
     [
@@ -43,6 +45,7 @@ def test_bad_filters_are_refused_with_a_reason(filters, fragment):
         parse_filters(filters)
 
 
+@pytest.mark.unit
 def test_access_conditions_come_from_credentials():
     assert access_conditions("acme", ["eng"]) == [
         Match("tenant", "acme"),
@@ -52,6 +55,7 @@ def test_access_conditions_come_from_credentials():
     assert access_conditions("acme", [])[1].values == ("\x00no-group",)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("filters", "fragment"),
     [
@@ -67,6 +71,7 @@ def test_typed_fields_reject_values_that_could_never_match(filters, fragment):
         parse_filters(filters)
 
 
+@pytest.mark.unit
 def test_negation_and_prefix():
     conds = parse_filters(
         {
@@ -84,6 +89,7 @@ def test_negation_and_prefix():
     ]
 
 
+@pytest.mark.model
 def test_release_notes_can_be_excluded_by_prefix_or_type(index, dense, sparse):
     """On both engines: a caller keeps release notes out of the results, or asks for them only."""
     pages = {

@@ -31,6 +31,7 @@ def rec(topic: str, partition: int, offset: int) -> SimpleNamespace:
 # --- offsets never pass a document still waiting in the bulk lane ----------------------
 
 
+@pytest.mark.unit
 def test_commit_goes_past_what_was_applied_but_never_past_a_held_record():
     live0, live1 = TopicPartition("documents", 0), TopicPartition("documents", 1)
     applied = {live0: 7, live1: 4}
@@ -50,6 +51,8 @@ def test_commit_goes_past_what_was_applied_but_never_past_a_held_record():
 # --- a long live document does not hold small edits behind it ----------------------------
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_a_long_live_document_goes_to_the_bulk_lane_behind_small_edits(
     tmp_path, broker, edge_index, dense, sparse
 ):
@@ -84,6 +87,8 @@ def test_a_long_live_document_goes_to_the_bulk_lane_behind_small_edits(
     assert edge_index.get_document("default", "manual").chunk_count > 10
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_a_stream_that_never_pauses_does_not_starve_the_bulk_lane(
     tmp_path, broker, edge_index, dense, sparse
 ):
@@ -125,6 +130,7 @@ def test_a_stream_that_never_pauses_does_not_starve_the_bulk_lane(
 # --- queries use every core the write path leaves free ---------------------------------
 
 
+@pytest.mark.model
 def test_query_batches_use_every_core_only_while_the_write_path_is_idle():
     import torch
 
@@ -169,6 +175,8 @@ def _spin() -> None:
         pass
 
 
+@pytest.mark.broker
+@pytest.mark.model
 @pytest.mark.slow
 def test_sigterm_under_full_cpu_load_exits_within_the_shutdown_timeout(tmp_path):
     """The embedder is busy on a long document and every core is taken by a busy loop:

@@ -69,6 +69,7 @@ def mpnet(mpnet_path: str) -> DenseEncoder:
 # --- the state machine and names (pure) -------------------------------------------------
 
 
+@pytest.mark.unit
 def test_generations_move_through_build_switch_and_drop(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     g1 = first_generation(settings)
@@ -93,6 +94,7 @@ def test_generations_move_through_build_switch_and_drop(tmp_path: Path) -> None:
     assert new_generation(settings, gens, "other-model").group != g2.group
 
 
+@pytest.mark.unit
 def test_restamp_gives_the_hashes_a_fresh_chunking_would(tmp_path: Path) -> None:
     text = "# Guide\n\n## Install\n\nRun pip.\n\n## Use\n\nImport it.\n\n## Use\n\nImport it.\n"
     chunker = Chunker(64, 0, model="model-b")
@@ -105,6 +107,7 @@ def test_restamp_gives_the_hashes_a_fresh_chunking_would(tmp_path: Path) -> None
     assert not {h for _, h in other} & {c.hash for c in chunks}  # the model is in the hash
 
 
+@pytest.mark.unit
 def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     g1 = first_generation(settings)
@@ -131,6 +134,7 @@ def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Pat
     assert aliases[f"{settings.collection}__standby"] == g1.collection
 
 
+@pytest.mark.unit
 def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     client = QdrantClient(location=":memory:")
@@ -162,6 +166,7 @@ def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path
     assert renew_copy(file, "b2", "a", 60)
 
 
+@pytest.mark.model
 def test_a_replica_takes_over_a_copy_whose_holder_died(tmp_path: Path) -> None:
     """Replica A started a reindex and died mid-copy: B, started meanwhile, waits while A's
     lease runs, then copies the standby itself, without a restart. (Edge cores; the
@@ -219,6 +224,7 @@ DOCS = {
 }
 
 
+@pytest.mark.model
 def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
     tmp_path: Path, dense: DenseEncoder, mpnet: DenseEncoder, sparse: SparseEncoder
 ) -> None:
@@ -323,6 +329,8 @@ def _admin(url: str, method: str, path: str = "", **kw) -> httpx.Response:  # no
     )
 
 
+@pytest.mark.broker
+@pytest.mark.model
 @pytest.mark.slow
 def test_switching_models_under_live_queries_and_edits(
     tmp_path: Path, broker: str, dense: DenseEncoder, mpnet: DenseEncoder, mpnet_path: str
@@ -477,6 +485,8 @@ def _principal():  # noqa: ANN202
     return Principal("t", "default", ("eng",))
 
 
+@pytest.mark.broker
+@pytest.mark.model
 def test_generation_header_and_admin_errors(tmp_path: Path, broker: str) -> None:
     keys = {
         "key-a": {"tenant": "default", "groups": ["eng"]},
@@ -519,6 +529,7 @@ def test_generation_header_and_admin_errors(tmp_path: Path, broker: str) -> None
         dep.close()
 
 
+@pytest.mark.unit
 def test_a_generation_record_from_disk_names_its_model(tmp_path: Path) -> None:
     """The pointer is plain JSON an operator can read: which model serves, which waits."""
     settings = make_settings(tmp_path)

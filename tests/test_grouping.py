@@ -1,9 +1,12 @@
 """Document boost and section grouping over ranked candidates (pure logic, no index)."""
 
 import numpy as np
+import pytest
 
 from retrieval.grouping import boost_by_document, boost_by_heading, group_sections
 from retrieval.index import SearchHit
+
+pytestmark = pytest.mark.unit
 
 
 def hit(pid, score, doc, section="S", index=0, text=None, path=()):

@@ -1,5 +1,7 @@
 """The index contract, run against Qdrant Edge and the server adapter (qdrant-client local mode)."""
 
+import pytest
+
 from retrieval.index import ChunkPoint, DocumentState, Match, MatchAny, Range, chunk_point_id
 
 
@@ -23,6 +25,7 @@ def point(dense, sparse, tenant, doc_id, text, acl=("eng",), version=1, **extra)
     )
 
 
+@pytest.mark.model
 def test_modes_filters_tenancy_and_registry(index, dense, sparse):
     index.upsert_chunks(
         [
@@ -90,6 +93,7 @@ def test_modes_filters_tenancy_and_registry(index, dense, sparse):
     assert index.ping()
 
 
+@pytest.mark.model
 def test_count_documents_leaves_tombstones_out(index, dense, sparse):
     from tests.conftest import delete, make_indexer, upsert
 
@@ -101,6 +105,7 @@ def test_count_documents_leaves_tombstones_out(index, dense, sparse):
     assert index.count_documents() == 1
 
 
+@pytest.mark.model
 def test_every_filterable_field_has_a_payload_index(edge_index):
     """Filters never scan payloads: each field a request may filter on is indexed."""
     from retrieval.filters import FILTERABLE
@@ -109,6 +114,7 @@ def test_every_filterable_field_has_a_payload_index(edge_index):
     assert FILTERABLE | {"tenant", "acl"} <= schema
 
 
+@pytest.mark.model
 def test_metadata_keys_in_use_get_a_payload_index_of_their_kind(index, dense, sparse):
     """Both adapters index `metadata.<key>` when first written, and filters still work."""
     from tests.conftest import make_indexer, upsert
@@ -127,6 +133,7 @@ def test_metadata_keys_in_use_get_a_payload_index_of_their_kind(index, dense, sp
     assert {h.payload["doc_id"] for h in hits} == {"m"}
 
 
+@pytest.mark.unit
 def test_metadata_indexes_are_bounded_and_typed():
     from retrieval.index import metadata_indexes
 

@@ -1,7 +1,11 @@
 """The write path on the real index (both backends), without Kafka: diffing, versions, deletes."""
 
+import pytest
+
 from retrieval.search import Principal, Retriever
 from tests.conftest import delete, make_indexer, upsert
+
+pytestmark = pytest.mark.model
 
 PARAS = {
     "Caching": "The cache framework stores rendered pages in memcached or redis for speed.",

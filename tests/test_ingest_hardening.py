@@ -10,6 +10,7 @@ import base64
 import json
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -39,6 +40,8 @@ from tests.conftest import (
 )
 from tests.documents import make_pdf
 
+pytestmark = pytest.mark.model
+
 READER = Principal("t", "default", ("public",))
 
 
@@ -53,6 +56,7 @@ def raw(**fields) -> bytes:  # noqa: ANN003
 # --- 1. no event reads the host ---------------------------------------------------------
 
 
+@pytest.mark.broker
 def test_file_sources_outside_the_allow_list_are_dead_lettered(
     settings, tmp_path, edge_index, dense, sparse
 ):
@@ -116,6 +120,7 @@ def test_with_no_roots_configured_no_file_is_ever_read(tmp_path, edge_index, den
     assert out.status == "failed" and "FRESHRAG_SOURCE_ROOTS is empty" in out.reason
 
 
+@pytest.mark.broker
 def test_a_pdf_travels_inside_the_event(settings, tmp_path, edge_index, dense, sparse):
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(make_pdf(["Quarterly okapi census for the vector search team."]))
@@ -154,6 +159,7 @@ class PoisonIndex:
         self.inner.upsert_chunks(points)
 
 
+@pytest.mark.broker
 def test_poison_events_end_in_the_dlq_and_the_partition_moves_on(
     settings, edge_index, dense, sparse
 ):
@@ -210,6 +216,7 @@ class DownIndex:
         self.inner.put_document(state)
 
 
+@pytest.mark.broker
 def test_an_index_outage_retries_the_batch_and_dead_letters_nothing(
     settings, edge_index, dense, sparse
 ):
@@ -225,6 +232,7 @@ def test_an_index_outage_retries_the_batch_and_dead_letters_nothing(
     assert read_topic(settings, settings.dlq_topic, expected=1, timeout=3) == []
 
 
+@pytest.mark.broker
 def test_metrics_count_each_event_once_whatever_the_retries(settings, edge_index, dense, sparse):
     class FailTwice:
         def __init__(self, inner):  # noqa: ANN001
@@ -252,6 +260,7 @@ def test_metrics_count_each_event_once_whatever_the_retries(settings, edge_index
 # --- 6. the event contract is as strict as its schema -----------------------------------
 
 
+@pytest.mark.broker
 def test_loose_versions_and_control_characters_are_dead_lettered(
     settings, edge_index, dense, sparse
 ):
@@ -275,6 +284,7 @@ def test_loose_versions_and_control_characters_are_dead_lettered(
     assert "surrogate" in reasons["surrogate"] and "NaN" in reasons["nan"]
 
 
+@pytest.mark.broker
 def test_equal_versions_resolve_the_same_in_one_batch_or_across_batches(
     settings, tmp_path, dense, sparse
 ):
@@ -315,6 +325,7 @@ def test_a_delete_without_acl_keeps_the_deleted_documents_readers(edge_index, de
 # --- 9. a broker that forgot everything is reported, not ignored ------------------------
 
 
+@pytest.mark.broker
 def test_a_broker_restart_that_lost_offsets_is_reported(tmp_path, edge_index, dense, sparse):
     port = free_port()
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "b1.log").start()

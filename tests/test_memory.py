@@ -6,6 +6,8 @@ import mmap
 import os
 from pathlib import Path
 
+import pytest
+
 from retrieval.memory import (
     _limit_in,
     drop_mapped_pages,
@@ -13,6 +15,8 @@ from retrieval.memory import (
     memory_limit_bytes,
     rss_mb,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def test_cgroup_dirs_of_both_hierarchies(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from retrieval.models import SPLIT_MODELS, install
 
+pytestmark = pytest.mark.unit
+
 
 def _wheels(folder):
     """Five wheels like the real ones: a zip of the model directory, split in five."""

@@ -23,6 +23,8 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from tests.conftest import make_indexer, make_services, make_settings, upsert
 
+pytestmark = pytest.mark.model
+
 AUTH = {"Authorization": "Bearer key-a"}
 
 

@@ -5,6 +5,8 @@ from ingest.parser import UnsupportedDocument, install_offline_nlp, parse
 from ingest.sources import SourcePolicy, load_body
 from tests.documents import make_docx, make_pdf
 
+pytestmark = pytest.mark.unit
+
 RST = """\
 =====================
 How to use the widget

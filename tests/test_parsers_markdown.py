@@ -1,7 +1,11 @@
 """Markdown from markdown-it tokens: headings, code, lists and tables as a reader sees them."""
 
+import pytest
+
 from ingest.chunker import Chunker
 from ingest.parser import parse
+
+pytestmark = pytest.mark.unit
 
 PAGE = """\
 ---

@@ -8,6 +8,8 @@ import pytest
 from ingest.chunker import Chunker
 from ingest.parser import UnsupportedDocument, parse
 
+pytestmark = pytest.mark.unit
+
 SPHINX_PAGE = """\
 .. _topics-widgets:
 

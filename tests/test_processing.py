@@ -33,6 +33,7 @@ def child():
     proc.close()
 
 
+@pytest.mark.model
 def test_the_child_chunks_and_embeds_like_the_inline_path(child, dense):
     inline = InlineProcessor(Chunker(128, 0, model="all-MiniLM-L6-v2"), dense)
     there, here = child.prepare(DOC, "text/markdown"), inline.prepare(DOC, "text/markdown")
@@ -42,6 +43,7 @@ def test_the_child_chunks_and_embeds_like_the_inline_path(child, dense):
     assert (np.sum(a * b, axis=1) > 0.999).all()
 
 
+@pytest.mark.model
 def test_queries_do_not_wait_for_a_batch_encode_in_the_child(child, dense):
     """The API's encoder shares no lock with the write path's: a query finishes mid-batch."""
     texts = [f"Batch passage number {i} about the ocelot calibration manual." for i in range(3000)]
@@ -61,6 +63,7 @@ def test_queries_do_not_wait_for_a_batch_encode_in_the_child(child, dense):
     assert done.wait(120)
 
 
+@pytest.mark.model
 def test_a_parse_that_hangs_is_killed_and_the_next_document_works(child):
     slow = ChildProcessor("all-MiniLM-L6-v2", 32, 128, 0, parse_timeout_s=0.05, nice=5)
     try:
@@ -89,6 +92,7 @@ class _Spy:
         return self.inner.encode(texts)
 
 
+@pytest.mark.model
 def test_a_parsed_document_is_embedded_while_the_next_one_is_still_parsing(edge_index, sparse):
     """Parse and embed overlap: the small page does not wait for the big page's parse."""
     proc = ChildProcessor(
@@ -130,6 +134,7 @@ def _priority_after_lowering() -> tuple[int, int]:
     return seen[0]
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
 def test_ingest_children_get_a_core_only_when_queries_leave_one_free():
     ctx = multiprocessing.get_context("spawn")

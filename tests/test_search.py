@@ -4,12 +4,15 @@ import threading
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from retrieval import grouping
 from retrieval.filters import access_conditions
 from retrieval.index import DocumentState, Fusion
 from retrieval.search import DEFAULT_RANKING, Principal, Ranking, Retriever, warm_headings
 from tests.test_index import point
+
+pytestmark = pytest.mark.model
 
 SECTIONS = {
     "Persistent connections": "Connections are closed after each request by default.",

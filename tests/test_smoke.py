@@ -15,6 +15,8 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.broker
+@pytest.mark.model
 @pytest.mark.slow
 def test_make_up_serves_the_django_sample(tmp_path):
     port, kafka = free_port(), free_port()

@@ -14,6 +14,8 @@ from ingest.events import DocumentEvent
 from ingest.publisher import BrokerUnreachable
 from ingest.sync import Syncer, list_files, manifest_path, plan, read_manifest
 
+pytestmark = pytest.mark.unit
+
 
 def test_plan_sends_new_and_changed_and_deletes_what_vanished():
     manifest = {"a.md": "h1", "b.md": "h2", "gone.md": "h3", "big.pdf": "h4"}

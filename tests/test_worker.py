@@ -4,6 +4,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from ingest.consumer import IngestWorker
 from retrieval.search import Principal, Retriever
 from tests.conftest import (
@@ -17,6 +19,8 @@ from tests.conftest import (
     upsert,
     wait_for,
 )
+
+pytestmark = [pytest.mark.broker, pytest.mark.model]
 
 READER = Principal("t", "default", ("public",))
 
