@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.bodies import StrictJSONRoute
 from api.errors import documented, invalid
-from retrieval.generations import GenerationError
+from freshrag.errors import GenerationError
 from retrieval.search import Principal
 
 

@@ -43,12 +43,12 @@ from api.models import (
     request_models,
 )
 from api.waits import DocumentWatch
+from freshrag.errors import GenerationError
 from freshrag.settings import Settings
 from retrieval.answer.gateway import UnknownProvider
 from retrieval.answer.prompts import PromptError, PromptRegistry
 from retrieval.answer.service import AnswerService
 from retrieval.filters import INT64_MAX, FilterError, parse_filters
-from retrieval.generations import GenerationError
 from retrieval.index import Condition, DocumentState, Index
 from retrieval.search import Principal, Retriever
 
@@ -95,7 +95,7 @@ class Services:
     # Whether this process's workers are warm (children, model, group): until then the
     # first edit would wait for them, so /readyz says not ready.
     ingest_ready: Callable[[], bool] | None = None
-    # The generations (index + model) this process serves: api/deployment.py. None in
+    # The generations (index + model) this process serves: freshrag/generations/controller.py. None in
     # tests that wire one index by hand.
     deployment: Any = None
 

@@ -39,10 +39,10 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 from tqdm import tqdm  # noqa: E402
 
-from api.runtime import Core  # noqa: E402
 from bench.harness import RESULTS, llama_minilm, write  # noqa: E402
 from evals.dataset import EvalItem, default_path, load  # noqa: E402
 from evals.metrics import ir_scores  # noqa: E402
+from freshrag.runtime import Core  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
@@ -186,7 +186,7 @@ _BASELINE = """
 import json, sys, tempfile
 from pathlib import Path
 sys.path[0] = "."
-from api.runtime import Core
+from freshrag.runtime import Core
 from ingest.publisher import build_events
 from retrieval.search import Principal, Retriever
 from freshrag.settings import Settings

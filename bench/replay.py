@@ -25,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
 
-from api.runtime import Core, EmbeddedBroker  # noqa: E402
 from bench.harness import RESULTS, free_port, llama_minilm, machine, write  # noqa: E402
+from freshrag.runtime import Core, EmbeddedBroker  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
 from ingest.publisher import Publisher, build_events  # noqa: E402

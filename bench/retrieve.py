@@ -35,8 +35,8 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 from api.app import create_app  # noqa: E402
 from api.auth import KeyStore  # noqa: E402
-from api.runtime import Core, ServerThread  # noqa: E402
 from bench.harness import QueryLoad, free_port, pct, write  # noqa: E402
+from freshrag.runtime import Core, ServerThread  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
@@ -273,7 +273,7 @@ def llama_baseline(core: Core, events: list, args: argparse.Namespace) -> dict:
 
 def under_writes(args: argparse.Namespace) -> None:
     """Hybrid p50/p99 idle, during a backfill, and during 20 edits/s, in one process."""
-    from api.runtime import EmbeddedBroker
+    from freshrag.runtime import EmbeddedBroker
     from ingest.consumer import ensure_topics
     from ingest.publisher import Publisher
 

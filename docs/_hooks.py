@@ -32,7 +32,7 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*gen:([\w-]+)((?:\s+[^\s>]+)*)\s*-->[ \t]*$", re.MULTILINE)
-CLI_MODULES = ("freshrag.cli", "api.cli")  # where the click group lives, newest first
+CLI_MODULES = ("freshrag.cli",)  # where the click group lives, newest first
 MAX_COLUMNS = 8  # a wider table with few rows is shown transposed
 FOLD_ROWS = 25  # a longer table is folded into <details>
 LONG_LIST = 6  # a longer list of rows inside a row is summarised as "N items"
@@ -201,7 +201,7 @@ def settings_markdown() -> str:
 
 
 def load_cli() -> click.Group:
-    """The `freshrag` click group, wherever it lives now (`freshrag.cli`, else `api.cli`)."""
+    """The `freshrag` click group, wherever it lives now (`freshrag.cli`, else `freshrag.cli`)."""
     for name in CLI_MODULES:
         try:
             module = importlib.import_module(name)

@@ -78,8 +78,10 @@ class DenseEncoder:
         calls never wait behind a bulk encode in this process. Same vectors as `encode`."""
         import torch
 
+        # `preprocess` is sentence-transformers 5's name for `tokenize` (deprecated there).
+        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize
         with self._tokenize_lock:
-            features = self._model.tokenize(texts)
+            features = prepare(texts)
         with torch.inference_mode():
             out = self._model(dict(features))["sentence_embedding"]
             out = torch.nn.functional.normalize(out, p=2, dim=1)

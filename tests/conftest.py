@@ -15,7 +15,7 @@ from typing import Self
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from api.runtime import EmbeddedBroker
+from freshrag.runtime import EmbeddedBroker
 from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, ensure_topics
@@ -281,6 +281,6 @@ def delete(doc_id: str, version: int, **kw) -> DocumentEvent:  # noqa: ANN003
 def make_services(settings: Settings, index, dense: DenseEncoder, sparse: SparseEncoder):  # noqa: ANN001, ANN201
     """The API's services over a real index, wired exactly as the service wires them."""
     from api.auth import KeyStore
-    from api.runtime import Core
+    from freshrag.runtime import Core
 
     return Core(settings, index, dense, sparse).services(KeyStore(settings.api_keys))

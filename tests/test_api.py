@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.app import Services, create_app
 from api.auth import KeyStore
-from api.runtime import broker_reachable
+from freshrag.runtime import broker_reachable
 from retrieval.search import Retriever
 from tests.conftest import delete, make_indexer, make_settings, upsert
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from api.app import Services, create_app
 from api.auth import KeyStore
 from api.lanes import Lane, LaneFull
-from api.runtime import ServerThread
 from api.waits import DocumentWatch
+from freshrag.runtime import ServerThread
 from retrieval.index import DocumentState
 from retrieval.search import Retriever
 from tests.conftest import (

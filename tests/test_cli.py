@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from api.cli import cli
+from freshrag.cli import cli
 from freshrag.settings import Settings
 from tests.conftest import free_port, read_topic
 
@@ -104,7 +104,7 @@ def test_sync_watch_picks_up_a_new_file(settings: Settings, tmp_path: Path):
     """--watch keeps polling; here the loop is ended by the test's SIGINT stand-in."""
     import threading
 
-    import api.cli as cli_module
+    import freshrag.cli.publishing as cli_module  # where sync lives
 
     docs = tmp_path / "w"
     docs.mkdir()

@@ -19,7 +19,7 @@ import qdrant_edge as qe
 from click.testing import CliRunner
 
 import retrieval.edge as edge
-from api.cli import cli
+from freshrag.cli import cli
 from freshrag.settings import Settings
 from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
@@ -406,7 +406,12 @@ def test_freshrag_optimize_rebuilds_every_live_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """During a blue/green reindex both generations' shards are live: both are rebuilt."""
-    from retrieval.generations import Generations, first_generation, new_generation, open_pointer
+    from freshrag.generations.pointer import (
+        Generations,
+        first_generation,
+        new_generation,
+        open_pointer,
+    )
 
     monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)
     settings = Settings(data_dir=tmp_path)

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.runtime import ServerThread
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, build_django_faq, load, save
 from evals.metrics import freshness_metric, ir_scores, percentile, ragas_scores
@@ -20,6 +19,7 @@ from evals.replay import run_replay
 from evals.report import THRESHOLDS, checks, gate, summarize, terminal_table
 from evals.run import EvalConfig, finish, run_eval
 from evals.state import index_state
+from freshrag.runtime import ServerThread
 from ingest.consumer import IngestWorker
 from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
 

@@ -20,13 +20,9 @@ from qdrant_client import QdrantClient
 
 from api.app import create_app
 from api.auth import KeyStore
-from api.deployment import Deployment
-from api.runtime import ServerThread
-from ingest.chunker import Chunker
-from ingest.parser import parse
-from ingest.reindex import copy_index
-from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.generations import (
+from freshrag.generations.controller import Deployment
+from freshrag.generations.copier import copy_index
+from freshrag.generations.pointer import (
     CopyLease,
     FilePointer,
     Generation,
@@ -39,6 +35,10 @@ from retrieval.generations import (
     release_copy,
     renew_copy,
 )
+from freshrag.runtime import ServerThread
+from ingest.chunker import Chunker
+from ingest.parser import parse
+from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.models import install
 from retrieval.server import ServerIndex
 from tests.conftest import (

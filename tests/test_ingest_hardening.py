@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import KeyStore
-from api.runtime import Core, EmbeddedBroker
+from freshrag.runtime import Core, EmbeddedBroker
 from ingest import metrics
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker, ensure_topics

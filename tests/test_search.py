@@ -94,7 +94,7 @@ def test_headings_embedded_ahead_leave_a_query_only_itself_to_encode(edge_index,
 
 def test_the_service_embeds_the_indexed_headings_ahead(tmp_path, edge_index, sparse):
     from api.auth import KeyStore
-    from api.runtime import Core
+    from freshrag.runtime import Core
     from retrieval.encoders import DenseEncoder
     from tests.conftest import make_indexer, make_settings, upsert, wait_for
 
@@ -115,7 +115,7 @@ def test_the_service_embeds_the_indexed_headings_ahead(tmp_path, edge_index, spa
 
 def test_with_the_boost_off_nothing_is_embedded_ahead(tmp_path, edge_index, sparse, dense):
     from api.auth import KeyStore
-    from api.runtime import Core
+    from freshrag.runtime import Core
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, ingest_process=False)

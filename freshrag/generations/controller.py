@@ -1,4 +1,4 @@
-"""The generations this process serves and keeps current (see retrieval/generations.py).
+"""The generations this process serves and keeps current (see freshrag/generations/pointer.py).
 
 One `Core` per live generation, each with its own index, encoders and ingest worker (its
 own consumer group, so every event reaches both). The API's `Services` point at the
@@ -20,13 +20,9 @@ from typing import Any
 
 from api.app import Services
 from api.auth import KeyStore
-from api.runtime import Core
 from api.waits import DocumentWatch
-from freshrag.settings import Settings
-from ingest.chunker import Chunker
-from ingest.consumer import IngestWorker, group_lag
-from ingest.reindex import CopyProgress, CopyStopped, copy_index
-from retrieval.generations import (
+from freshrag.generations.copier import CopyProgress, CopyStopped, copy_index
+from freshrag.generations.pointer import (
     CopyLease,
     Generation,
     GenerationError,
@@ -40,6 +36,10 @@ from retrieval.generations import (
     release_copy,
     renew_copy,
 )
+from freshrag.runtime import Core
+from freshrag.settings import Settings
+from ingest.chunker import Chunker
+from ingest.consumer import IngestWorker, group_lag
 
 log = logging.getLogger("freshrag.generations")
 

@@ -21,11 +21,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from freshrag.errors import GenerationError
 from freshrag.files import replace_atomically
 
-
-class GenerationError(Exception):
-    """An operation the generations' state does not allow now (the API answers 409)."""
+__all__ = ["GenerationError"]  # with the names below: the pointer's side of blue/green
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,28 @@
+"""The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval,
+reindex (another embedding model, blue/green), optimize (the embedded index, offline).
+
+One module per group of commands; each registers its commands on the group in `_base`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from freshrag.cli import evaluation, index, publishing, service  # noqa: F401  (registers)
+from freshrag.cli._base import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except RuntimeError as exc:  # startup problems the user can fix: say so, no traceback
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
