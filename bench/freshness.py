@@ -42,8 +42,8 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 import httpx  # noqa: E402
 
 from api.auth import KeyStore  # noqa: E402
-from api.runtime import Core, EmbeddedBroker, ServerThread  # noqa: E402
 from bench.harness import RESULTS, CpuHog, QueryLoad, free_port, machine, pct, write  # noqa: E402
+from freshrag.runtime import Core, EmbeddedBroker, ServerThread  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.consumer import ensure_topics  # noqa: E402
 from ingest.events import DocumentEvent  # noqa: E402
@@ -480,13 +480,18 @@ def shutdown(data_dir: Path, docs: Path) -> dict:
     finally:
         hogs.stop()
     log = up.log_path.read_text(errors="replace")
-    left = [pid for pid in children_before if _alive(pid)]
+    names = {pid: _command(pid) for pid in children_before}
+    deadline = time.monotonic() + 5  # an exited parent's children are reaped by init
+    while any(_alive(pid) for pid in children_before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [names[pid] for pid in children_before if _alive(pid)]
     return {
         "timeout_s": 20,
         "exit_after_signal_s": round(took, 1),
         "exit_code": up.proc.returncode,
         "children_before": len(children_before),
         "children_left": len(left),
+        "children_left_commands": left,
         "connection_errors_in_log": sum(
             1 for line in log.splitlines() if "No node available" in line or "Connect" in line
         ),
@@ -501,10 +506,16 @@ def _children(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # zombie: gone
+    except (OSError, IndexError):
         return False
-    return True
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120]
+    except OSError:
+        return "?"
 
 
 if __name__ == "__main__":
