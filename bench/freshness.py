@@ -134,7 +134,16 @@ def long_documents(docs: Path, n: int, words: int = 50_000) -> list[DocumentEven
     out: list[DocumentEvent] = []
     text, i = "", 0
     for f in files:
-        text += f.read_text(encoding="utf-8", errors="replace") + "\n\n"
+        # Marked per manual, so no chunk matches an indexed page's and reuses its vector:
+        # every chunk of a manual is embedded, as a new document's would be.
+        page = f.read_text(encoding="utf-8", errors="replace")
+        text += (
+            "\n\n".join(
+                f"{para} (manual {i})" if para.strip() and para[0].isalnum() else para
+                for para in page.split("\n\n")
+            )
+            + "\n\n"
+        )
         if len(text.split()) >= words:
             version = time.time_ns() // 1000
             out.append(

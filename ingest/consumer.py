@@ -109,6 +109,17 @@ def take_round_robin(records: list, n: int) -> tuple[list, list]:
     return taken, [r for q in queues for r in q]
 
 
+def take_bulk(backlog: list, n: int, backfill_topic: str) -> tuple[list, list]:
+    """A bulk turn's records: long live documents first (someone is waiting for each),
+    then backfill events, each kind round-robin over its partitions."""
+    live = [r for r in backlog if r.topic != backfill_topic]
+    taken, left_live = take_round_robin(live, n)
+    bulk, left_bulk = take_round_robin(
+        [r for r in backlog if r.topic == backfill_topic], n - len(taken)
+    )
+    return taken + bulk, left_live + left_bulk
+
+
 def first_offsets(records: list) -> dict[TopicPartition, int]:
     """Per partition, the lowest offset among `records`."""
     out: dict[TopicPartition, int] = {}
@@ -395,7 +406,9 @@ class IngestWorker:
         # document before it yields), so a long document or a backfill is never starved.
         bulk_due = time.monotonic() - self._last_bulk >= self.settings.bulk_turn_s
         if self._backlog and (not live or bulk_due):
-            batch, self._backlog = take_round_robin(self._backlog, self.settings.backfill_batch)
+            batch, self._backlog = take_bulk(
+                self._backlog, self.settings.backfill_batch, self.settings.backfill_topic
+            )
             self._stash, live = live, []  # applied right after this turn
             self._last_bulk = time.monotonic()
         elif live:

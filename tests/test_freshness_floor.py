@@ -17,7 +17,7 @@ import pytest
 from kafka.structs import TopicPartition
 
 from ingest.chunker import Chunker
-from ingest.consumer import commit_offsets
+from ingest.consumer import commit_offsets, take_bulk
 from ingest.indexer import Indexer
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder
@@ -46,6 +46,20 @@ def test_commit_goes_past_what_was_applied_but_never_past_a_held_record():
     assert commit_offsets(applied, held, {live0: 4, live1: 2}) == {live1: 4}
     # Once the long document is applied, the commit jumps past the edits applied before.
     assert commit_offsets(applied, [], {live0: 4, live1: 4}) == {live0: 7}
+
+
+@pytest.mark.unit
+def test_a_bulk_turn_takes_long_live_documents_before_the_backfill():
+    backlog = [rec("backfill", p, o) for o in range(3) for p in range(4)]
+    backlog.append(rec("documents", 2, 7))
+    taken, left = take_bulk(backlog, 4, "backfill")
+    assert taken[0].topic == "documents", "the waiting live document goes first"
+    assert [(r.topic, r.partition, r.offset) for r in taken[1:]] == [
+        ("backfill", 0, 0),
+        ("backfill", 1, 0),
+        ("backfill", 2, 0),
+    ]
+    assert len(left) == len(backlog) - 4
 
 
 # --- a long live document does not hold small edits behind it ----------------------------
