@@ -12,6 +12,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+# Django questions the load generators ask (made distinct per request by their callers).
+QUERIES = [
+    "How do I deploy Django with Gunicorn?",
+    "database transactions atomic",
+    "How to write a custom template filter",
+    "configure static files in production",
+    "What is a QuerySet and when is it evaluated?",
+    "form validation clean method",
+    "timezone aware datetimes",
+    "CSRF protection for AJAX requests",
+    "migrations squash",
+    "signals post_save receiver",
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,21 +82,11 @@ def llama_minilm(encoder):  # noqa: ANN001, ANN201
 def _query_client(url: str, key: str, mode: str, tag: str, deadline: float, out: list) -> None:
     import httpx
 
-    queries = [
-        "How do I deploy Django with Gunicorn?",
-        "database transactions atomic",
-        "How to write a custom template filter",
-        "configure static files in production",
-        "What is a QuerySet and when is it evaluated?",
-        "form validation clean method",
-        "timezone aware datetimes",
-        "CSRF protection for AJAX requests",
-    ]
     i = 0
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
         while time.time() < deadline:
             # Distinct text per request, so the query-embedding cache flatters nothing.
-            body = {"query": f"{queries[i % len(queries)]} ({tag} {id(out)} {i})", "mode": mode}
+            body = {"query": f"{QUERIES[i % len(QUERIES)]} ({tag} {id(out)} {i})", "mode": mode}
             t = time.perf_counter()
             try:
                 ok = c.post("/retrieve", json=body).status_code == 200

@@ -35,26 +35,13 @@ sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest pac
 
 from api.app import create_app  # noqa: E402
 from api.auth import KeyStore  # noqa: E402
-from bench.harness import QueryLoad, free_port, pct, write  # noqa: E402
+from bench.harness import QUERIES, QueryLoad, free_port, llama_minilm, pct, write  # noqa: E402
 from freshrag.runtime import Core, ServerThread  # noqa: E402
 from freshrag.settings import Settings  # noqa: E402
 from ingest.publisher import build_events  # noqa: E402
 from ingest.sample import django_docs, doc_files  # noqa: E402
 from retrieval.index import Match  # noqa: E402
 from retrieval.search import PREVIOUS_RANKING, Principal, Retriever  # noqa: E402
-
-QUERIES = [
-    "How do I deploy Django with Gunicorn?",
-    "database transactions atomic",
-    "How to write a custom template filter",
-    "configure static files in production",
-    "What is a QuerySet and when is it evaluated?",
-    "form validation clean method",
-    "timezone aware datetimes",
-    "CSRF protection for AJAX requests",
-    "migrations squash",
-    "signals post_save receiver",
-]
 
 
 def query(i: int, mode: str) -> str:
@@ -226,29 +213,20 @@ def llama_baseline(core: Core, events: list, args: argparse.Namespace) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from llama_index.core import Document, VectorStoreIndex
-    from llama_index.core.embeddings import BaseEmbedding
     from sentence_transformers import SentenceTransformer
 
     from retrieval.encoders import resolve_model_path
 
     model = SentenceTransformer(resolve_model_path(core.settings.model), device="cpu")
 
-    class MiniLM(BaseEmbedding):
-        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+    class Plain:  # the model as a LlamaIndex user calls it: no lock, no batcher
+        @staticmethod
+        def encode(texts: list[str]) -> list[list[float]]:
             return model.encode(texts, normalize_embeddings=True).tolist()
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return self._get_text_embeddings([text])[0]
-
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return self._get_text_embedding(query)
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
 
     documents = [Document(text=e.content or "", metadata={"doc_id": e.doc_id}) for e in events]
     started = time.perf_counter()
-    index = VectorStoreIndex.from_documents(documents, embed_model=MiniLM(embed_batch_size=64))
+    index = VectorStoreIndex.from_documents(documents, embed_model=llama_minilm(Plain()))
     build_s = time.perf_counter() - started
     retriever = index.as_retriever(similarity_top_k=args.top_k)
     n = min(args.requests, 400)
