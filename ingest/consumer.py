@@ -381,7 +381,8 @@ class IngestWorker:
         assigned = self.consumer.assignment()
         self._backlog = [r for r in self._backlog if _tp(r) in assigned]  # drop revoked ones
         self._applied = {tp: o for tp, o in self._applied.items() if tp in assigned}
-        if self._stash:  # live events that arrived during the last backfill batch
+        held = bool(self._stash)
+        if held:  # live events that arrived during the last bulk turn: they go now
             records, self._stash = self._stash, []
         else:
             # While backfill records wait in memory, fetch only live ones (no seeks needed).
@@ -405,12 +406,11 @@ class IngestWorker:
         # `bulk_turn_s` under a stream that never pauses (a turn is one slice or one
         # document before it yields), so a long document or a backfill is never starved.
         bulk_due = time.monotonic() - self._last_bulk >= self.settings.bulk_turn_s
-        if self._backlog and (not live or bulk_due):
+        if self._backlog and not held and (not live or bulk_due):
             batch, self._backlog = take_bulk(
                 self._backlog, self.settings.backfill_batch, self.settings.backfill_topic
             )
             self._stash, live = live, []  # applied right after this turn
-            self._last_bulk = time.monotonic()
         elif live:
             batch = live
         else:
@@ -422,6 +422,10 @@ class IngestWorker:
         future = self._pool.submit(self._apply_until_done, batch, not live)
         self._stay_in_group_until(future, listen_for_live=not live)
         result = future.result()
+        if not live:
+            # Counted from the turn's end, so live work gets its `bulk_turn_s` between
+            # two turns however long a turn's slice took.
+            self._last_bulk = time.monotonic()
         if result is None:
             log.warning(
                 "stopping with a batch of %d events uncommitted (redelivered later)", len(batch)

@@ -141,6 +141,55 @@ def test_a_stream_that_never_pauses_does_not_starve_the_bulk_lane(
             editor.join(10)
 
 
+class _SlowSlices:
+    """A processor whose bulk slices (4 texts or more) take `slice_s`: a busy embedder."""
+
+    def __init__(self, inner: InlineProcessor, slice_s: float) -> None:
+        self.inner, self.slice_s = inner, slice_s
+        self.fingerprint = inner.fingerprint
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        if len(texts) >= 4:
+            time.sleep(self.slice_s)
+        return self.inner.encode(texts)
+
+
+@pytest.mark.broker
+@pytest.mark.model
+def test_live_edits_held_by_a_bulk_turn_go_next_even_when_its_slice_outlasts_the_turn(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    """A slice longer than `bulk_turn_s` must not make the next bulk turn due before the
+    live edits it held: they would wait for the whole long document."""
+    from ingest.consumer import ensure_topics
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path, broker, long_document_bytes=2048, bulk_turn_s=0.1, topic_partitions=1
+    )
+    ensure_topics(settings)
+    written: list[str] = []
+    processor = _SlowSlices(InlineProcessor(Chunker(128, 0), dense), slice_s=0.4)
+    indexer = Indexer(
+        edge_index, processor, sparse, on_written=lambda _t, doc_id: written.append(doc_id)
+    )
+    indexer.yield_group_chunks = 4  # about 20 slices of 0.4 s for the manual
+    manual = "# Manual\n\n" + "\n\n".join(
+        f"## Part {i}\n\nThe quokka manual explains calibration step {i} in detail."
+        for i in range(80)
+    )
+    with running_worker(settings, indexer) as (worker, _):
+        wait_for(lambda: worker.ready.is_set())
+        publish_events(settings, [upsert("manual", manual, 1)])
+        time.sleep(1.0)  # the manual's slices are under way
+        publish_events(settings, [upsert("edit", "# Edit\n\nA one-line fix.", 1)])
+        wait_for(lambda: len(written) == 2, timeout=60)
+    assert written == ["edit", "manual"], written
+
+
 # --- queries use every core the write path leaves free ---------------------------------
 
 
