@@ -173,6 +173,8 @@ class InlineProcessor:
 
 _child: dict[str, object] = {}
 
+BULK_EXTRA_NICE = 5  # the bulk parser's niceness above the live lanes' (weight ÷ 3)
+
 # Tiny documents each parser child parses once at start: the first real document then
 # finds docutils, markdown-it and the chunker's tokenizer loaded (seconds on a busy core).
 _WARM_DOCUMENTS = (
@@ -482,7 +484,10 @@ class ChildProcessor:
         self._queries_active = queries_active
         parse_args = ((chunk_size, chunk_overlap, headers, model), max_chunks, nice, idle)
         self._parse = _Lane("parser", _parse_init, parse_args, self.activity)
-        self._parse_bulk = _Lane("bulk parser", _parse_init, parse_args, self.activity)
+        # Bulk parses (a long document, a backfill) run a step lower still: beside a
+        # live edit's parse and embed they take the CPU that is left.
+        bulk_args = (parse_args[0], max_chunks, nice + BULK_EXTRA_NICE, idle)
+        self._parse_bulk = _Lane("bulk parser", _parse_init, bulk_args, self.activity)
         self._bulk_memo: OrderedDict[str, Future] = OrderedDict()
         self._embed = _Lane(
             "embedder",
