@@ -394,6 +394,8 @@ class UpProcess:
             "FRESHRAG_PORT": str(self.port),
             "FRESHRAG_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.broker_port}",
             "FRESHRAG_API_KEYS": json.dumps(KEYS),
+            # The code of this checkout, whatever the venv's editable install points at.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             **env,
         }
         self.started = time.monotonic()
