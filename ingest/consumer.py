@@ -27,65 +27,36 @@ would not end; then the loop exits and leaves the group.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from freshrag.settings import Settings
 from ingest import metrics
+from ingest.broker import (  # noqa: F401 (ensure_topics, group_lag: callers move next)
+    Outage,
+    close_consumer,
+    ensure_topics,
+    group_lag,
+    unstick_parked_partitions,
+)
 from ingest.changes import newest_per_document
+from ingest.dead_letters import ENVELOPE_BYTES, DeadLetters
 from ingest.events import DocumentEvent, MalformedEvent, decode_event
 from ingest.indexer import Indexer, Outcome
+from ingest.lanes import commit_offsets, record_partition, take_bulk
 from ingest.ledger import OffsetLedger, lost_offsets
 
 log = logging.getLogger("freshrag.worker")
-
-# Room for the dead-letter envelope around the original payload.
-_DLQ_ENVELOPE_BYTES = 1_000_000
-_TRUNCATED_PAYLOAD_CHARS = 64_000
-
-
-def dead_letter(record, reason: str, stage: str, truncate: bool = False) -> bytes:  # noqa: ANN001
-    """The DLQ value: why, where it came from, and the original payload.
-
-    `truncate` keeps the first 64k characters plus the size and SHA-256 of the whole
-    payload, for a record the broker will not take whole; the original stays on its
-    topic at the offset given.
-    """
-    value: bytes = record.value or b""
-    body = {
-        "reason": reason,
-        "stage": stage,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "key": record.key.decode("utf-8", "replace") if record.key else None,
-        "failed_at": datetime.now(UTC).isoformat(),
-        "payload_bytes": len(value),
-    }
-    if truncate:
-        body["payload_sha256"] = hashlib.sha256(value).hexdigest()
-        body["payload_truncated"] = True
-        body["payload"] = value[:_TRUNCATED_PAYLOAD_CHARS].decode("utf-8", "replace")
-        return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
-    try:
-        body["payload"] = value.decode("utf-8")
-    except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(value).decode()
-    return json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
 
 
 @dataclass(slots=True)
@@ -95,123 +66,8 @@ class BatchResult:
     unprocessed: list = field(default_factory=list)  # records left for later (interrupted)
 
 
-def take_round_robin(records: list, n: int) -> tuple[list, list]:
-    """Up to `n` records, fairly across partitions, each partition's in offset order."""
-    by_tp: dict[tuple[str, int], list] = {}
-    for r in records:
-        by_tp.setdefault((r.topic, r.partition), []).append(r)
-    queues = [sorted(rs, key=lambda r: r.offset) for rs in by_tp.values()]
-    taken: list = []
-    while len(taken) < n and any(queues):
-        for q in queues:
-            if q and len(taken) < n:
-                taken.append(q.pop(0))
-    return taken, [r for q in queues for r in q]
-
-
-def take_bulk(backlog: list, n: int, backfill_topic: str) -> tuple[list, list]:
-    """A bulk turn's records: long live documents first (someone is waiting for each),
-    then backfill events, each kind round-robin over its partitions."""
-    live = [r for r in backlog if r.topic != backfill_topic]
-    taken, left_live = take_round_robin(live, n)
-    bulk, left_bulk = take_round_robin(
-        [r for r in backlog if r.topic == backfill_topic], n - len(taken)
-    )
-    return taken + bulk, left_live + left_bulk
-
-
-def first_offsets(records: list) -> dict[TopicPartition, int]:
-    """Per partition, the lowest offset among `records`."""
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        out[_tp(r)] = min(out.get(_tp(r), r.offset), r.offset)
-    return out
-
-
-def commit_offsets(
-    applied: dict[TopicPartition, int], held: list, committed: dict[TopicPartition, int]
-) -> dict[TopicPartition, int]:
-    """What to commit: per partition, past the last record applied (`applied`: offset + 1),
-    but never past a record still `held` (not applied yet, or waiting in the bulk lane: a
-    long live document deferred behind later edits of its partition), and only where that
-    moves forward."""
-    offsets = dict(applied)
-    for tp, first in first_offsets(held).items():
-        if tp in offsets:
-            offsets[tp] = min(offsets[tp], first)
-    return {tp: o for tp, o in offsets.items() if o > committed.get(tp, -1)}
-
-
-def group_lag(settings: Settings) -> int | None:
-    """Events `settings.consumer_group` has yet to apply, asked of the broker (no member of
-    the group needs to run here); None if the broker cannot say."""
-    consumer = None
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-            group_id=settings.consumer_group,
-            enable_auto_commit=False,
-            request_timeout_ms=5000,
-            bootstrap_timeout_ms=3000,
-        )
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (settings.topic, settings.backfill_topic)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = consumer.end_offsets(tps)
-        return sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
-    except Exception:  # KafkaError, or no broker at all: the caller treats None as unknown
-        return None
-    finally:
-        if consumer is not None:
-            close_consumer(consumer)
-
-
-def close_consumer(consumer: KafkaConsumer) -> None:
-    """Leave the group, stop the client's IO thread, then close its sockets.
-
-    kafka-python 3.0's `close()` closes sockets from the calling thread while its IO
-    thread may still poll them; if the broker goes away at that moment (Ctrl-C reaches
-    both) the IO thread logs `KeyError … is not registered` / `Invalid file descriptor`
-    tracebacks. Stopping the IO thread first removes the race (3 in 115 closes before,
-    0 in 65 after). The private parts are guarded: a newer client just closes.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    net = getattr(consumer, "_net", None)
-    with contextlib.suppress(Exception):
-        if coordinator is not None:
-            coordinator.close(autocommit=False, timeout_ms=5000)
-        if net is not None and hasattr(net, "stop"):
-            net.stop(timeout_ms=5000)
-    consumer.close(autocommit=False)
-
-
-def unstick_parked_partitions(consumer: KafkaConsumer) -> None:
-    """Work around a kafka-python 3.0 fetcher bug that strands resumed partitions.
-
-    Records fetched for a paused partition are parked; on a later poll they are restored
-    only when the fetcher's in-line slot `is None`, but a fully consumed slot stays a
-    falsy object, so a parked partition is never restored nor fetched again (seen here:
-    a backfill partition stuck at offset 2 of 10 for good). Clearing the spent slot lets
-    the fetcher restore it. No-op if the internals differ.
-    """
-    fetcher = getattr(consumer, "_fetcher", None)
-    spent = getattr(fetcher, "_next_partition_records", None)
-    if spent is not None and not spent and getattr(fetcher, "_paused_partition_records", None):
-        fetcher._next_partition_records = None
-
-
-def _tp(record) -> TopicPartition:  # noqa: ANN001
-    return TopicPartition(record.topic, record.partition)
-
-
 def _key(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
-
-
-class Outage(RuntimeError):
-    """The index or the broker is unavailable: retry the batch, never dead-letter for it."""
 
 
 class IngestWorker:
@@ -265,8 +121,9 @@ class IngestWorker:
             bootstrap_servers=servers,
             acks="all",
             linger_ms=5,
-            max_request_size=settings.max_event_bytes + _DLQ_ENVELOPE_BYTES,
+            max_request_size=settings.max_event_bytes + ENVELOPE_BYTES,
         )
+        self.dead_letters = DeadLetters(self.producer, settings.dlq_topic)
 
     # --- control -----------------------------------------------------------------------
 
@@ -379,7 +236,9 @@ class IngestWorker:
 
     def run_once(self) -> int:
         assigned = self.consumer.assignment()
-        self._backlog = [r for r in self._backlog if _tp(r) in assigned]  # drop revoked ones
+        self._backlog = [
+            r for r in self._backlog if record_partition(r) in assigned
+        ]  # drop revoked ones
         self._applied = {tp: o for tp, o in self._applied.items() if tp in assigned}
         held = bool(self._stash)
         if held:  # live events that arrived during the last bulk turn: they go now
@@ -453,8 +312,10 @@ class IngestWorker:
 
     def _commit(self, batch: list, unprocessed: list) -> None:
         for r in batch:  # what was polled before a held record may already be applied
-            self._applied[_tp(r)] = max(self._applied.get(_tp(r), 0), r.offset + 1)
-        touched = {_tp(r) for r in batch}
+            self._applied[record_partition(r)] = max(
+                self._applied.get(record_partition(r), 0), r.offset + 1
+            )
+        touched = {record_partition(r) for r in batch}
         offsets = commit_offsets(
             {tp: o for tp, o in self._applied.items() if tp in touched},
             unprocessed + self._backlog + self._stash,
@@ -596,7 +457,7 @@ class IngestWorker:
             for o in outcomes
             if o.status == "failed"
         ]
-        self._dead_letter(dead)
+        self.dead_letters.send(dead)
         done = {(o.event.tenant, o.event.doc_id) for o in outcomes}
         unprocessed = [r for e, r in decoded if (e.tenant, e.doc_id) not in done]
         if unprocessed:
@@ -637,7 +498,7 @@ class IngestWorker:
             if outcome.status == "failed":
                 dead.append((record, outcome.reason or "failed", "parse"))
             outcomes.append(outcome)
-        self._dead_letter(dead)
+        self.dead_letters.send(dead)
         return BatchResult(outcomes, dead)
 
     def _outage(self, exc: BaseException) -> bool:
@@ -648,53 +509,6 @@ class IngestWorker:
             return not self.indexer.index.ping()
         except Exception:
             return True
-
-    # --- the dead-letter topic -------------------------------------------------------------
-
-    def _dead_letter(self, dead: list[tuple[object, str, str]]) -> None:
-        """Send every dead letter and wait for the broker to confirm each one."""
-        if not dead:
-            return
-        pending = [
-            (record, reason, stage, self._send_dead(record, reason, stage))
-            for record, reason, stage in dead
-        ]
-        for record, reason, stage, future in pending:
-            try:
-                future.get(timeout=30)
-            except MessageSizeTooLargeError:
-                self._send_dead(record, reason, stage, truncate=True).get(timeout=30)
-            except KafkaError as exc:
-                raise Outage(f"dead letter not confirmed by the broker: {exc}") from exc
-
-    def _send_dead(self, record, reason: str, stage: str, truncate: bool = False):  # noqa: ANN001, ANN202
-        log.warning(
-            "dead-lettering %s[%d]@%d (%s): %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            stage,
-            reason,
-        )
-        kwargs = dict(
-            key=record.key,
-            headers=[
-                ("freshrag-reason", reason.encode("utf-8", "replace")[:1000]),
-                ("freshrag-stage", stage.encode()),
-            ],
-        )
-        try:
-            return self.producer.send(
-                self.settings.dlq_topic,
-                value=dead_letter(record, reason, stage, truncate),
-                **kwargs,
-            )
-        except MessageSizeTooLargeError:
-            if truncate:
-                raise
-            return self.producer.send(
-                self.settings.dlq_topic, value=dead_letter(record, reason, stage, True), **kwargs
-            )
 
     def _time_left(self) -> float | None:
         """Seconds until this worker's children must be gone (None: not stopping)."""
@@ -707,28 +521,3 @@ class IngestWorker:
         metrics.RETRIES.inc()
         exc = state.outcome.exception() if state.outcome else None
         log.warning("batch failed (%s), retry %d", exc, state.attempt_number)
-
-
-def ensure_topics(settings: Settings) -> None:
-    """Create the events and dead-letter topics when missing (idempotent)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    try:
-        existing = set(admin.list_topics())
-        wanted = [
-            NewTopic(settings.topic, settings.topic_partitions, 1),
-            NewTopic(settings.backfill_topic, settings.topic_partitions, 1),
-            NewTopic(settings.dlq_topic, 1, 1),
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(missing)
-    except KafkaError as exc:
-        raise RuntimeError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
-        ) from exc
-    finally:
-        admin.close()

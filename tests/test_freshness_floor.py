@@ -17,7 +17,7 @@ import pytest
 from kafka.structs import TopicPartition
 
 from ingest.chunker import Chunker
-from ingest.consumer import commit_offsets, take_bulk
+from ingest.lanes import commit_offsets, take_bulk
 from ingest.indexer import Indexer
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder
@@ -73,7 +73,7 @@ def test_a_long_live_document_goes_to_the_bulk_lane_behind_small_edits(
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, broker, long_document_bytes=2048, topic_partitions=1)
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
 
     ensure_topics(settings)
     written: list[str] = []
@@ -107,7 +107,7 @@ def test_a_stream_that_never_pauses_does_not_starve_the_bulk_lane(
     tmp_path, broker, edge_index, dense, sparse
 ):
     """Bulk work gets a turn every `bulk_turn_s` even while live edits keep coming."""
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, broker, long_document_bytes=2048, bulk_turn_s=0.2)
@@ -164,7 +164,7 @@ def test_live_edits_held_by_a_bulk_turn_go_next_even_when_its_slice_outlasts_the
 ):
     """A slice longer than `bulk_turn_s` must not make the next bulk turn due before the
     live edits it held: they would wait for the whole long document."""
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
     from tests.conftest import make_settings
 
     settings = make_settings(

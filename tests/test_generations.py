@@ -335,7 +335,7 @@ def _admin(url: str, method: str, path: str = "", **kw) -> httpx.Response:  # no
 def test_switching_models_under_live_queries_and_edits(
     tmp_path: Path, broker: str, dense: DenseEncoder, mpnet: DenseEncoder, mpnet_path: str
 ) -> None:
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
 
     keys = {
         "key-a": {"tenant": "default", "groups": ["eng"]},

@@ -17,8 +17,9 @@ from api.app import create_app
 from api.auth import KeyStore
 from freshrag.runtime import Core, EmbeddedBroker
 from ingest import metrics
+from ingest.broker import ensure_topics
 from ingest.chunker import Chunker
-from ingest.consumer import IngestWorker, ensure_topics
+from ingest.consumer import IngestWorker
 from ingest.events import DocumentEvent
 from ingest.indexer import Indexer
 from ingest.processing import InlineProcessor

@@ -36,7 +36,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
     from api.auth import KeyStore, ensure_dev_keys
     from freshrag.generations.controller import Deployment
     from freshrag.runtime import EmbeddedBroker, ServerThread, host_port
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def worker() -> None:
     """Run one ingest worker per live index generation (each a member of its generation's
     consumer group). SIGTERM finishes the batch in hand, then exits."""
     from freshrag.generations.controller import Deployment
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
     from ingest.publisher import BrokerUnreachable, check_broker
 
     settings = Settings()

@@ -38,8 +38,9 @@ from freshrag.generations.pointer import (
 )
 from freshrag.runtime import Core
 from freshrag.settings import Settings
+from ingest.broker import group_lag
 from ingest.chunker import Chunker
-from ingest.consumer import IngestWorker, group_lag
+from ingest.consumer import IngestWorker
 
 log = logging.getLogger("freshrag.generations")
 
