@@ -17,8 +17,8 @@ import pytest
 from kafka.structs import TopicPartition
 
 from ingest.chunker import Chunker
-from ingest.lanes import commit_offsets, take_bulk
 from ingest.indexer import Indexer
+from ingest.lanes import commit_offsets, take_bulk
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder
 from tests.conftest import committed, free_port, publish_events, running_worker, upsert, wait_for
@@ -194,31 +194,53 @@ def test_live_edits_held_by_a_bulk_turn_go_next_even_when_its_slice_outlasts_the
 
 
 @pytest.mark.model
-def test_query_batches_use_every_core_only_while_the_write_path_is_idle():
+def test_query_encoders_use_every_core_only_while_the_write_path_is_idle():
+    """Two encoders serve two batches at once, each on one torch thread (no OpenMP
+    barrier waits for a core an edit holds); while the write path works, one serves."""
     import torch
 
     encoder = DenseEncoder("all-MiniLM-L6-v2")
-    seen: list[int] = []
     inner = encoder.encode_batch
+    lock = threading.Lock()
+    running, most, torch_threads = [0], [0], set()
 
     def spy(texts: list[str]) -> np.ndarray:
-        seen.append(torch.get_num_threads())
-        return inner(texts)
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            torch_threads.add(torch.get_num_threads())
+        time.sleep(0.2)  # long enough for the other encoder to take the next batch
+        try:
+            return inner(texts)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    def burst(tag: str) -> None:
+        clients = [
+            threading.Thread(target=encoder.encode_query, args=(f"{tag} query {i}",))
+            for i in range(6)
+        ]
+        for c in clients:
+            c.start()
+            time.sleep(0.05)  # one batch each, not one batch for all
+        for c in clients:
+            c.join(30)
 
     encoder.encode_batch = spy  # type: ignore[method-assign]
     writing = threading.Event()
     try:
         encoder.serve_queries(2, lambda: not writing.is_set())
-        encoder.encode_query("idle: a query on every core")
-        assert seen == [2], "both cores serve queries while nothing is indexed"
+        burst("idle")
+        assert most[0] == 2, "both cores serve queries while nothing is indexed"
         writing.set()
-        encoder.encode_query("busy: a query on one core")
-        assert seen == [2, 1], "one core while the write path works; the other is its"
-        writing.clear()
-        encoder.encode_query("idle again")
-        assert seen == [2, 1, 2]
+        time.sleep(0.2)  # the second encoder notices
+        most[0] = 0
+        burst("busy")
+        assert most[0] == 1, "one encoder while the write path works; the other core is its"
+        assert torch_threads == {1}, "each batch on one torch thread"
     finally:
-        torch.set_num_threads(1)
+        writing.clear()
     # The lock-free batch path gives the same vectors as the model's own encode.
     a = encoder.encode_array(["timezone aware datetimes"])
     b = inner(["timezone aware datetimes"])
