@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import HTTPException, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from retrieval.search import Principal
 
@@ -45,22 +44,10 @@ class KeyStore:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
-        return self._resolve(bearer, request.headers.get("x-api-key"), auth)
+        return self.resolve(bearer, request.headers.get("x-api-key"), auth)
 
-    def dependency(self) -> Callable[..., Awaitable[Principal]]:
-        """An async FastAPI dependency (no thread) that documents both schemes in OpenAPI."""
-
-        async def principal(
-            request: Request,
-            bearer: HTTPAuthorizationCredentials | None = Security(_BEARER),
-            api_key: str | None = Security(_API_KEY),
-        ) -> Principal:
-            token = bearer.credentials.strip() if bearer else None
-            return self._resolve(token, api_key, request.headers.get("authorization", ""))
-
-        return principal
-
-    def _resolve(self, bearer: str | None, api_key: str | None, authorization: str) -> Principal:
+    def resolve(self, bearer: str | None, api_key: str | None, authorization: str) -> Principal:
+        """The principal for a key sent either way; 401 naming what is wrong if none."""
         key = api_key or bearer
         if not key:
             if authorization.strip():
@@ -76,8 +63,9 @@ class KeyStore:
         return principal
 
 
-_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
-_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The key alone.")
+# The two ways to send a key, as OpenAPI security schemes (api/deps.py reads both).
+BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The key alone.")
 
 
 def _unauthorized(message: str) -> HTTPException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -62,6 +62,25 @@ class PromptSelector(BaseModel):
     version: int | None = Field(
         None, ge=1, le=INT64_MAX, description="Exact version (wins over label)."
     )
+
+
+class SearchBody(Protocol):
+    """What routes read from a RetrieveRequest (built per app by `request_models`)."""
+
+    query: str
+    top_k: int
+    mode: Literal["hybrid", "dense", "sparse"]
+    filters: dict[str, Any]
+    group: Literal["section", "chunk"]
+
+
+class AnswerBody(SearchBody, Protocol):
+    """What routes read from an AnswerRequest: a search plus how to answer it."""
+
+    prompt: PromptSelector | None
+    stream: bool
+    cache: bool
+    provider: str | None
 
 
 def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -228,6 +247,22 @@ class Readiness(BaseModel):
         default_factory=dict,
         description="What an operator should know that does not make the service unready: "
         "e.g. `ingest.broker_state_lost` when the broker forgot committed offsets.",
+    )
+
+
+class ReindexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="sentence-transformers model name or path, loadable offline on the server.",
+    )
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(
+        False, description="Switch even if the standby still has events to apply (lag > 0)."
     )
 
 

@@ -1,0 +1,96 @@
+"""FastAPI dependencies: the services, lanes and watch of the app serving a request, and
+who is asking.
+
+create_app keeps them on `app.state`; routes ask for them by type (`who: Caller`,
+`services: ServicesDep`), so a route holds no reference that a blue/green switch could
+leave stale. Every dependency is `async`: a sync one would take a thread per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
+
+from api.auth import API_KEY, BEARER
+from api.errors import invalid
+from api.lanes import Lanes
+from api.services import Services
+from api.waits import DocumentWatch
+from freshrag.errors import GenerationError
+from retrieval.search import Principal
+
+
+async def get_services(request: Request) -> Services:
+    """The serving generation's services (a switch swaps their fields in place)."""
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_lanes(request: Request) -> Lanes:
+    """The bounded thread lanes blocking work runs in (api/lanes.py)."""
+    lanes: Lanes = request.app.state.lanes
+    return lanes
+
+
+async def get_watch(request: Request) -> DocumentWatch:
+    """The wake-ups GET /documents long-polls sleep on (api/waits.py)."""
+    watch: DocumentWatch = request.app.state.watch
+    return watch
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+LanesDep = Annotated[Lanes, Depends(get_lanes)]
+WatchDep = Annotated[DocumentWatch, Depends(get_watch)]
+
+
+async def authenticated(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    api_key: Annotated[str | None, Security(API_KEY)],
+) -> Principal:
+    """The caller's principal from either header; both schemes are documented in OpenAPI."""
+    services: Services = request.app.state.services
+    token = bearer.credentials.strip() if bearer else None
+    return services.keys.resolve(token, api_key, request.headers.get("authorization", ""))
+
+
+Caller = Annotated[Principal, Depends(authenticated)]
+
+
+async def administrator(who: Caller) -> Principal:
+    """The caller, if its key may run operator actions; 403 otherwise."""
+    if not who.admin:
+        raise HTTPException(403, 'an admin key is needed for this ("admin": true)')
+    return who
+
+
+AdminCaller = Annotated[Principal, Depends(administrator)]
+
+
+async def generation(
+    services: ServicesDep,
+    x_freshrag_generation: Annotated[
+        str | None,
+        Header(
+            description="`standby` queries the generation being prepared by `freshrag "
+            "reindex` (with its own model), to compare it before the switch; default: "
+            "the serving one.",
+        ),
+    ] = None,
+) -> Services:
+    """The services a search runs on: the serving generation's, or the standby's."""
+    if x_freshrag_generation in (None, "", "serving"):
+        return services
+    if x_freshrag_generation != "standby":
+        raise invalid(("header", "x-freshrag-generation"), "must be 'serving' or 'standby'")
+    if services.deployment is None:
+        raise HTTPException(409, "this server has no standby generation")
+    try:
+        return services.deployment.standby_stack()
+    except GenerationError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+StackDep = Annotated[Services, Depends(generation)]
