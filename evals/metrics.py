@@ -1,4 +1,5 @@
-"""Scores: IR metrics from ranx, context metrics from RAGAS, and freshness as a RAGAS custom metric."""
+"""Scores: IR metrics from ranx, context metrics from RAGAS, freshness as a RAGAS custom
+metric, and the answer and refusal rates; pure functions the scenario modules call."""
 
 from __future__ import annotations
 
@@ -116,6 +117,24 @@ def percentile(values: list[float], p: float) -> float | None:
 def answerable(items: list[EvalItem]) -> list[EvalItem]:
     """The questions relevance can rank: unanswerable ones have no gold."""
     return [i for i in items if i.answerable]
+
+
+def answer_scores(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Cites-gold and refusal rates, and citation precision: the share of the documents an
+    answer cites that are gold (over answers to answerable questions that cite any), so an
+    answer padded with unrelated sources scores lower even when one citation is right."""
+    precise = [
+        len(set(r["cited"]) & set(r["gold"])) / len(r["cited"])
+        for r in rows
+        if r["cites_gold"] is not None and r["cited"]
+    ]
+    return {
+        "answer_cites_gold": mean(
+            [float(r["cites_gold"]) for r in rows if r["cites_gold"] is not None]
+        ),
+        "answer_citation_precision": mean(precise),
+        "answer_refusal_rate": mean([float(r["refused"]) for r in rows]),
+    }
 
 
 def refusal_scores(items: list[EvalItem], rows: list[dict[str, Any]]) -> dict[str, Any]:

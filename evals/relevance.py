@@ -9,6 +9,7 @@ from evals.dataset import EvalItem, context_id
 from evals.metrics import (
     IR_METRICS,
     RAGAS_METRICS,
+    answer_scores,
     ir_scores,
     mean,
     percentile,
@@ -81,24 +82,6 @@ def run_relevance(
     out["stale_hit_rate"] = stale / hits_seen if hits_seen else 0.0
     out["hits_checked"] = hits_seen
     return out
-
-
-def answer_scores(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Cites-gold and refusal rates, and citation precision: the share of the documents an
-    answer cites that are gold (over answers to answerable questions that cite any), so an
-    answer padded with unrelated sources scores lower even when one citation is right."""
-    precise = [
-        len(set(r["cited"]) & set(r["gold"])) / len(r["cited"])
-        for r in rows
-        if r["cites_gold"] is not None and r["cited"]
-    ]
-    return {
-        "answer_cites_gold": mean(
-            [float(r["cites_gold"]) for r in rows if r["cites_gold"] is not None]
-        ),
-        "answer_citation_precision": mean(precise),
-        "answer_refusal_rate": mean([float(r["refused"]) for r in rows]),
-    }
 
 
 def _by_provider(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,20 +10,13 @@ from typing import Any
 from evals.client import ServiceClient
 from evals.dataset import load
 from evals.freshness import run_freshness
+from evals.gate import baseline, latency_jumps, load_thresholds, verdict
 from evals.metrics import answerable, refusal_scores
 from evals.relevance import run_answers, run_each_provider, run_relevance
 from evals.replay import run_replay
-from evals.report import (
-    checks,
-    gate,
-    history,
-    latency_jumps,
-    load_thresholds,
-    render_html,
-    skipped_areas,
-    summarize,
-)
+from evals.report import write_report
 from evals.state import index_state, state_notes
+from evals.summary import history, skipped_areas, summarize
 from ingest.publisher import check_broker
 
 
@@ -143,36 +135,18 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
 def finish(
     results: dict[str, Any], out_dir: Path, thresholds: Path | None
 ) -> tuple[dict[str, Any], int]:
-    """Summary, comparison with the previous run, checks and gate, and the files."""
-    hist_dir = out_dir / "history"
-    past = history(hist_dir)
+    """Summary, comparison with the previous run, the gate's verdict, and the files."""
+    past = history(out_dir / "history")
     limits = load_thresholds(thresholds)
     results["summary"] = summarize(results)
-    # Compare like with like: a run on another dataset is no baseline for this one.
-    dataset = (results.get("dataset") or {}).get("name")
-    same = [r for r in past if r.get("dataset") in (None, dataset)] if dataset else past
-    prev = same[-1] if same else None
+    prev = baseline(past, (results.get("dataset") or {}).get("name"))
     prev_summary = prev["summary"] if prev else None
     results["previous"] = {"run_id": prev["run_id"], "summary": prev_summary} if prev else None
     results["skipped_areas"] = skipped_areas(results)
-    results["checks"] = checks(results["summary"], prev_summary, limits, results["skipped_areas"])
-    results["regressions"] = gate(
-        results["summary"], prev_summary, limits, results["skipped_areas"]
-    )
+    decided = verdict(results["summary"], prev_summary, limits, results["skipped_areas"])
+    results["checks"] = [c.as_dict() for c in decided.checks]
+    results["regressions"] = [c.as_regression() for c in decided.regressions]
     results["latency_jumps"] = latency_jumps(results["summary"], prev_summary)
     results.setdefault("notes", [])
-    hist_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(results, indent=2, default=str))
-    (out_dir / "report.html").write_text(render_html(results, past, limits))
-    (hist_dir / f"{results['run_id']}.json").write_text(
-        json.dumps(
-            {
-                "run_id": results["run_id"],
-                "at": results["at"],
-                "dataset": dataset,
-                "summary": results["summary"],
-            },
-            indent=1,
-        )
-    )
-    return results, 1 if results["regressions"] else 0
+    write_report(results, out_dir, past, limits)
+    return results, decided.exit_code

@@ -14,11 +14,13 @@ import pytest
 from api.app import create_app
 from evals.client import ServiceClient
 from evals.dataset import EvalItem, build_django_faq, load, save
+from evals.gate import THRESHOLDS, Verdict, baseline, checks, gate, verdict
 from evals.metrics import freshness_metric, ir_scores, percentile, ragas_scores
 from evals.replay import run_replay
-from evals.report import THRESHOLDS, checks, gate, summarize, terminal_table
 from evals.run import EvalConfig, finish, run_eval
 from evals.state import index_state
+from evals.summary import summarize
+from evals.terminal import terminal_table
 from freshrag.runtime import ServerThread
 from ingest.consumer import IngestWorker
 from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
@@ -119,6 +121,21 @@ def test_a_part_that_did_not_run_is_skipped_never_a_regression():
         ("freshness.freshness", "missing"),
         ("freshness.missed_rate", "missing"),
     }
+
+
+@pytest.mark.unit
+def test_the_verdict_gives_the_exit_code_against_a_run_on_the_same_dataset():
+    past = [{"run_id": "a", "dataset": "dev"}, {"run_id": "b", "dataset": "faq"}]
+    assert baseline(past, "dev")["run_id"] == "a"
+    assert baseline([*past, {"run_id": "c"}], "dev")["run_id"] == "c"  # older history: no name
+    assert baseline(past, None)["run_id"] == "b" and baseline(past, "other") is None
+    thresholds = {"min": {"hybrid.ndcg@10": 0.5}}
+    assert verdict({"hybrid.ndcg@10": 0.6}, None, thresholds).exit_code == 0
+    failed = verdict({"hybrid.ndcg@10": 0.4}, None, thresholds)
+    assert failed.exit_code == 1 and [c.metric for c in failed.regressions] == ["hybrid.ndcg@10"]
+    # What report.json stores reads back as the same verdict.
+    stored = {"checks": checks({"hybrid.ndcg@10": 0.4}, None, thresholds)}
+    assert Verdict.of(stored) == failed
 
 
 @pytest.mark.unit

@@ -114,8 +114,9 @@ def eval_command(
     from api.auth import key_for_tenant
     from evals.client import ServiceUnreachable
     from evals.dataset import default_path
-    from evals.report import THRESHOLDS, terminal_table
+    from evals.gate import THRESHOLDS
     from evals.run import EvalConfig, run_eval
+    from evals.terminal import terminal_table
     from ingest.publisher import BrokerUnreachable
     from ingest.sample import django_docs
 
