@@ -10,7 +10,7 @@ from typing import Any
 
 from api.errors import invalid
 from retrieval.filters import FilterError, parse_filters
-from retrieval.index import Condition
+from retrieval.store.types import Condition
 
 
 def conditions_of(filters: dict[str, Any]) -> list[Condition]:

@@ -16,8 +16,8 @@ from api.waits import DocumentWatch
 from freshrag.settings import Settings
 from retrieval.answer.prompts import PromptRegistry
 from retrieval.answer.service import AnswerService
-from retrieval.index import Index
 from retrieval.search import Retriever
+from retrieval.store.ports import Index
 
 
 class Deployment(Protocol):

@@ -26,10 +26,10 @@ from ingest.sources import SourcePolicy
 from retrieval.answer.cache import AnswerCache
 from retrieval.answer.prompts import PromptRegistry
 from retrieval.answer.service import AnswerService, build_gateway
-from retrieval.backends import open_index
 from retrieval.encoders import DenseEncoder, SparseEncoder
-from retrieval.index import Index
 from retrieval.search import Ranking, Retriever, warm_headings
+from retrieval.store.factory import open_index
+from retrieval.store.ports import Index
 
 log = logging.getLogger("freshrag")
 

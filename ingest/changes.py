@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from ingest.chunker import Chunk
 from ingest.events import DocumentEvent
-from retrieval.index import DocumentState, StoredChunk
+from retrieval.store.types import DocumentState, StoredChunk
 
 T = TypeVar("T")
 

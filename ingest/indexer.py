@@ -23,7 +23,8 @@ from ingest.parser import UnsupportedDocument, normalize_mime
 from ingest.processing import PreparedDocument, Processor
 from ingest.sources import SourcePolicy, load_body
 from retrieval.encoders import SparseEncoder
-from retrieval.index import ChunkPoint, DocumentState, Index, StoredChunk, chunk_point_id
+from retrieval.store.ports import Index
+from retrieval.store.types import ChunkPoint, DocumentState, StoredChunk, chunk_point_id
 
 log = logging.getLogger("freshrag.ingest")
 

@@ -1,32 +1,3 @@
-"""Which index backend serves: the one place that knows both adapters.
+"""Temporary re-export of `retrieval.store.factory`; import from there."""
 
-Kept apart from the contract (`retrieval.index`), which both adapters import: the
-contract then imports neither of them, and no import runs in a circle.
-"""
-
-from __future__ import annotations
-
-from typing import Any
-
-from retrieval.index import Index
-
-
-def open_index(settings: Any) -> Index:
-    """Qdrant server when `qdrant_url` is set, else the embedded Edge shard."""
-    if settings.qdrant_url:
-        from retrieval.server import ServerIndex
-
-        return ServerIndex.connect(
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
-            collection=settings.collection,
-            registry=settings.registry_collection,
-        )
-    from retrieval.edge import EdgeIndex, EdgeTuning
-
-    return EdgeIndex(
-        settings.data_dir / "edge",
-        settings.collection,
-        settings.registry_collection,
-        tuning=EdgeTuning.from_settings(settings),
-    )
+from retrieval.store.factory import open_index as open_index

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from retrieval.index import Condition, Match, MatchAny, Not, Prefix, Range
+from retrieval.store.types import Condition, Match, MatchAny, Not, Prefix, Range
 
 FILTERABLE = {"doc_id", "title", "source", "mime", "version", "chunk_index"}
 # Typed fields: a value of the wrong type could never match, so it is an error, not 0 hits.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retrieval.index import SearchHit
+from retrieval.store.types import SearchHit
 
 _GAP = "\n\n[…]\n\n"  # between two chunks of a section that are not adjacent
 

@@ -10,7 +10,8 @@ from freshrag.settings import Settings
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.filters import access_conditions
 from retrieval.grouping import boost_by_document, boost_by_heading, group_sections, heading_of
-from retrieval.index import Condition, Fusion, Index, SearchHit, SearchMode
+from retrieval.store.ports import ChunkSearch, ReadIndex
+from retrieval.store.types import Condition, Fusion, SearchHit, SearchMode
 
 Grouping = Literal["section", "chunk"]
 
@@ -56,7 +57,7 @@ PREVIOUS_RANKING = replace(
 class Retriever:
     def __init__(
         self,
-        index: Index,
+        index: ChunkSearch,
         dense: DenseEncoder,
         sparse: SparseEncoder,
         ranking: Ranking = DEFAULT_RANKING,
@@ -118,7 +119,7 @@ class Retriever:
 
 
 def warm_headings(
-    index: Index,
+    index: ReadIndex,
     dense: DenseEncoder,
     stop: threading.Event | None = None,
     step: int = 16,

@@ -144,13 +144,13 @@ def settings(tmp_path: Path, broker: str) -> Settings:
 
 def open_backend(kind: str, tmp_path: Path, dim: int):  # noqa: ANN201
     if kind == "edge":
-        from retrieval.edge import EdgeIndex
+        from retrieval.store.edge.adapter import EdgeIndex
 
         index = EdgeIndex(tmp_path / "edge", "chunks", "documents")
     else:
         from qdrant_client import QdrantClient
 
-        from retrieval.server import ServerIndex
+        from retrieval.store.server import ServerIndex
 
         index = ServerIndex(QdrantClient(location=":memory:"), "chunks", "documents")
     index.ensure_schema(dim)

@@ -18,8 +18,8 @@ from api.auth import KeyStore
 from api.lanes import Lane, LaneFull
 from api.waits import DocumentWatch
 from freshrag.runtime import ServerThread
-from retrieval.index import DocumentState
 from retrieval.search import Retriever
+from retrieval.store.types import DocumentState
 from tests.conftest import (
     delete,
     free_port,

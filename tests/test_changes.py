@@ -3,7 +3,7 @@ import pytest
 from ingest.changes import is_stale, newest_per_document, plan_chunks
 from ingest.chunker import Chunk
 from ingest.events import DocumentEvent
-from retrieval.index import DocumentState, StoredChunk
+from retrieval.store.types import DocumentState, StoredChunk
 
 pytestmark = pytest.mark.unit
 

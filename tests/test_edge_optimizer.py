@@ -18,12 +18,16 @@ import pytest
 import qdrant_edge as qe
 from click.testing import CliRunner
 
-import retrieval.edge as edge
 from freshrag.cli import cli
 from freshrag.settings import Settings
-from retrieval.edge import EdgeIndex, EdgeTuning, warm_order
 from retrieval.encoders import SparseVec
-from retrieval.index import ChunkPoint, Match, MatchAny
+from retrieval.store.edge import layout, rebuild, shards
+from retrieval.store.edge.adapter import EdgeIndex
+from retrieval.store.edge.lock import ShardBusy
+from retrieval.store.edge.tuning import EdgeTuning
+from retrieval.store.edge.upgrade import upgrade_offline
+from retrieval.store.edge.warming import warm_order
+from retrieval.store.types import ChunkPoint, Match, MatchAny
 from tests.conftest import Loops, wait_for
 
 pytestmark = pytest.mark.unit
@@ -305,7 +309,7 @@ def test_an_upgraded_shard_is_rebuilt_in_steps_and_the_childs_copy_becomes_the_s
     """A shard filled without the optimiser (an upgrade) is rebuilt a step at a time in the
     child; a copy of the child's result, not the unoptimised old live shard, becomes the
     spare, so the next cycle starts from an optimised copy, and no write is lost."""
-    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
+    monkeypatch.setattr(rebuild, "REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
     legacy = open_index(tmp_path, tuning=None)
     load(legacy, 0, N)
     legacy.close()
@@ -352,7 +356,7 @@ def test_freshrag_optimize_rebuilds_an_upgraded_shard_before_the_service_opens_i
     """`freshrag optimize`, with the service stopped, rebuilds a shard filled without the
     optimiser, so the service never holds (and frees) its unindexed segment; it refuses
     while the shard is open, and leaves an optimised shard alone."""
-    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
+    monkeypatch.setattr(rebuild, "REPLAY_STEP", 1_000)  # N unindexed points: 4 steps
     root = tmp_path / "edge"
     collection = Settings().collection
     env = {"FRESHRAG_DATA_DIR": str(tmp_path), "FRESHRAG_EDGE_OPTIMIZE_AFTER_POINTS": "1000000"}
@@ -413,7 +417,7 @@ def test_freshrag_optimize_rebuilds_every_live_generation(
         open_pointer,
     )
 
-    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)
+    monkeypatch.setattr(rebuild, "REPLAY_STEP", 1_000)
     settings = Settings(data_dir=tmp_path)
     g1 = first_generation(settings)
     g2 = new_generation(settings, Generations(g1), "another-model")
@@ -443,7 +447,7 @@ def test_an_interrupted_offline_rebuild_leaves_the_old_shard_live_and_loses_noth
     """Cut short (Ctrl-C, a full disk) after the service ran once, the rebuild has
     overwritten that run's spare: the service must not trust it as a copy of the live
     shard, or its first swap would serve the few points copied so far."""
-    monkeypatch.setattr("retrieval.edge._REPLAY_STEP", 1_000)
+    monkeypatch.setattr(rebuild, "REPLAY_STEP", 1_000)
     legacy = open_index(tmp_path, tuning=None)
     load(legacy, 0, N)
     legacy.close()
@@ -456,7 +460,7 @@ def test_an_interrupted_offline_rebuild_leaves_the_old_shard_live_and_loses_noth
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        edge.upgrade_offline(tmp_path, "chunks", MANUAL, progress=interrupt)
+        upgrade_offline(tmp_path, "chunks", MANUAL, progress=interrupt)
     index = open_index(tmp_path)
     try:
         assert index._chunks.live_path.name == "chunks"
@@ -474,15 +478,15 @@ def test_the_live_dir_is_found_when_the_state_file_is_lost_or_stale(tmp_path: Pa
         (tmp_path / name).mkdir()
         (tmp_path / name / "edge_config.json").write_text("{}")
 
-    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # nothing yet: a new shard
+    assert layout.live_dir(tmp_path, "c", {}) == tmp_path / "c"  # nothing yet: a new shard
     shard("c.b")  # only the .b dir holds one (the state lost after `freshrag optimize`)
-    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c.b"
+    assert layout.live_dir(tmp_path, "c", {}) == tmp_path / "c.b"
     # A state naming a dir that is gone (a dropped collection) starts over, as before.
-    assert edge._live_dir(tmp_path, "c", {"live": "c"}) == tmp_path / "c"
+    assert layout.live_dir(tmp_path, "c", {"live": "c"}) == tmp_path / "c"
     shard("c")
-    assert edge._live_dir(tmp_path, "c", {"live": "c.b"}) == tmp_path / "c.b"
-    assert edge._live_dir(tmp_path, "c", {}) == tmp_path / "c"  # a shard from before state
-    assert edge._live_dir(tmp_path, "c", {"live": "c.gone"}) == tmp_path / "c"
+    assert layout.live_dir(tmp_path, "c", {"live": "c.b"}) == tmp_path / "c.b"
+    assert layout.live_dir(tmp_path, "c", {}) == tmp_path / "c"  # a shard from before state
+    assert layout.live_dir(tmp_path, "c", {"live": "c.gone"}) == tmp_path / "c"
 
 
 def test_a_damaged_state_file_with_two_shards_refuses_to_guess(tmp_path: Path) -> None:
@@ -493,13 +497,13 @@ def test_a_damaged_state_file_with_two_shards_refuses_to_guess(tmp_path: Path) -
     index.optimize()  # now the spare exists beside the live shard
     index.close()
     state = tmp_path / "chunks.edge-state.json"
-    live = edge._load_state(state)["live"]
+    live = layout.load_state(state)["live"]
     assert (tmp_path / "chunks" / "edge_config.json").exists()
     assert (tmp_path / "chunks.b" / "edge_config.json").exists()
     state.write_text("")  # the rename reached the disk, the data did not
-    assert "unreadable" in edge._load_state(state)
+    assert "unreadable" in layout.load_state(state)
     with pytest.raises(
-        edge.StateUnreadable, match=r"unreadable.*chunks.*chunks\.b.*move the other"
+        layout.StateUnreadable, match=r"unreadable.*chunks.*chunks\.b.*move the other"
     ):
         open_index(tmp_path)
     # The operator moves the spare aside: the live shard opens with every point.
@@ -510,9 +514,9 @@ def test_a_damaged_state_file_with_two_shards_refuses_to_guess(tmp_path: Path) -
         assert index.count_chunks([]) == 10
     finally:
         index.close()
-    assert edge._load_state(tmp_path / "missing.json") == {}
+    assert layout.load_state(tmp_path / "missing.json") == {}
     (tmp_path / "list.json").write_text("[1]")
-    assert "unreadable" in edge._load_state(tmp_path / "list.json")
+    assert "unreadable" in layout.load_state(tmp_path / "list.json")
 
 
 def test_a_search_lets_a_write_already_in_edge_go_first(
@@ -523,19 +527,19 @@ def test_a_search_lets_a_write_already_in_edge_go_first(
     a write held back by a swap (not yet in Edge) holds up no search."""
     # Long enough that a search wrongly waiting for the held-back write below would
     # outlast the check, short of the test's timeout.
-    monkeypatch.setattr(edge, "_SEARCH_WAIT_MAX_S", 30.0)
+    monkeypatch.setattr(shards, "_SEARCH_WAIT_MAX_S", 30.0)
     index = open_index(tmp_path)
     try:
         load(index, 0, 100)
         inside, release = threading.Event(), threading.Event()
-        real_apply = edge._apply
+        real_apply = shards.apply
 
         def held_apply(shard: qe.EdgeShard, rec: tuple) -> None:
             inside.set()
             release.wait(10)
             real_apply(shard, rec)
 
-        monkeypatch.setattr(edge, "_apply", held_apply)
+        monkeypatch.setattr(shards, "apply", held_apply)
         writer = threading.Thread(target=index.upsert_chunks, args=(points(100, 1),))
         writer.start()
         assert inside.wait(10)
@@ -549,7 +553,7 @@ def test_a_search_lets_a_write_already_in_edge_go_first(
         searcher.join(10)
         assert found == [pid(100)]  # and then sees it
 
-        monkeypatch.setattr(edge, "_apply", real_apply)
+        monkeypatch.setattr(shards, "apply", real_apply)
         with index._chunks._write_lock:  # what a swap holds while it replays the tail
             blocked = threading.Thread(target=index.upsert_chunks, args=(points(101, 1),))
             blocked.start()
@@ -634,10 +638,10 @@ def test_a_collection_has_one_owner_at_a_time(tmp_path: Path) -> None:
     index = open_index(tmp_path)
     try:
         load(index, 0, 10)
-        with pytest.raises(edge.ShardBusy, match="open in another process"):
+        with pytest.raises(ShardBusy, match="open in another process"):
             open_index(tmp_path)
-        with pytest.raises(edge.ShardBusy):
-            edge.upgrade_offline(tmp_path, "chunks", MANUAL)
+        with pytest.raises(ShardBusy):
+            upgrade_offline(tmp_path, "chunks", MANUAL)
         assert index.count_chunks([]) == 10  # the first owner is untouched
     finally:
         index.close()

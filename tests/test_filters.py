@@ -1,8 +1,8 @@
 import pytest
 
 from retrieval.filters import FilterError, access_conditions, parse_filters
-from retrieval.index import Match, MatchAny, Not, Prefix, Range
 from retrieval.search import Principal, Retriever
+from retrieval.store.types import Match, MatchAny, Not, Prefix, Range
 from tests.conftest import make_indexer, upsert
 
 

@@ -14,7 +14,7 @@ from retrieval.answer.providers import (
     OpenAIProvider,
 )
 from retrieval.answer.service import format_contexts
-from retrieval.index import SearchHit
+from retrieval.store.types import SearchHit
 from tests.llm_servers import ScriptedLLM
 
 CONTEXTS = [

@@ -40,7 +40,7 @@ from ingest.chunker import Chunker
 from ingest.parser import parse
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.models import install
-from retrieval.server import ServerIndex
+from retrieval.store.server import ServerIndex
 from tests.conftest import (
     Loops,
     free_port,
@@ -228,7 +228,7 @@ DOCS = {
 def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
     tmp_path: Path, dense: DenseEncoder, mpnet: DenseEncoder, sparse: SparseEncoder
 ) -> None:
-    from retrieval.edge import EdgeIndex
+    from retrieval.store.edge.adapter import EdgeIndex
 
     source = EdgeIndex(tmp_path / "edge", "chunks", "documents")
     source.ensure_schema(dense.dim)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from retrieval.grouping import boost_by_document, boost_by_heading, group_sections
-from retrieval.index import SearchHit
+from retrieval.store.types import SearchHit
 
 pytestmark = pytest.mark.unit
 

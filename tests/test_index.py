@@ -2,7 +2,7 @@
 
 import pytest
 
-from retrieval.index import ChunkPoint, DocumentState, Match, MatchAny, Range, chunk_point_id
+from retrieval.store.types import ChunkPoint, DocumentState, Match, MatchAny, Range, chunk_point_id
 
 
 def point(dense, sparse, tenant, doc_id, text, acl=("eng",), version=1, **extra):
@@ -135,7 +135,7 @@ def test_metadata_keys_in_use_get_a_payload_index_of_their_kind(index, dense, sp
 
 @pytest.mark.unit
 def test_metadata_indexes_are_bounded_and_typed():
-    from retrieval.index import metadata_indexes
+    from retrieval.store.schema import metadata_indexes
 
     def point(meta):
         return ChunkPoint("p", [], None, {"metadata": meta})

@@ -8,8 +8,8 @@ import pytest
 
 from retrieval import grouping
 from retrieval.filters import access_conditions
-from retrieval.index import DocumentState, Fusion
 from retrieval.search import DEFAULT_RANKING, Principal, Ranking, Retriever, warm_headings
+from retrieval.store.types import DocumentState, Fusion
 from tests.test_index import point
 
 pytestmark = pytest.mark.model

@@ -18,8 +18,8 @@ from api.errors import documented
 from api.models import DocumentInfo
 from api.services import Services
 from retrieval.filters import INT64_MAX
-from retrieval.index import DocumentState
 from retrieval.search import Principal
+from retrieval.store.types import DocumentState
 
 # What a doc_id can be: no control characters (events enforce the same).
 DOC_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"

@@ -58,7 +58,8 @@ def optimize(threads: int | None) -> None:
     already keeps; a Qdrant server (FRESHRAG_QDRANT_URL) optimises its own collections.
     """
     from freshrag.generations.pointer import first_generation, open_pointer
-    from retrieval.edge import EdgeTuning, ShardBusy
+    from retrieval.store.edge.lock import ShardBusy
+    from retrieval.store.edge.tuning import EdgeTuning
 
     settings = Settings()
     if settings.qdrant_url:
@@ -100,7 +101,7 @@ def optimize(threads: int | None) -> None:
 def _optimize_collection(root: Path, collection: str, tuning, threads: int | None) -> dict:  # noqa: ANN001
     """`upgrade_offline` with a progress bar (log lines when not a terminal), shown only
     once there is work: "nothing to do" stays one line."""
-    from retrieval.edge import upgrade_offline
+    from retrieval.store.edge.upgrade import upgrade_offline
 
     bars: list = []
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ingest.chunker import Chunker
 from retrieval.encoders import SparseEncoder
-from retrieval.index import ChunkPoint, Index, chunk_point_id
+from retrieval.store.ports import Index
+from retrieval.store.types import ChunkPoint, chunk_point_id
 
 
 class CopyStopped(Exception):  # noqa: N818 (control flow)

@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from retrieval.index import Index
+from retrieval.store.ports import AnswerIndex
 
 log = logging.getLogger("freshrag.cache")
 
@@ -46,7 +46,7 @@ def cache_scope(**parts: Any) -> str:
 class AnswerCache:
     def __init__(
         self,
-        index: Index,
+        index: AnswerIndex,
         threshold: float,
         ttl_s: float,
         clock: Callable[[], float] = time.time,

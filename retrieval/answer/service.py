@@ -19,8 +19,8 @@ from retrieval.answer.providers import (
     OpenAIProvider,
 )
 from retrieval.encoders import DenseEncoder
-from retrieval.index import Condition, SearchHit, SearchMode
 from retrieval.search import Grouping, Principal, Retriever
+from retrieval.store.types import Condition, SearchHit, SearchMode
 
 _DELIMITERS = re.compile(r"</?source[^>]*>", re.I)
 

@@ -1,0 +1,154 @@
+"""The values that cross the storage contract, and the ids points are stored under.
+
+Everything above the store (ingest, retrieval, API) is backend-blind: it speaks
+`ChunkPoint`, `DocumentState` and the neutral `Condition`s below, and each adapter
+translates them for its engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from retrieval.encoders import SparseVec
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+DocKey = tuple[str, str]  # (tenant, doc_id)
+
+_NAMESPACE = uuid.UUID("6f1f6c1e-7d0b-4c55-9a7e-1f0c2b7e9a11")
+
+
+def chunk_point_id(tenant: str, doc_id: str, content_hash: str) -> str:
+    """Stable id: an unchanged chunk keeps its id (and so its vector) across versions."""
+    return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}\x00{content_hash}"))
+
+
+def document_point_id(tenant: str, doc_id: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """Weighted reciprocal-rank fusion of the dense and sparse lists, as Qdrant computes it:
+    a point at rank r (1-based) of a list with weight w adds 1 / (r / w + k - 1)."""
+
+    k: int = 60
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+
+
+# --- neutral filter conditions (all must hold) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    field: str
+    value: str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class MatchAny:
+    field: str
+    values: tuple[str, ...] | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    field: str
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """A keyword field that starts with `prefix` (e.g. every doc_id under `releases/`)."""
+
+    field: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """Excludes what `condition` matches; a point without the field is kept."""
+
+    condition: Match | MatchAny | Prefix
+
+
+Condition = Match | MatchAny | Range | Prefix | Not
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ChunkPoint:
+    id: str
+    dense: list[float]
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StoredChunk:
+    id: str
+    hash: str
+    chunk_index: int | None = None
+
+
+@dataclass(slots=True)
+class DocumentState:
+    """Registry entry: the newest version seen per (tenant, doc_id), tombstones included."""
+
+    tenant: str
+    doc_id: str
+    version: int
+    deleted: bool
+    chunk_count: int
+    indexed_at: str
+    event_time: str | None = None
+    title: str | None = None
+    source: str | None = None
+    acl: list[str] = field(default_factory=list)
+    content_hash: str | None = None  # body + mime + parser/chunk settings: unchanged → skip
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "doc_id": self.doc_id,
+            "version": self.version,
+            "deleted": self.deleted,
+            "chunk_count": self.chunk_count,
+            "indexed_at": self.indexed_at,
+            "event_time": self.event_time,
+            "title": self.title,
+            "source": self.source,
+            "acl": list(self.acl),
+            "content_hash": self.content_hash,
+        }
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> DocumentState:
+        return cls(
+            tenant=p["tenant"],
+            doc_id=p["doc_id"],
+            version=int(p["version"]),
+            deleted=bool(p["deleted"]),
+            chunk_count=int(p.get("chunk_count", 0)),
+            indexed_at=p["indexed_at"],
+            event_time=p.get("event_time"),
+            title=p.get("title"),
+            source=p.get("source"),
+            acl=list(p.get("acl") or []),
+            content_hash=p.get("content_hash"),
+        )
+
+
+@dataclass(slots=True)
+class SearchHit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    vector: list[float] | None = None  # the dense vector, when the search asked for it
