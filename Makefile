@@ -33,13 +33,13 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 bench: install
-	$(PY) bench/parse.py
-	$(PY) bench/ingest.py
-	$(PY) bench/freshness.py
-	$(PY) bench/replay.py
-	$(PY) bench/retrieve.py
-	$(PY) bench/retrieve.py --write-load
-	$(PY) bench/quality.py
+	$(PY) -m bench.parse
+	$(PY) -m bench.ingest
+	$(PY) -m bench.freshness
+	$(PY) -m bench.replay
+	$(PY) -m bench.retrieve
+	$(PY) -m bench.retrieve --write-load
+	$(PY) -m bench.quality
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

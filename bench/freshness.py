@@ -18,7 +18,7 @@ the index minus its `event_time`. Phases, in one run:
 
 Prints each phase and writes bench/results/freshness.json.
 
-    .venv/bin/python bench/freshness.py [--docs 200] [--rates 1,5,10,20] [--seconds 30]
+    .venv/bin/python -m bench.freshness [--docs 200] [--rates 1,5,10,20] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -36,19 +36,26 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
+import httpx
 
-import httpx  # noqa: E402
-
-from api.auth import KeyStore  # noqa: E402
-from bench.harness import RESULTS, CpuHog, QueryLoad, free_port, machine, pct, write  # noqa: E402
-from freshrag.runtime import Core, EmbeddedBroker, ServerThread  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.consumer import ensure_topics  # noqa: E402
-from ingest.events import DocumentEvent  # noqa: E402
-from ingest.publisher import Publisher, build_events  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
+from api.auth import KeyStore
+from bench.harness import (
+    RESULTS,
+    CpuHog,
+    QueryLoad,
+    child_env,
+    command,
+    free_port,
+    loadavg,
+    pct,
+    sample_pages,
+    write,
+)
+from freshrag.runtime import Core, EmbeddedBroker, ServerThread
+from freshrag.settings import Settings
+from ingest.broker import ensure_topics
+from ingest.events import DocumentEvent
+from ingest.publisher import Publisher
 
 KEY = "bench"
 KEYS = {KEY: {"tenant": "default", "groups": ["public"]}}
@@ -178,7 +185,7 @@ def live_phase(
     long_docs: list[DocumentEvent] | None = None,
 ) -> dict:
     """Edits at `rate` for `seconds` beside a query load (and a CPU hog, long documents)."""
-    load_before = machine()["loadavg"][0]
+    load_before = loadavg()[0]
     hogs = CpuHog() if hog else None
     queries = QueryLoad(url, KEY, clients, seconds, tag=name) if clients else None
     long_lags: list[float] = []
@@ -215,7 +222,7 @@ def live_phase(
         "backlog_at_end": backlog,
         "drain_s": drain_s,
         **query_stats,
-        "loadavg_1m": round(max(load_before, machine()["loadavg"][0]), 2),
+        "loadavg_1m": round(max(load_before, loadavg()[0]), 2),
     }
     if hog:
         phase["cpu_hog_processes"] = os.cpu_count()
@@ -260,7 +267,7 @@ def main() -> None:
     )
     result: dict = {
         "benchmark": "freshness",
-        "command": "bench/freshness.py " + " ".join(sys.argv[1:]),
+        "command": command(),
         "docs": args.docs,
         "settings": {
             "ingest_nice": settings.ingest_nice,
@@ -272,13 +279,8 @@ def main() -> None:
     }
     try:
         ensure_topics(settings)
-        docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
-        files = doc_files(docs, args.docs + args.backfill)
-        pages = build_events(
-            files[: args.docs], root=docs, mime="text/x-rst", prefix="django/", version=1
-        )
-        backfill = build_events(
-            files[args.docs :], root=docs, mime="text/x-rst", prefix="django/", version=1
+        docs, pages, backfill = sample_pages(
+            settings.sample_django_version, args.docs, args.backfill
         )
         core = Core.open(settings)
         indexer = core.indexer()
@@ -307,9 +309,9 @@ def main() -> None:
         QueryLoad(server.url, KEY, 2, 3, tag="warm").result()
         common = dict(url=server.url, clients=args.clients)
         if want("queries_idle"):
-            load_before = machine()["loadavg"][0]
+            load_before = loadavg()[0]
             idle = QueryLoad(server.url, KEY, args.clients, args.seconds, tag="idle").result()
-            idle["loadavg_1m"] = round(max(load_before, machine()["loadavg"][0]), 2)
+            idle["loadavg_1m"] = round(max(load_before, loadavg()[0]), 2)
             result["phases"]["queries_idle"] = idle
             print("queries_idle", idle, flush=True)
         for rate in [float(r) for r in args.rates.split(",") if r]:
@@ -354,7 +356,7 @@ def main() -> None:
                 "edits_sent": sent,
                 **summary(clock.take()),
                 "backlog_at_end": backlog,
-                "loadavg_1m": machine()["loadavg"][0],
+                "loadavg_1m": loadavg()[0],
             }
             result["phases"]["during_backfill"] = phase
             print("during_backfill", phase, flush=True)
@@ -388,16 +390,15 @@ class UpProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "up.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        environ = {
-            **os.environ,
-            "FRESHRAG_DATA_DIR": str(data_dir),
-            "FRESHRAG_PORT": str(self.port),
-            "FRESHRAG_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.broker_port}",
-            "FRESHRAG_API_KEYS": json.dumps(KEYS),
-            # The code of this checkout, whatever the venv's editable install points at.
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # The code of this checkout (PYTHONPATH), whatever the venv's editable install
+        # points at.
+        environ = child_env(
+            FRESHRAG_DATA_DIR=str(data_dir),
+            FRESHRAG_PORT=str(self.port),
+            FRESHRAG_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{self.broker_port}",
+            FRESHRAG_API_KEYS=json.dumps(KEYS),
             **env,
-        }
+        )
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "freshrag"), "up", "--no-sample"],
@@ -474,7 +475,7 @@ def startup(data_dir: Path, hog: bool) -> dict:
     return {
         "ready_after_start_s": round(ready_s, 1),
         "first_document_after_ready_s": first,
-        "loadavg_1m": machine()["loadavg"][0],
+        "loadavg_1m": loadavg()[0],
     }
 
 
@@ -506,7 +507,7 @@ def shutdown(data_dir: Path, docs: Path) -> dict:
         "connection_errors_in_log": sum(
             1 for line in log.splitlines() if "No node available" in line or "Connect" in line
         ),
-        "loadavg_1m": machine()["loadavg"][0],
+        "loadavg_1m": loadavg()[0],
     }
 
 

@@ -1,15 +1,27 @@
-"""What every benchmark needs: a free port, percentiles, the machine's load, and JSON out."""
+"""What every benchmark needs: a free port, percentiles, the machine's load, JSON out with the
+command that made it, and child processes that run this checkout's code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import socket
+import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from freshrag.runtime import Core
+    from ingest.events import DocumentEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+SAMPLES = ROOT / "data" / "samples"  # where `ingest.sample.django_docs` keeps the corpus
 
 
 # Django questions the load generators ask (made distinct per request by their callers).
@@ -28,32 +40,119 @@ QUERIES = [
 
 
 def free_port() -> int:
+    """A port nothing listens on now, for a broker or server of this run."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile; 0.0 for no values."""
+Method = Literal["nearest", "linear", "floor"]
+
+
+def pct(values: Sequence[float], p: float, method: Method = "nearest") -> float:
+    """The `p`-th percentile (0-100) of `values`; 0.0 for no values.
+
+    Three rules, each kept by the benchmark whose committed results were made with it, so
+    new runs compare with old ones: `nearest`, the value at rank round(p·(n-1)) (the load
+    generators); `linear`, numpy's interpolation between ranks (bench.scale); `floor`, the
+    value at rank ⌊p·n⌋ (bench.parse's p95)."""
     if not values:
         return 0.0
+    if method == "linear":
+        import numpy as np
+
+        return float(np.percentile(values, p))
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    n = len(ordered)
+    rank = int(p / 100 * n) if method == "floor" else int(round(p / 100 * (n - 1)))
+    return ordered[min(n - 1, rank)]
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages: figures move with them, so results carry them."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def machine() -> dict:
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }
+    """The cores this process may use and the load: what a figure needs beside it."""
+    return {"cpus": len(os.sched_getaffinity(0)), "loadavg": loadavg()}
 
 
-def write(result: dict, out: Path) -> None:
+def command() -> str:
+    """How this run was started, as typed from the repository root (`.venv/bin/python -m
+    bench.freshness --phases all`), so a results file says how to make it again."""
+    exe = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        exe = exe.relative_to(ROOT)
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    how = ["-m", spec.name] if spec is not None else [sys.argv[0]]
+    return shlex.join([str(exe), *how, *sys.argv[1:]])
+
+
+def write(result: dict, out: Path, echo: bool = True) -> None:
+    """`result` as JSON at `out`, with the command, the time and the machine (and on stdout
+    unless `echo` is off: a large file written after each step of a long run)."""
+    result.setdefault("command", command())
     result["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result.setdefault("machine", machine())
-    print(json.dumps(result, indent=2), flush=True)
+    if echo:
+        print(json.dumps(result, indent=2), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """A child process running `module` of this checkout (start it with `child_env()`)."""
+    return [sys.executable, "-m", module, *args]
+
+
+def child_env(root: Path = ROOT, **extra: str) -> dict[str, str]:
+    """This environment with `root` first on PYTHONPATH, so a child runs that checkout's
+    code whatever the venv's editable install points at (a worktree can be measured while
+    main is edited), plus `extra`."""
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def django_events(docs: Path, files: list[Path]) -> list[DocumentEvent]:
+    """Pages of the Django sample as version-1 reST events, named `django/<path>`: the same
+    documents in every benchmark."""
+    from ingest.publisher import build_events
+
+    return build_events(files, root=docs, mime="text/x-rst", prefix="django/", version=1)
+
+
+def sample_pages(
+    version: str, n: int, then: int = 0
+) -> tuple[Path, list[DocumentEvent], list[DocumentEvent]]:
+    """The Django sample's docs folder (fetched once into data/samples), its first `n` pages
+    as events (all of them for 0), and the `then` pages after those (a backfill)."""
+    from ingest.sample import django_docs, doc_files
+
+    docs = django_docs(version, SAMPLES)
+    files = doc_files(docs, n + then)
+    return docs, django_events(docs, files[:n]), django_events(docs, files[n:])
+
+
+class WorkerThread:
+    """The service's worker in a thread, ready before any timing starts (its child processes
+    up, the model loaded, its partitions assigned), counting the chunks it embeds."""
+
+    def __init__(self, core: Core) -> None:
+        self.embedded = 0
+        self.worker = core.worker(on_batch=self._count)
+        self.worker.indexer.warm_up()  # child processes up and the model loaded: not timed
+        self._thread = threading.Thread(target=self.worker.run, daemon=True)
+        self._thread.start()
+        while not self.worker.consumer.assignment():  # exclude the group join from the timing
+            time.sleep(0.05)
+
+    def _count(self, outcomes: list) -> None:
+        self.embedded += sum(o.embedded for o in outcomes)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self._thread.join(60)
 
 
 def llama_minilm(encoder):  # noqa: ANN001, ANN201
@@ -97,8 +196,6 @@ def _query_client(url: str, key: str, mode: str, tag: str, deadline: float, out:
 
 
 def _query_load(url: str, key: str, mode: str, clients: int, seconds: float, tag: str, q) -> None:  # noqa: ANN001
-    import threading
-
     deadline = time.time() + seconds
     results: list[list] = [[] for _ in range(clients)]
     threads = [

@@ -5,7 +5,7 @@ process) → Qdrant Edge, as `freshrag up` runs it. Baseline in the same run = t
 model encoding the same chunk texts in one call in this process. Then a per-stage
 profile in-process on the same pages: ms/page for parse, chunk, embed and write.
 
-    .venv/bin/python bench/ingest.py [--docs 200]
+    .venv/bin/python -m bench.ingest [--docs 200]
 
 Writes bench/results/ingest.json.
 """
@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
-
-from bench.harness import RESULTS, free_port, machine, write  # noqa: E402
-from freshrag.runtime import Core, EmbeddedBroker  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.chunker import Chunker  # noqa: E402
-from ingest.consumer import ensure_topics  # noqa: E402
-from ingest.parser import parse  # noqa: E402
-from ingest.publisher import Publisher, build_events  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.encoders import DenseEncoder, SparseEncoder  # noqa: E402
-from retrieval.index import ChunkPoint, Match, chunk_point_id  # noqa: E402
+from bench.harness import RESULTS, WorkerThread, free_port, loadavg, sample_pages, write
+from freshrag.runtime import Core, EmbeddedBroker
+from freshrag.settings import Settings
+from ingest.broker import ensure_topics
+from ingest.chunker import Chunker
+from ingest.parser import parse
+from ingest.publisher import Publisher
+from retrieval.encoders import DenseEncoder, SparseEncoder
+from retrieval.store.types import ChunkPoint, Match, chunk_point_id
 
 
 def main() -> None:
@@ -46,25 +40,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
     settings = Settings(data_dir=tmp, kafka_bootstrap_servers=broker.bootstrap, poll_timeout_ms=200)
-    embedded = 0
-
-    def count(outcomes: list) -> None:
-        nonlocal embedded
-        embedded += sum(o.embedded for o in outcomes)
-
     try:
         ensure_topics(settings)
-        docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
-        files = doc_files(docs, args.docs)
-        events = build_events(files, root=docs, mime="text/x-rst", prefix="django/", version=1)
+        _, events, _ = sample_pages(settings.sample_django_version, args.docs)
         core = Core.open(settings)
-        worker = core.worker(on_batch=count)
-        worker.indexer.warm_up()  # child processes up and the model loaded: not timed
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        while not worker.consumer.assignment():  # exclude the group join from the timing
-            time.sleep(0.05)
-        load_before = machine()["loadavg"]
+        worker = WorkerThread(core)
+        load_before = loadavg()
         publisher = Publisher(settings.kafka_bootstrap_servers, settings.backfill_topic)
         started = time.perf_counter()
         publisher.publish(events, progress=False)
@@ -74,7 +55,6 @@ def main() -> None:
             time.sleep(0.02)
         pipeline_s = time.perf_counter() - started
         worker.stop()
-        thread.join(60)
         publisher.close()
         chunks = core.index.count_chunks([Match("tenant", "default")])
 
@@ -91,7 +71,7 @@ def main() -> None:
         "benchmark": "ingest",
         "docs": len(events),
         "chunks": chunks,
-        "chunks_embedded": embedded,
+        "chunks_embedded": worker.embedded,
         "pipeline_seconds": round(pipeline_s, 3),
         "pipeline_chunks_per_s": round(chunks / pipeline_s, 1),
         "embedder_seconds": round(embed_s, 3),
@@ -105,7 +85,7 @@ def main() -> None:
 
 def stage_profile(events: list, settings: Settings, dense: DenseEncoder, tmp: Path) -> dict:
     """Each stage alone, in this process, on the same pages: median and mean ms/page."""
-    from retrieval.edge import EdgeIndex
+    from retrieval.store.edge.adapter import EdgeIndex
 
     chunker = Chunker(
         settings.chunk_size,

@@ -2,11 +2,11 @@
 
 Same chunks (the service's parser and chunker, with headers), same questions (the dev
 set's answerable ones), exact dense search (numpy, no index) with each model, scored like
-bench/quality.py at page and passage level; speed = chunks encoded per second, each model
+bench.quality at page and passage level; speed = chunks encoded per second, each model
 on the same texts in the same run. The corpus is the gold pages plus `--docs` others (all
 638 pages take MiniLM ~5 min but all-mpnet-base-v2 ~50 min on 2 cores).
 
-    .venv/bin/python bench/models.py --model PATH_OR_NAME [--model ...] [--docs N]
+    .venv/bin/python -m bench.models --model PATH_OR_NAME [--model ...] [--docs N]
 
 Install all-mpnet-base-v2 first with `freshrag model install all-mpnet-base-v2` (it
 prints the path to pass). Writes bench/results/models.json.
@@ -19,19 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.harness import RESULTS, write  # noqa: E402
-from bench.quality import CANDIDATES, gold_docs, score  # noqa: E402
-from evals.dataset import default_path, load  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.chunker import Chunker  # noqa: E402
-from ingest.parser import parse  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.encoders import DenseEncoder  # noqa: E402
+from bench.harness import RESULTS, SAMPLES, write
+from bench.quality import CANDIDATES, gold_docs, score
+from evals.dataset import default_path, load
+from freshrag.settings import Settings
+from ingest.chunker import Chunker
+from ingest.parser import parse
+from ingest.sample import django_docs, doc_files
+from retrieval.encoders import DenseEncoder
 
 
 def main() -> None:
@@ -44,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = Settings()
-    docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
+    docs = django_docs(settings.sample_django_version, SAMPLES)
     items = load(default_path(settings.sample_django_version))
     wanted = {d.removeprefix("django/") for i in items for d in gold_docs(i)}
     every = doc_files(docs)

@@ -9,7 +9,7 @@ so load drift hits both alike:
   spaCy classification), then the previous chunker (elements → Markdown → llama-index
   `MarkdownNodeParser` → `SentenceSplitter`), reproduced below as the baseline.
 
-    .venv/bin/python bench/parse.py [--docs 240] [--chunk-size 192]
+    .venv/bin/python -m bench.parse [--docs 240] [--chunk-size 192]
 
 Prints ms/page (median, p95, mean) for both and the ratios; writes bench/results/parse.json.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import statistics
@@ -27,13 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
-
-from ingest.chunker import Chunker  # noqa: E402
-from ingest.parser import Element, parse  # noqa: E402
-from ingest.rst import parse_via_html  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
+from bench.harness import RESULTS, SAMPLES, loadavg, pct, write
+from ingest.chunker import Chunker
+from ingest.parser import Element, parse
+from ingest.rst import parse_via_html
+from ingest.sample import django_docs, doc_files
 
 TARGET_PARSE_MEDIAN_MS = 20.0
 
@@ -93,7 +90,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
     ordered = sorted(ms)
     return {
         "median": round(statistics.median(ordered), 2),
-        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "p95": round(pct(ordered, 95, "floor"), 2),
         "mean": round(statistics.fmean(ordered), 2),
         "total_s": round(sum(ordered) / 1000, 2),
     }
@@ -111,11 +108,11 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=240, help="Django doc pages (at least 200)")
     ap.add_argument("--django", default="5.2.8", help="Django release of the sample")
     ap.add_argument("--chunk-size", type=int, default=192, help="as FRESHRAG_CHUNK_SIZE")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "parse.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "parse.json")
     args = ap.parse_args()
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    docs = django_docs(args.django, ROOT / "data" / "samples")
+    load_at_start = loadavg()
+    docs = django_docs(args.django, SAMPLES)
     files = doc_files(docs, args.docs)
     pages = [f.read_text(encoding="utf-8") for f in files]
     chunker, legacy = Chunker(args.chunk_size, 0), LegacyChunker(args.chunk_size, 0)
@@ -182,12 +179,9 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": len(os.sched_getaffinity(0)),
             "load_average_at_start": load_at_start,
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "load_average_at_end": loadavg(),
         },
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     for side in ("new", "old"):
         p, c = stats[f"{side}_parse"], stats[f"{side}_chunk"]
         print(
@@ -195,7 +189,7 @@ def main() -> None:
             f"chunk median {c['median']} ms/page, p95 {c['p95']}"
         )
     print(f"old/new parse median: {result['old_over_new']['parse_median']}x")
-    print(json.dumps(result, indent=2))
+    write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ defaults); llama-index `SentenceSplitter()` with its defaults and
 `VectorStoreIndex` with its retriever. The ablation indexes the pages a second time
 without chunk headers and scores each ranking step on both indexes.
 
-    .venv/bin/python bench/quality.py [--docs N] [--dataset FILE] [--no-ablation] [--baseline REV]
+    .venv/bin/python -m bench.quality [--docs N] [--dataset FILE] [--no-ablation] [--baseline REV]
 
 Writes bench/results/quality.json.
 """
@@ -34,26 +34,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from bench.harness import RESULTS, llama_minilm, write  # noqa: E402
-from evals.dataset import EvalItem, default_path, load  # noqa: E402
-from evals.metrics import ir_scores  # noqa: E402
-from freshrag.runtime import Core  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.publisher import build_events  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.search import (  # noqa: E402
+from bench.harness import RESULTS, ROOT, SAMPLES, child_env, django_events, llama_minilm, write
+from evals.dataset import EvalItem, default_path, load
+from evals.metrics import ir_scores
+from freshrag.runtime import Core
+from freshrag.settings import Settings
+from ingest.sample import django_docs, doc_files
+from retrieval.search import (
     DEFAULT_RANKING,
     PREVIOUS_RANKING,
     Grouping,
     Principal,
     Ranking,
     Retriever,
-)  # noqa: E402
+)
 
 CANDIDATES = 30  # chunks per question before folding to pages
 PROBE_WORDS = 8
@@ -129,7 +125,7 @@ def freshrag_index(files: list[Path], docs: Path, headers: bool) -> tuple[Core, 
         data_dir=Path(tempfile.mkdtemp(prefix="freshrag-quality-")), chunk_headers=headers
     )
     core = Core.open(settings)
-    events = build_events(files, root=docs, mime="text/x-rst", prefix="django/", version=1)
+    events = django_events(docs, files)
     indexer = core.indexer()
     started = time.perf_counter()
     desc = f"FreshRAG ({'headers' if headers else 'no headers'}): indexing"
@@ -180,12 +176,11 @@ def freshrag(
     return out, rows
 
 
-# Run inside a checkout of an older commit (its own code on sys.path): index the pages
-# as that version did and dump each question's ranked (doc_id, text) per mode as JSON.
+# Run inside a checkout of an older commit (its own code first on PYTHONPATH): index the
+# pages as that version did and dump each question's ranked (doc_id, text) per mode as JSON.
 _BASELINE = """
 import json, sys, tempfile
 from pathlib import Path
-sys.path[0] = "."
 from freshrag.runtime import Core
 from ingest.publisher import build_events
 from retrieval.search import Principal, Retriever
@@ -216,7 +211,10 @@ def baseline(rev: str, files: list[Path], docs: Path, items: list[EvalItem]) -> 
         started = time.perf_counter()
         print(f"baseline {rev}: indexing {len(files)} pages with that commit's code", flush=True)
         subprocess.run(
-            [sys.executable, "-c", _BASELINE, json.dumps([*spec, CANDIDATES])], cwd=work, check=True
+            [sys.executable, "-c", _BASELINE, json.dumps([*spec, CANDIDATES])],
+            cwd=work,
+            env=child_env(work),
+            check=True,
         )
         seconds = round(time.perf_counter() - started, 1)
         ranked = json.loads(out.read_text())
@@ -284,7 +282,7 @@ def main() -> None:
     args = ap.parse_args()
 
     version = Settings().sample_django_version
-    docs = django_docs(version, ROOT / "data" / "samples")
+    docs = django_docs(version, SAMPLES)
     items = [i for i in load(args.dataset or default_path(version)) if i.answerable]
     every = doc_files(docs)
     if args.docs is None:

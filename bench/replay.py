@@ -7,7 +7,7 @@ same pages, same MiniLM model: an `IngestionPipeline` with a docstore in UPSERTS
 and `SentenceSplitter` at FreshRAG's chunk size (no overlap) over the raw text; we time
 its update run (`pipeline.run` on the new release after a run on the old one).
 
-    .venv/bin/python bench/replay.py [--old 5.1.14] [--new 5.2.8] [--section topics]
+    .venv/bin/python -m bench.replay [--old 5.1.14] [--new 5.2.8] [--section topics]
 
 Writes bench/results/replay.json.
 """
@@ -15,27 +15,22 @@ Writes bench/results/replay.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
-
-from bench.harness import RESULTS, free_port, llama_minilm, machine, write  # noqa: E402
-from freshrag.runtime import Core, EmbeddedBroker  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.consumer import ensure_topics  # noqa: E402
-from ingest.publisher import Publisher, build_events  # noqa: E402
-from ingest.sample import django_docs  # noqa: E402
-from retrieval.encoders import DenseEncoder  # noqa: E402
+from bench.harness import RESULTS, SAMPLES, WorkerThread, free_port, llama_minilm, loadavg, write
+from freshrag.runtime import Core, EmbeddedBroker
+from freshrag.settings import Settings
+from ingest.broker import ensure_topics
+from ingest.publisher import Publisher, build_events
+from ingest.sample import django_docs
+from retrieval.encoders import DenseEncoder
 
 
 def pages(version: str, section: str) -> dict[str, str]:
-    docs = django_docs(version, ROOT / "data" / "samples")
+    docs = django_docs(version, SAMPLES)
     return {
         p.relative_to(docs).as_posix(): p.read_text(encoding="utf-8", errors="replace")
         for p in sorted((docs / section).rglob("*.txt"))
@@ -45,24 +40,13 @@ def pages(version: str, section: str) -> dict[str, str]:
 def freshrag(old: dict[str, str], new: dict[str, str], section: str, tmp: Path) -> dict:
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
     settings = Settings(data_dir=tmp / "freshrag", kafka_bootstrap_servers=broker.bootstrap)
-    embedded = 0
-
-    def count(outcomes: list) -> None:
-        nonlocal embedded
-        embedded += sum(o.embedded for o in outcomes)
-
     try:
         ensure_topics(settings)
         core = Core.open(settings)
         indexer = core.indexer()
         indexer.apply(_events(old, 1))
         indexer.processor.close()
-        worker = core.worker(on_batch=count)
-        worker.indexer.warm_up()
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        while not worker.consumer.assignment():
-            time.sleep(0.05)
+        worker = WorkerThread(core)
         changed = {d for d, text in new.items() if old.get(d) != text}
         publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic)
         started = time.perf_counter()
@@ -83,7 +67,6 @@ def freshrag(old: dict[str, str], new: dict[str, str], section: str, tmp: Path) 
             time.sleep(0.01)
         all_s = time.perf_counter() - started
         worker.stop()
-        thread.join(60)
         publisher.close()
         core.index.close()
     finally:
@@ -91,7 +74,7 @@ def freshrag(old: dict[str, str], new: dict[str, str], section: str, tmp: Path) 
     return {
         "pages": len(new),
         "pages_changed_or_added": len(changed),
-        "chunks_embedded": embedded,
+        "chunks_embedded": worker.embedded,
         "seconds_until_changes_searchable": round(searchable_s, 2),
         "seconds_until_every_page_at_new_version": round(all_s, 2),
     }
@@ -143,7 +126,7 @@ def main() -> None:
     old, new = pages(args.old, args.section), pages(args.new, args.section)
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     chunk_size = Settings().chunk_size
-    load_before = machine()["loadavg"]
+    load_before = loadavg()
     ours = freshrag(old, new, args.section, tmp)
     print("freshrag", ours, flush=True)
     theirs = llamaindex(old, new, chunk_size)

@@ -8,8 +8,8 @@ one-process layout `freshrag up` uses, and hybrid `/retrieve` p99 in three phase
 same run: idle, during a bulk backfill, and during a stream of small edits (20/s). The
 ratio to the idle phase is the figure: queries must not queue behind writes.
 
-    .venv/bin/python bench/retrieve.py [--docs 640] [--requests 400] [--concurrency 4]
-    .venv/bin/python bench/retrieve.py --write-load [--docs 200] [--backfill 400]
+    .venv/bin/python -m bench.retrieve [--docs 640] [--requests 400] [--concurrency 4]
+    .venv/bin/python -m bench.retrieve --write-load [--docs 200] [--backfill 400]
 
 Writes bench/results/retrieve.json (or retrieve_under_writes.json with --write-load).
 """
@@ -17,10 +17,8 @@ Writes bench/results/retrieve.json (or retrieve_under_writes.json with --write-l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,18 +28,23 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its ingest.py would shadow the ingest package
-
-from api.app import create_app  # noqa: E402
-from api.auth import KeyStore  # noqa: E402
-from bench.harness import QUERIES, QueryLoad, free_port, llama_minilm, pct, write  # noqa: E402
-from freshrag.runtime import Core, ServerThread  # noqa: E402
-from freshrag.settings import Settings  # noqa: E402
-from ingest.publisher import build_events  # noqa: E402
-from ingest.sample import django_docs, doc_files  # noqa: E402
-from retrieval.index import Match  # noqa: E402
-from retrieval.search import PREVIOUS_RANKING, Principal, Retriever  # noqa: E402
+from api.app import create_app
+from api.auth import KeyStore
+from bench.harness import (
+    QUERIES,
+    RESULTS,
+    QueryLoad,
+    free_port,
+    llama_minilm,
+    loadavg,
+    pct,
+    sample_pages,
+    write,
+)
+from freshrag.runtime import Core, ServerThread
+from freshrag.settings import Settings
+from retrieval.search import PREVIOUS_RANKING, Principal, Retriever
+from retrieval.store.types import Match
 
 
 def query(i: int, mode: str) -> str:
@@ -76,19 +79,16 @@ def main() -> None:
         args.docs = 200 if args.write_load else 640
     if args.write_load:
         name = "retrieve_under_writes_inline.json" if args.inline else "retrieve_under_writes.json"
-        args.out = args.out or ROOT / "bench" / "results" / name
+        args.out = args.out or RESULTS / name
         return under_writes(args)
-    args.out = args.out or ROOT / "bench" / "results" / "retrieve.json"
+    args.out = args.out or RESULTS / "retrieve.json"
 
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     settings = Settings(
         data_dir=tmp, api_keys={"bench": {"tenant": "default", "groups": ["public"]}}
     )
     core = Core.open(settings)
-    docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
-    events = build_events(
-        doc_files(docs, args.docs), root=docs, mime="text/x-rst", prefix="django/", version=1
-    )
+    _, events, _ = sample_pages(settings.sample_django_version, args.docs)
     indexer = core.indexer()
     for i in tqdm(range(0, len(events), 32), desc="indexing", unit="batch"):
         indexer.apply(events[i : i + 32])
@@ -200,8 +200,7 @@ def main() -> None:
     finally:
         server.stop()
         core.index.close()
-    result["command"] = "bench/retrieve.py " + " ".join(sys.argv[1:])
-    result["loadavg_1m"] = os.getloadavg()[0]
+    result["loadavg_1m"] = loadavg()[0]
     write(result, args.out)
 
 
@@ -252,7 +251,7 @@ def llama_baseline(core: Core, events: list, args: argparse.Namespace) -> dict:
 def under_writes(args: argparse.Namespace) -> None:
     """Hybrid p50/p99 idle, during a backfill, and during 20 edits/s, in one process."""
     from freshrag.runtime import EmbeddedBroker
-    from ingest.consumer import ensure_topics
+    from ingest.broker import ensure_topics
     from ingest.publisher import Publisher
 
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
@@ -267,14 +266,7 @@ def under_writes(args: argparse.Namespace) -> None:
     )
     ensure_topics(settings)
     core = Core.open(settings)
-    docs = django_docs(settings.sample_django_version, ROOT / "data" / "samples")
-    files = doc_files(docs, args.docs + args.backfill)
-    base = build_events(
-        files[: args.docs], root=docs, mime="text/x-rst", prefix="django/", version=1
-    )
-    backfill = build_events(
-        files[args.docs :], root=docs, mime="text/x-rst", prefix="django/", version=1
-    )
+    _, base, backfill = sample_pages(settings.sample_django_version, args.docs, args.backfill)
     indexer = core.indexer()
     for i in tqdm(range(0, len(base), 32), desc="indexing the base", unit="batch"):
         indexer.apply(base[i : i + 32])
@@ -306,13 +298,13 @@ def under_writes(args: argparse.Namespace) -> None:
     }
 
     def phase(name: str) -> None:
-        load_before = os.getloadavg()[0]
+        load_before = loadavg()[0]
         lat, wall = _http_load(server.url, "hybrid", args, tag=name)
         result["phases"][name] = {
             "p50_ms": round(pct(lat, 50), 2),
             "p99_ms": round(pct(lat, 99), 2),
             "qps": round(len(lat) / wall, 1),
-            "loadavg_1m": round(max(load_before, os.getloadavg()[0]), 2),
+            "loadavg_1m": round(max(load_before, loadavg()[0]), 2),
         }
         print(name, result["phases"][name], flush=True)
 
@@ -391,10 +383,7 @@ def under_writes(args: argparse.Namespace) -> None:
         server.stop()
         core.index.close()
         broker.stop()
-    result["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write(result, args.out)
 
 
 def _http_load(

@@ -89,7 +89,7 @@ def test_bench_renderer_takes_any_shape(tmp_path: Path) -> None:
     hooks = _hooks()
     result = {
         "benchmark": "freshness",
-        "command": "bench/freshness.py --phases all",
+        "command": ".venv/bin/python -m bench.freshness --phases all",
         "settings": {"ingest_nice": 5},
         "phases": {
             "queries_idle": {"p50_ms": 70.1, "qps": 110.0, "loadavg_1m": 1.2},
@@ -107,7 +107,7 @@ def test_bench_renderer_takes_any_shape(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"phases": ')
     text = hooks.bench_markdown("freshness", results=tmp_path)
     for expected in (
-        "bench/freshness.py --phases all",
+        ".venv/bin/python -m bench.freshness --phases all",
         "1.5 / 1.2 / 1",
         "queries_idle",
         "cpu_hog",
