@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
 
     # --- ranking ---------------------------------------------------------------------------
-    # Defaults chosen on the dev set with bench/quality.py (README: retrieval quality).
+    # Defaults chosen on the dev set with `bench.quality` (README: retrieval quality).
     fusion_k: int = Field(
         5,
         ge=1,

@@ -42,13 +42,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponen
 
 from freshrag.settings import Settings
 from ingest import metrics
-from ingest.broker import (  # noqa: F401 (ensure_topics, group_lag: callers move next)
-    Outage,
-    close_consumer,
-    ensure_topics,
-    group_lag,
-    unstick_parked_partitions,
-)
+from ingest.broker import Outage, close_consumer, unstick_parked_partitions
 from ingest.changes import newest_per_document
 from ingest.dead_letters import ENVELOPE_BYTES, DeadLetters
 from ingest.events import DocumentEvent, MalformedEvent, decode_event

@@ -1,6 +1,6 @@
 """The previous reST path (docutils → HTML → unstructured), kept only as a baseline.
 
-`bench/parse.py` times it against `ingest.parsers.rst` in the same run; the service no
+`bench.parse` times it against `ingest.parsers.rst` in the same run; the service no
 longer uses it. It renders HTML with docutils, then unstructured's `partition_html`
 re-parses that HTML and runs spaCy text-type classification on every block. Unknown
 roles and directives get the old generic stand-ins (see `ingest.parsers.sphinx`).

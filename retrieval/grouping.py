@@ -6,7 +6,7 @@ Three steps over the fused candidates (pure functions, no index):
   section's heading. A heading is the docs' own summary of what a section answers
   ("Avoiding race conditions using F()", "Data Migrations"), and one short line is a
   sharper match for a question than 200 tokens of the section's body. Measured on the dev
-  set (bench/quality.py): hybrid page MRR@10 0.79 → 0.84; the gain held in every split of
+  set (`bench.quality`): hybrid page MRR@10 0.79 → 0.84; the gain held in every split of
   a 2-fold cross-validation of the weight.
 - `boost_by_document`: a chunk's score gains `weight` × the scores of the other candidates
   from its document. A page with several matching chunks is more likely the page the

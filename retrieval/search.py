@@ -46,7 +46,7 @@ class Ranking:
         )
 
 
-# The settings' defaults (chosen on the dev set with bench/quality.py), environment unread.
+# The settings' defaults (chosen on the dev set with `bench.quality`), environment unread.
 DEFAULT_RANKING = Ranking.of(Settings.model_construct())
 # Before them: plain RRF (k=60), no page or heading boost; what the benches compare against.
 PREVIOUS_RANKING = replace(

@@ -17,8 +17,9 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from freshrag.runtime import EmbeddedBroker
 from freshrag.settings import Settings
+from ingest.broker import ensure_topics
 from ingest.chunker import Chunker
-from ingest.consumer import IngestWorker, ensure_topics
+from ingest.consumer import IngestWorker
 from ingest.events import DocumentEvent
 from ingest.indexer import Indexer, Outcome
 from ingest.processing import InlineProcessor

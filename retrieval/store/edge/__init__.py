@@ -16,7 +16,7 @@ short-lived child process on a *spare* copy of the shard, and the copies take tu
                             make it live; the old live dir becomes the spare
 
 Queries stop only while the warm spare is loaded and the old shard closed (both hold
-the GIL), writes also while the last few logged writes are replayed; `bench/scale.py`
+the GIL), writes also while the last few logged writes are replayed; `bench.scale`
 measures these pauses at 100k–1M points.
 The live dir name is kept in `<collection>.edge-state.json`; without that file the shard is
 `<collection>/` as before, so existing shards keep loading.

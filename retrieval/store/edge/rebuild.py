@@ -38,7 +38,7 @@ def rebuild_into(
 
     Optimising such a shard in one call indexes its whole appendable segment as one HNSW
     graph, and at 1M points that graph lost filtered recall that segments built a step at
-    a time keep (bench/scale.py's recall@10; issue 12's closing note).
+    a time keep (`bench.scale`'s recall@10; issue 12's closing note).
     """
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)

@@ -151,7 +151,7 @@ class ChunkShards:
         than the old live shard: when the live shard was never swapped in (an upgrade, a
         crash, a failed cycle), it may hold any number of unoptimised points, which the
         next cycle would have to index all over again (a whole rebuild, where the copy
-        needs only what is new: bench/scale.py's cycle 2)."""
+        needs only what is new: `bench.scale`'s cycle 2)."""
         return self.live_unoptimised
 
     def _write_state(self, spare_valid: bool, durable: bool = True) -> None:

@@ -41,7 +41,7 @@ def upgrade_offline(
 
     The service can do it while it serves (its first cycle rebuilds a copy in the child),
     but the shard it then closes holds that unindexed segment in RAM, and freeing it holds
-    the GIL: 1.3 s at 1M points (bench/scale.py). Done here, the service never opens it.
+    the GIL: 1.3 s at 1M points (`bench.scale`). Done here, the service never opens it.
     The result becomes the live dir through the state file (so a crash midway leaves the
     old shard live); the old dir is deleted, and the service copies the new one as its
     spare when it starts. `progress(done, total)` gets the points copied so far; `step`
