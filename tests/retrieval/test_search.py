@@ -10,7 +10,7 @@ from retrieval import grouping
 from retrieval.filters import access_conditions
 from retrieval.search import DEFAULT_RANKING, Principal, Ranking, Retriever, warm_headings
 from retrieval.store.types import DocumentState, Fusion
-from tests.test_index import point
+from tests.retrieval.store.test_index import point
 
 pytestmark = pytest.mark.model
 

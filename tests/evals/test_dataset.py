@@ -36,7 +36,7 @@ from ingest.sample import django_docs, doc_files, doc_type, sample_metadata
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = Settings.model_fields["sample_django_version"].default
 
 
