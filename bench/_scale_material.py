@@ -24,8 +24,8 @@ import numpy as np
 from bench.harness import SAMPLES, child_env, module_command
 from freshrag.settings import Settings
 from ingest.sample import django_docs, doc_files
-from retrieval.encoders import DenseEncoder, SparseEncoder, SparseVec
-from retrieval.store.types import ChunkPoint
+from retrieval.encoders import DenseEncoder, SparseEncoder
+from retrieval.store.types import ChunkPoint, SparseVec
 
 TENANTS = 4
 

@@ -14,12 +14,11 @@ import qdrant_edge as qe
 from bench._scale_material import Material
 from bench.harness import loadavg, pct
 from freshrag.settings import Settings
-from retrieval.encoders import SparseVec
 from retrieval.store.edge.adapter import EdgeIndex
 from retrieval.store.edge.filters import to_edge_filter
 from retrieval.store.edge.tuning import EdgeTuning
 from retrieval.store.schema import DENSE
-from retrieval.store.types import Condition, Match, MatchAny
+from retrieval.store.types import Condition, Match, MatchAny, SparseVec
 
 CYCLE_POINTS = 20_000  # new points before each steady-state cycle (at most 10 %)
 STALL_S = 0.25  # probe waits longer than this are listed with their time

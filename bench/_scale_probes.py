@@ -34,10 +34,10 @@ from bench._scale_measure import (
 )
 from bench.harness import child_env, module_command
 from freshrag.settings import Settings
-from retrieval.encoders import SparseVec
 from retrieval.memory import memory_cgroup_dirs, rss_mb
 from retrieval.store.edge.adapter import EdgeIndex
 from retrieval.store.edge.tuning import EdgeTuning
+from retrieval.store.types import SparseVec
 
 
 @contextmanager

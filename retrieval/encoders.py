@@ -14,18 +14,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.store.types import SparseVec
+
 _DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-
-
-@dataclass(frozen=True, slots=True)
-class SparseVec:
-    indices: list[int]
-    values: list[float]
 
 
 def resolve_model_path(model: str) -> str:

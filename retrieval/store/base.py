@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from retrieval.encoders import SparseVec
 from retrieval.store.points import PAGE, ChunkQuery, Points, Scroll
 from retrieval.store.ports import ChunkRecords
 from retrieval.store.schema import DENSE, IndexKind, metadata_indexes
@@ -30,6 +29,7 @@ from retrieval.store.types import (
     Range,
     SearchHit,
     SearchMode,
+    SparseVec,
     StoredChunk,
     document_point_id,
 )

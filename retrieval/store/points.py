@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from retrieval.encoders import SparseVec
-from retrieval.store.types import Condition, Fusion, SearchMode
+from retrieval.store.types import Condition, Fusion, SearchMode, SparseVec
 
 PAGE = 512  # points per scroll request
 

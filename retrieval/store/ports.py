@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from retrieval.encoders import SparseVec
 from retrieval.store.types import (
     ChunkPoint,
     Condition,
@@ -23,6 +22,7 @@ from retrieval.store.types import (
     Fusion,
     SearchHit,
     SearchMode,
+    SparseVec,
     StoredChunk,
 )
 

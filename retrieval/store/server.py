@@ -13,11 +13,10 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from retrieval.encoders import SparseVec
 from retrieval.store.base import IndexBase, document_conditions, prefetch_limit, split_negated
 from retrieval.store.points import ChunkQuery, Scroll
 from retrieval.store.schema import DENSE, INTEGER_INDEXES, KEYWORD_INDEXES, SPARSE, IndexKind
-from retrieval.store.types import ChunkPoint, Condition, Match, MatchAny, Prefix, Range
+from retrieval.store.types import ChunkPoint, Condition, Match, MatchAny, Prefix, Range, SparseVec
 
 _SERVER_KINDS = {
     "keyword": qm.PayloadSchemaType.KEYWORD,

@@ -11,7 +11,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from retrieval.encoders import SparseVec
+
+@dataclass(frozen=True, slots=True)
+class SparseVec:
+    """BM25 term weights of one text (indices of its terms, their weights)."""
+
+    indices: list[int]
+    values: list[float]
+
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
 DocKey = tuple[str, str]  # (tenant, doc_id)

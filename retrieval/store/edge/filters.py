@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import qdrant_edge as qe
 
-from retrieval.encoders import SparseVec
 from retrieval.store.base import split_negated
-from retrieval.store.types import Condition, Match, MatchAny, Prefix, Range
+from retrieval.store.types import Condition, Match, MatchAny, Prefix, Range, SparseVec
 
 
 def _condition(c: Condition) -> qe.FieldCondition:

@@ -8,10 +8,9 @@ import time
 import uuid
 from pathlib import Path
 
-from retrieval.encoders import SparseVec
 from retrieval.store.edge.adapter import EdgeIndex
 from retrieval.store.edge.tuning import EdgeTuning
-from retrieval.store.types import ChunkPoint, Match, MatchAny
+from retrieval.store.types import ChunkPoint, Match, MatchAny, SparseVec
 from tests.conftest import Loops
 
 DIM = 768
