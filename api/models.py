@@ -132,7 +132,12 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
         prompt=(PromptSelector | None, None),
         stream=(
             bool,
-            Field(False, description="Server-Sent Events; citations come in the final event."),
+            Field(
+                False,
+                description="Server-Sent Events as the provider generates: `delta` events, "
+                "`reset` when an answer is rejected mid-way, then `done` (the JSON answer, "
+                "with its validated citations) or `error`.",
+            ),
         ),
         cache=(
             bool,
@@ -181,6 +186,29 @@ class AnswerResponse(BaseModel):
     attempts: list[dict[str, str]] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     cache_similarity: float | None = None
+
+
+class AnswerDelta(BaseModel):
+    """`event: delta` of a streamed answer: more text from the provider answering."""
+
+    text: str
+
+
+class AnswerReset(BaseModel):
+    """`event: reset`: discard the text received since the last reset; the provider's
+    answer was rejected, and the next one of the chain (or the refusal) follows."""
+
+    provider: str
+    reason: str = Field(description="invalid_citations, error or deadline, as in `attempts`.")
+    detail: str
+
+
+class AnswerStreamError(BaseModel):
+    """`event: error`: the stream ends without an answer. `status` is the HTTP status the
+    JSON reply would have had (504: the answer deadline ran out)."""
+
+    status: int
+    detail: str
 
 
 class PromptInfo(BaseModel):

@@ -5,24 +5,41 @@ Server-Sent Events), GET /prompts and GET /providers (what a request may choose)
 # `build_router`, which FastAPI can resolve only as a real annotation, not as a string.
 
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 
 from api.bodies import StrictJSONRoute
 from api.deps import Caller, LanesDep, ServicesDep, StackDep
 from api.errors import documented, invalid
 from api.filters import conditions_of
-from api.lanes import Lanes
+from api.lanes import LaneFull, Lanes
 from api.metrics import REQUEST_SECONDS
-from api.models import AnswerBody, AnswerResponse, PromptInfo, PromptSelector, ProviderInfo
+from api.models import (
+    AnswerBody,
+    AnswerDelta,
+    AnswerReset,
+    AnswerResponse,
+    AnswerStreamError,
+    PromptInfo,
+    PromptSelector,
+    ProviderInfo,
+)
 from api.services import Services
 from retrieval.answer.gateway import UnknownProvider
 from retrieval.answer.prompts import PromptError
+from retrieval.answer.service import AnswerService, Done, Prepared
+from retrieval.answer.streaming import Delta, Reset
 from retrieval.search import Principal
+
+log = logging.getLogger("freshrag.api")
 
 # 200 is JSON, or with `"stream": true` an event stream: both documented.
 ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -30,11 +47,15 @@ ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {
             "text/event-stream": {
                 "schema": {
-                    "description": '`delta` events (data: {"text"}), then one '
-                    "`done` event (data: the AnswerResponse JSON).",
+                    "description": "Tokens as the provider generates them: `delta` events "
+                    '(data: {"text"}); a `reset` (data: {"provider", "reason", "detail"}) '
+                    "when a provider's answer is rejected mid-way: discard the text "
+                    "received, the next provider streams; then one `done` (data: the "
+                    "AnswerResponse JSON, its `answer` the deltas since the last reset) or "
+                    '`error` (data: {"status", "detail"}; 504: the deadline ran out).',
                     "type": "object",
                     "properties": {
-                        "event": {"type": "string", "enum": ["delta", "done"]},
+                        "event": {"type": "string", "enum": ["delta", "reset", "done", "error"]},
                         "data": {"type": "string"},
                     },
                     "required": ["event", "data"],
@@ -58,7 +79,7 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
         stack: StackDep,
         services: ServicesDep,
         lanes: LanesDep,
-    ) -> AnswerResponse | StreamingResponse:
+    ) -> AnswerResponse | Response:
         return await respond(body, who, stack, services, lanes)
 
     # Their response models come from the return annotations.
@@ -69,9 +90,10 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
 
 async def respond(
     body: AnswerBody, who: Principal, stack: Services, services: Services, lanes: Lanes
-) -> AnswerResponse | StreamingResponse:
+) -> AnswerResponse | Response:
     """Answers on `stack` (serving or standby) with a prompt from the serving registry;
-    the answer deadline is a 504, an unknown prompt or provider a 422."""
+    the answer deadline is a 504, an unknown prompt or provider a 422. A stream's status
+    is decided before its first event: failures after that are `error` events."""
     answers = stack.answers
     if answers is None or services.prompts is None:
         raise HTTPException(503, "answers are not configured on this server")
@@ -79,8 +101,7 @@ async def respond(
     sel = body.prompt or PromptSelector()
     try:
         prompt = services.prompts.resolve(sel.name, sel.label, sel.version)
-        result = await lanes.answer.run(
-            answers.answer,
+        args = (
             who,
             body.query,
             body.top_k,
@@ -92,6 +113,10 @@ async def respond(
             body.group,
             body.provider,
         )
+        if body.stream:
+            ready = await lanes.answer.run(answers.prepare, *args)
+        else:
+            result = await lanes.answer.run(answers.answer, *args)
     except PromptError as exc:
         raise invalid(("body", "prompt"), str(exc)) from exc
     except UnknownProvider as exc:
@@ -99,11 +124,10 @@ async def respond(
     # The answer deadline (retrieval.answer.gateway.DeadlineExceeded).
     except TimeoutError as exc:
         raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
+    if body.stream:
+        return _event_stream(answers, ready, lanes, body.mode)
     REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
-    payload = AnswerResponse(**result)
-    if not body.stream:
-        return payload
-    return StreamingResponse(_sse(payload), media_type="text/event-stream")
+    return AnswerResponse(**result)
 
 
 # No docstring on `prompts`: FastAPI would publish it as the operation's description.
@@ -131,10 +155,52 @@ async def providers(who: Caller, services: ServicesDep) -> list[ProviderInfo]:
     ]
 
 
-async def _sse(payload: AnswerResponse) -> AsyncIterator[str]:
-    """The answer text in word-group deltas, then one `done` event with citations and metadata."""
-    words = payload.answer.split(" ")
-    for i in range(0, len(words), 8):
-        delta = " ".join(words[i : i + 8]) + (" " if i + 8 < len(words) else "")
-        yield f"event: delta\ndata: {json.dumps({'text': delta})}\n\n"
-    yield f"event: done\ndata: {payload.model_dump_json()}\n\n"
+def _event_stream(answers: AnswerService, ready: Prepared, lanes: Lanes, mode: str) -> Response:
+    """The answer as Server-Sent Events (FastAPI's event-stream response and encoder).
+
+    The events come from the provider as it generates; a client that disconnects cancels
+    the stream and with it the provider call. The background task closes the generator
+    even when the disconnect caught it between two events, so the provider's HTTP stream
+    is never left to the garbage collector.
+    """
+    events = _events(answers, ready, lanes, mode)
+    return EventSourceResponse(
+        events,
+        # As FastAPI sets them for its own event streams: no caching, no proxy buffering.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(events.aclose),
+    )
+
+
+async def _events(
+    answers: AnswerService, ready: Prepared, lanes: Lanes, mode: str
+) -> AsyncGenerator[bytes, None]:
+    stream = answers.stream(ready, lanes.answer.run)
+    try:
+        async with aclosing(stream):
+            async for event in stream:
+                if isinstance(event, Delta):
+                    yield _sse("delta", AnswerDelta(text=event.text))
+                elif isinstance(event, Reset):
+                    reset = AnswerReset(
+                        provider=event.provider, reason=event.reason, detail=event.detail
+                    )
+                    yield _sse("reset", reset)
+                elif isinstance(event, Done):
+                    total = event.result["timings"]["total_ms"]
+                    REQUEST_SECONDS.labels("answer", mode).observe(total / 1000)
+                    yield _sse("done", AnswerResponse(**event.result))
+    except TimeoutError as exc:  # the answer deadline
+        yield _sse("error", AnswerStreamError(status=504, detail=str(exc)))
+    except LaneFull as exc:
+        yield _sse("error", AnswerStreamError(status=503, detail=str(exc)))
+    except Exception:
+        log.exception("a streamed answer failed")
+        yield _sse("error", AnswerStreamError(status=500, detail="internal error"))
+
+
+def _sse(event: str, data: BaseModel) -> bytes:
+    """One event; its data JSON in ASCII, so no answer text can break the wire format."""
+    return format_sse_event(
+        event=event, data_str=json.dumps(data.model_dump(mode="json"), ensure_ascii=True)
+    )

@@ -6,6 +6,9 @@ gets one trial call (half-open). An answer whose citations point outside the giv
 is rejected and the next provider asked; when none gives a grounded answer, the gateway
 refuses rather than invent one.
 
+Every provider call ends with a `Usage` record (tokens as the provider reported them,
+latency, outcome) on the answer and, as it happens, to `on_usage`.
+
 An optional deadline (a `time.monotonic()` instant) bounds the whole chain: no attempt and
 no backoff sleep starts past it, each HTTP call gets at most the time left, providers left
 without time are recorded with reason `deadline`, and when the deadline cut the chain short
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter
 from tenacity import (
@@ -38,6 +42,7 @@ from retrieval.answer.providers import (
     Provider,
     ProviderError,
     RetryableError,
+    Usage,
 )
 
 log = logging.getLogger("freshrag.gateway")
@@ -75,7 +80,7 @@ class UnknownProvider(ValueError):
         )
 
 
-class _OutOfTime(ProviderError):
+class OutOfTime(ProviderError):
     """A provider's turn ended for lack of time; `failed` says whether it had failed a call."""
 
     def __init__(self, detail: str, failed: bool) -> None:
@@ -141,14 +146,36 @@ class GatewayAnswer:
     model: str
     refused: bool
     attempts: list[dict[str, str]]
+    # One record per provider call (retries included), in order: tokens, latency, outcome.
+    usage: list[Usage] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Run:
+    """One pass down the chain: what was tried and what each call cost, so far."""
+
+    started: float = field(default_factory=time.monotonic)
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    usage: list[Usage] = field(default_factory=list)
+    out_of_time: bool = False
 
 
 class Gateway:
-    def __init__(self, chain: list[ChainMember], backoff: float = 0.2) -> None:
+    """The chain and its policy. `answer` asks it for a whole answer; the streamed chain
+    (retrieval/answer/streaming.py) keeps the same policy through the methods below."""
+
+    def __init__(
+        self,
+        chain: list[ChainMember],
+        backoff: float = 0.2,
+        on_usage: Callable[[Usage], None] | None = None,
+    ) -> None:
         if not chain:
             raise ValueError("the provider chain is empty")
         self.chain = chain
         self.backoff = backoff
+        # Sees every provider call as it ends, a cancelled one too (budgets, cost metrics).
+        self.on_usage = on_usage
 
     def signature(self, only: str | None = None) -> str:
         """The chain asked (whole, or the member `only`), for cache scopes."""
@@ -169,52 +196,25 @@ class Gateway:
         Raises `DeadlineExceeded` when the deadline cut the chain short (an attempt timed out
         on it, a retry or a provider was given up for lack of time) and nobody served.
         """
-        started = time.monotonic()
-        attempts: list[dict[str, str]] = []
-        out_of_time = False
+        run = Run()
         for member in self.members(only):
             name = member.provider.name
-            if deadline is not None and time.monotonic() >= deadline:
-                # Even the local extractive provider: past the deadline the caller has gone.
-                self._skip(attempts, name, "deadline", "not tried: the deadline had passed")
-                out_of_time = True
-                continue
-            if not member.breaker.allow():
-                self._skip(attempts, name, "circuit_open", "circuit open after repeated failures")
+            if not self.admit(member, deadline, run):
                 continue
             try:
-                completion = self._call(member, request, deadline)
-            except _OutOfTime as exc:
-                if exc.failed:
-                    member.breaker.failure()
-                self._skip(attempts, name, "deadline", str(exc))
-                out_of_time = True
+                completion = self._call(member, request, deadline, run)
+            except OutOfTime as exc:
+                self.out_of_time(member, exc, run)
                 continue
             except ProviderError as exc:
                 member.breaker.failure()
-                self._skip(attempts, name, "error", str(exc))
+                self.skip(run, name, "error", str(exc))
                 continue
             member.breaker.success()
-            if is_refusal(completion.text):
-                attempts.append(
-                    {"provider": name, "outcome": "served", "detail": "refused: sources do not say"}
-                )
-                SERVED.labels(name).inc()
-                return GatewayAnswer(REFUSAL, [], name, completion.model, True, attempts)
-            try:
-                citations = cited_sources(completion.text, len(request.contexts))
-            except CitationError as exc:
-                self._skip(attempts, name, "invalid_citations", str(exc))
-                continue
-            attempts.append({"provider": name, "outcome": "served", "detail": ""})
-            SERVED.labels(name).inc()
-            return GatewayAnswer(
-                completion.text, citations, name, completion.model, False, attempts
-            )
-        if out_of_time:
-            raise DeadlineExceeded(time.monotonic() - started, attempts)
-        SERVED.labels("none").inc()
-        return GatewayAnswer(REFUSAL, [], "none", "none", True, attempts)
+            served = self.verdict(name, completion.text, completion.model, request, run)
+            if served is not None:
+                return served
+        return self.nobody(run)
 
     def members(self, only: str | None = None) -> list[ChainMember]:
         """The whole chain, or just the member named `only`."""
@@ -225,10 +225,58 @@ class Gateway:
             raise UnknownProvider(only, self.names)
         return picked
 
-    def _call(
-        self, member: ChainMember, request: AnswerInput, deadline: float | None
-    ) -> Completion:
-        """One provider's turn: retries with backoff, all of it inside the deadline."""
+    # --- the policy both the whole and the streamed chain follow ----------------------
+
+    def admit(self, member: ChainMember, deadline: float | None, run: Run) -> bool:
+        """Whether `member` gets its turn now; records why not."""
+        name = member.provider.name
+        if deadline is not None and time.monotonic() >= deadline:
+            # Even the local extractive provider: past the deadline the caller has gone.
+            self.skip(run, name, "deadline", "not tried: the deadline had passed")
+            run.out_of_time = True
+            return False
+        if not member.breaker.allow():
+            self.skip(run, name, "circuit_open", "circuit open after repeated failures")
+            return False
+        return True
+
+    def out_of_time(self, member: ChainMember, exc: OutOfTime, run: Run) -> None:
+        if exc.failed:
+            member.breaker.failure()
+        self.skip(run, member.provider.name, "deadline", str(exc))
+        run.out_of_time = True
+
+    def verdict(
+        self, name: str, text: str, model: str, request: AnswerInput, run: Run
+    ) -> GatewayAnswer | None:
+        """The served answer (a grounded one or the model's refusal), or None when its
+        citations fail (recorded; the next provider is asked)."""
+        if is_refusal(text):
+            run.attempts.append(
+                {"provider": name, "outcome": "served", "detail": "refused: sources do not say"}
+            )
+            SERVED.labels(name).inc()
+            return GatewayAnswer(REFUSAL, [], name, model, True, run.attempts, run.usage)
+        try:
+            citations = cited_sources(text, len(request.contexts))
+        except CitationError as exc:
+            self.skip(run, name, "invalid_citations", str(exc))
+            return None
+        run.attempts.append({"provider": name, "outcome": "served", "detail": ""})
+        SERVED.labels(name).inc()
+        return GatewayAnswer(text, citations, name, model, False, run.attempts, run.usage)
+
+    def nobody(self, run: Run) -> GatewayAnswer:
+        """Nobody served: a 504 when the deadline cut the chain short, else the refusal."""
+        if run.out_of_time:
+            raise DeadlineExceeded(time.monotonic() - run.started, run.attempts)
+        SERVED.labels("none").inc()
+        return GatewayAnswer(REFUSAL, [], "none", "none", True, run.attempts, run.usage)
+
+    def retry_policy(
+        self, member: ChainMember, deadline: float | None
+    ) -> tuple[dict[str, Any], StopBeforeDeadline | None]:
+        """Tenacity's arguments for one provider's turn, and the stop that watches the deadline."""
         wait = wait_exponential(multiplier=self.backoff, max=5)
         stop: stop_base = stop_after_attempt(member.retries + 1)
         at_deadline = None
@@ -236,35 +284,103 @@ class Gateway:
             # Attempts first: `fired` then means a retry was due but there was no time for it.
             at_deadline = StopBeforeDeadline(deadline, wait)
             stop = stop | at_deadline
+        policy = {
+            "stop": stop,
+            "wait": wait,
+            "retry": retry_if_exception_type(RetryableError),
+            "reraise": True,
+        }
+        return policy, at_deadline
 
+    @staticmethod
+    def stopped_by_deadline(
+        exc: RetryableError, at_deadline: StopBeforeDeadline | None, deadline: float | None
+    ) -> OutOfTime | None:
+        """A turn's last retryable error as lack of time, when the deadline stopped the retries."""
+        if deadline is None or at_deadline is None:
+            return None
+        if at_deadline.fired or time.monotonic() >= deadline:
+            return OutOfTime(f"{exc}; stopped at the deadline", failed=True)
+        return None
+
+    def record(self, run: Run, usage: Usage) -> None:
+        run.usage.append(usage)
+        if self.on_usage is not None:
+            try:
+                self.on_usage(usage)
+            except Exception:  # a broken consumer must not fail the answer
+                log.exception("on_usage failed for %s", usage.provider)
+
+    @staticmethod
+    def skip(run: Run, name: str, reason: str, detail: str) -> None:
+        log.warning("provider %s skipped (%s): %s", name, reason, detail)
+        SKIPPED.labels(name, reason).inc()
+        run.attempts.append({"provider": name, "outcome": reason, "detail": detail})
+
+    # --- the whole answer -----------------------------------------------------------
+
+    def _call(
+        self, member: ChainMember, request: AnswerInput, deadline: float | None, run: Run
+    ) -> Completion:
+        """One provider's turn: retries with backoff, all of it inside the deadline."""
+        provider = member.provider
+        policy, at_deadline = self.retry_policy(member, deadline)
         tried = 0
 
         def attempt() -> Completion:
             nonlocal tried
-            if deadline is None:
-                return member.provider.complete(request)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                why = "no time left to retry" if tried else "not tried: the deadline had passed"
-                raise _OutOfTime(why, failed=tried > 0)
+            left = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    why = "no time left to retry" if tried else "not tried: the deadline had passed"
+                    raise OutOfTime(why, failed=tried > 0)
             tried += 1
-            return member.provider.complete(request, timeout=left)
+            began = time.perf_counter()
+            try:
+                completion = provider.complete(request, left)
+            except ProviderError:
+                self.record(run, call_usage(provider, began, "error"))
+                raise
+            self.record(
+                run,
+                call_usage(
+                    provider,
+                    began,
+                    "ok",
+                    completion.model,
+                    completion.input_tokens,
+                    completion.output_tokens,
+                ),
+            )
+            return completion
 
-        retrying = Retrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception_type(RetryableError),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return Retrying(**policy)(attempt)
         except RetryableError as exc:
-            if at_deadline is not None and (at_deadline.fired or time.monotonic() >= deadline):
-                raise _OutOfTime(f"{exc}; stopped at the deadline", failed=True) from exc
-            raise
+            out_of_time = self.stopped_by_deadline(exc, at_deadline, deadline)
+            if out_of_time is None:
+                raise
+            raise out_of_time from exc
 
-    @staticmethod
-    def _skip(attempts: list[dict[str, str]], name: str, reason: str, detail: str) -> None:
-        log.warning("provider %s skipped (%s): %s", name, reason, detail)
-        SKIPPED.labels(name, reason).inc()
-        attempts.append({"provider": name, "outcome": reason, "detail": detail})
+
+def call_usage(
+    provider: Provider,
+    began: float,
+    outcome: str,
+    model: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    first_token: float | None = None,
+) -> Usage:
+    """The usage record of a call that began at `began` (`time.perf_counter()`) and ends now."""
+    now = time.perf_counter()
+    return Usage(
+        provider=provider.name,
+        model=model or str(getattr(provider, "model", provider.name)),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=round((now - began) * 1000, 2),
+        outcome=outcome,
+        first_token_ms=None if first_token is None else round((first_token - began) * 1000, 2),
+    )

@@ -1,23 +1,37 @@
-"""Grounded answers: retrieve → budget the context → prompt → gateway → check citations → cache."""
+"""Grounded answers: retrieve → budget the context → prompt → gateway → check citations → cache.
+
+Whole (`answer`, for JSON) or streamed (`prepare` off the event loop, then `stream` on it,
+for Server-Sent Events): the same steps, cache and deadline either way.
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from freshrag.settings import Settings
 from retrieval.answer.cache import AnswerCache, cache_scope
 from retrieval.answer.evidence import unsupported_names
-from retrieval.answer.gateway import ChainMember, CircuitBreaker, DeadlineExceeded, Gateway
+from retrieval.answer.gateway import (
+    ChainMember,
+    CircuitBreaker,
+    DeadlineExceeded,
+    Gateway,
+    GatewayAnswer,
+)
 from retrieval.answer.prompts import REFUSAL, Prompt
 from retrieval.answer.providers import (
     AnswerInput,
     AnthropicProvider,
     ExtractiveProvider,
     OpenAIProvider,
+    in_thread,
 )
+from retrieval.answer.streaming import Delta, Reset, RunSync, stream_answer
 from retrieval.encoders import DenseEncoder
 from retrieval.search import Grouping, Principal, Retriever
 from retrieval.store.types import Condition, SearchHit, SearchMode
@@ -86,6 +100,53 @@ def format_contexts(hits: list[SearchHit]) -> str:
     return "\n\n".join(blocks)
 
 
+class _Clock:
+    """Per-step timings of one request, in milliseconds."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{step}_ms"] = round((now - self.last) * 1000, 2)
+        self.last = now
+
+    def mark(self, name: str) -> None:
+        """A moment since the start (e.g. the first token), leaving the laps alone."""
+        self.timings.setdefault(f"{name}_ms", round((time.perf_counter() - self.started) * 1000, 2))
+
+    def total(self) -> dict[str, float]:
+        self.timings["total_ms"] = round((time.perf_counter() - self.started) * 1000, 2)
+        return self.timings
+
+
+@dataclass
+class Prepared:
+    """A request up to its provider call: settled already (a cache hit, a refusal before
+    any provider) or the gateway's input. `AnswerService.prepare` makes it (blocking work:
+    embedding, cache, retrieval); `answer` and `stream` finish it."""
+
+    clock: _Clock
+    begun: float  # time.monotonic() at the start: the deadline counts from here
+    deadline: float
+    prompt: str
+    provider: str | None  # the one chain member asked, if any
+    settled: dict[str, Any] | None = None
+    request: AnswerInput | None = None
+    hits: list[SearchHit] = field(default_factory=list)
+    vector: Any = None
+    scope: str = ""
+    cache: AnswerCache | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The streamed answer's end: the same result `AnswerService.answer` returns."""
+
+    result: dict[str, Any]
+
+
 @dataclass
 class AnswerService:
     retriever: Retriever
@@ -111,22 +172,41 @@ class AnswerService:
         provider: str | None = None,
     ) -> dict[str, Any]:
         """`provider`: ask only this member of the chain, no fallback (`UnknownProvider`)."""
+        ready = self.prepare(
+            who, query, top_k, mode, conditions, filters, prompt, use_cache, group, provider
+        )
+        if ready.settled is not None:
+            return self._settle(ready)
+        assert ready.request is not None
+        try:
+            out = self.gateway.answer(ready.request, deadline=ready.deadline, only=provider)
+        except DeadlineExceeded as exc:
+            raise self._late(ready, exc) from exc
+        return self.finish(ready, out)
+
+    def prepare(
+        self,
+        who: Principal,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        conditions: list[Condition],
+        filters: dict[str, Any],
+        prompt: Prompt,
+        use_cache: bool = True,
+        group: Grouping = "section",
+        provider: str | None = None,
+    ) -> Prepared:
+        """Everything before the provider call: embed, look up the cache, retrieve, decide
+        whether to ask at all, render the prompt. Blocking: run it off the event loop."""
         chain = self.gateway.signature(provider)  # raises UnknownProvider first
-        timings: dict[str, float] = {}
         cache = self.cache if use_cache else None
-        started = clock = time.perf_counter()
+        clock = _Clock()
         begun = time.monotonic()
-        deadline = begun + self.deadline_s
-
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[f"{step}_ms"] = round((now - clock) * 1000, 2)
-            clock = now
-
-        vector = self.retriever.dense.encode_query(query)
-        lap("embed")
-        scope = cache_scope(
+        ready = Prepared(clock, begun, begun + self.deadline_s, prompt.ref, provider, cache=cache)
+        ready.vector = self.retriever.dense.encode_query(query)
+        clock.lap("embed")
+        ready.scope = cache_scope(
             tenant=who.tenant,
             groups=sorted(who.groups),
             prompt=prompt.ref,
@@ -137,22 +217,21 @@ class AnswerService:
             group=group,
         )
         if cache is not None:
-            cached = cache.get(vector, scope)
-            lap("cache")
+            cached = cache.get(ready.vector, ready.scope)
+            clock.lap("cache")
             if cached is not None:
-                timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
-                return {**cached, "cached": True, "timings": timings}
-        hits = budget_contexts(
+                ready.settled = {**cached, "cached": True}
+                return ready
+        ready.hits = budget_contexts(
             self.retriever.retrieve(
-                who, query, top_k, mode, conditions, dense_vector=vector, group=group
+                who, query, top_k, mode, conditions, dense_vector=ready.vector, group=group
             ),
             self.context_tokens,
         )
-        lap("retrieve")
-        result: dict[str, Any]
-        reason = self._refusal_reason(query, hits)
+        clock.lap("retrieve")
+        reason = self._refusal_reason(query, ready.hits)
         if reason is not None:
-            result = {
+            ready.settled = {
                 "answer": REFUSAL,
                 "citations": [],
                 "provider": "none",
@@ -160,44 +239,82 @@ class AnswerService:
                 "refused": True,
                 "refusal_reason": reason,
                 "attempts": [],
+                "prompt": prompt.ref,
+                "cached": False,
             }
-        else:
-            system, user = prompt.render(query, format_contexts(hits))
-            try:
-                out = self.gateway.answer(
-                    AnswerInput(query, [h.payload.get("text", "") for h in hits], system, user),
-                    deadline=deadline,
-                    only=provider,
-                )
-            except DeadlineExceeded as exc:
-                # Report the whole request's wait against its budget, not only the chain's.
-                raise DeadlineExceeded(
-                    time.monotonic() - begun, exc.attempts, self.deadline_s
-                ) from exc
-            lap("generate")
-            result = {
-                "answer": out.text,
-                "citations": [_citation(n, hits[n - 1]) for n in out.citations],
-                "provider": out.provider,
-                "model": out.model,
-                "refused": out.refused,
-                "attempts": out.attempts,
-            }
-        result["prompt"] = prompt.ref
-        if cache is not None and not result["refused"]:
+            return ready
+        system, user = prompt.render(query, format_contexts(ready.hits))
+        texts = [h.payload.get("text", "") for h in ready.hits]
+        ready.request = AnswerInput(query, texts, system, user)
+        return ready
+
+    def finish(self, ready: Prepared, out: GatewayAnswer) -> dict[str, Any]:
+        """The gateway's answer as the response: citations resolved to chunks, cached when
+        grounded. Blocking (the cache write)."""
+        ready.clock.lap("generate")
+        result: dict[str, Any] = {
+            "answer": out.text,
+            "citations": [_citation(n, ready.hits[n - 1]) for n in out.citations],
+            "provider": out.provider,
+            "model": out.model,
+            "refused": out.refused,
+            "attempts": out.attempts,
+            "prompt": ready.prompt,
+        }
+        if ready.cache is not None and not result["refused"]:
             cited = {
                 (h.payload["tenant"], h.payload["doc_id"]): h.payload["version"]
-                for h in (hits[c["n"] - 1] for c in result["citations"])
+                for h in (ready.hits[c["n"] - 1] for c in result["citations"])
             }
-            cache.put(
-                vector,
-                scope,
+            ready.cache.put(
+                ready.vector,
+                ready.scope,
                 result,
                 [{"tenant": t, "doc_id": d, "version": v} for (t, d), v in cited.items()],
             )
-            lap("cache_put")
-        timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        return {**result, "cached": False, "timings": timings}
+            ready.clock.lap("cache_put")
+        # Not cached (a cache hit costs nothing) and not in the response (yet): the calls'
+        # tokens and latency, for whoever budgets or bills them.
+        usage = [asdict(u) for u in out.usage]
+        return {**result, "cached": False, "timings": ready.clock.total(), "usage": usage}
+
+    async def stream(
+        self, ready: Prepared, run_sync: RunSync = in_thread
+    ) -> AsyncGenerator[Delta | Reset | Done, None]:
+        """`answer`, streamed: `Delta`s and `Reset`s as the chain produces them, then `Done`.
+
+        A settled request (cache hit, refusal before asking) streams at once: its whole text
+        in one delta. `run_sync` runs the blocking steps (extractive encoder, cache write);
+        the API passes its answer lane. Raises `DeadlineExceeded` as `answer` does.
+        """
+        if ready.settled is not None:
+            ready.clock.mark("first_token")
+            yield Delta(ready.settled["answer"])
+            yield Done(self._settle(ready))
+            return
+        assert ready.request is not None
+        events = stream_answer(
+            self.gateway, ready.request, ready.deadline, ready.provider, run_sync
+        )
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, GatewayAnswer):
+                        yield Done(await run_sync(self.finish, ready, event))
+                        return
+                    if isinstance(event, Delta):
+                        ready.clock.mark("first_token")
+                    yield event
+        except DeadlineExceeded as exc:
+            raise self._late(ready, exc) from exc
+
+    def _settle(self, ready: Prepared) -> dict[str, Any]:
+        assert ready.settled is not None
+        return {**ready.settled, "prompt": ready.prompt, "timings": ready.clock.total()}
+
+    def _late(self, ready: Prepared, exc: DeadlineExceeded) -> DeadlineExceeded:
+        """Reports the whole request's wait against its budget, not only the chain's."""
+        return DeadlineExceeded(time.monotonic() - ready.begun, exc.attempts, self.deadline_s)
 
     def _refusal_reason(self, query: str, hits: list[SearchHit]) -> str | None:
         """Why no provider should be asked: no sources, or sources that never name the topic."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.answer.citations import CitationError, citation_numbers, cited_sources
+from retrieval.answer.citations import (
+    CitationError,
+    check_partial,
+    citation_numbers,
+    cited_sources,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +52,43 @@ def test_out_of_range_and_missing_citations_are_errors() -> None:
     with pytest.raises(CitationError, match="cites no source"):
         cited_sources("It is configurable.", 5)
     assert cited_sources("First [2], then [1] and [2] again.", 3) == [2, 1]
+
+
+# --- streamed answers: checked as they arrive ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        "Send SIGTERM [2] then [",  # a citation still being written
+        "It applies [1, 7",  # its closing bracket has not come yet
+        "Call `items[7]",  # an open code span: may yet close around it
+        "```python\nrow = rows[7]\n",  # an open fence
+        "Read `qs[7]` and then items[7] as well",  # code, and an index after a name
+    ],
+)
+def test_what_may_still_turn_out_fine_is_not_judged_yet(partial: str) -> None:
+    check_partial(partial, 2)
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        "Send SIGTERM [7]",
+        "It applies [1, 7]",
+        "Read `qs[0]` then see [3]",
+        "```\nx[9]\n```\nAs shown [4]",
+    ],
+)
+def test_a_complete_citation_outside_the_sources_fails_as_soon_as_it_arrives(
+    partial: str,
+) -> None:
+    with pytest.raises(CitationError, match="only sources 1..2"):
+        check_partial(partial, 2)
+
+
+def test_no_prefix_of_a_grounded_answer_fails() -> None:
+    answer = "Slice with `qs[0]` [2], or:\n```\nrows[5]\n```\nThen commit [1][2]."
+    assert cited_sources(answer, 2) == [2, 1]
+    for end in range(len(answer) + 1):
+        check_partial(answer[:end], 2)

@@ -74,10 +74,19 @@ def test_openai_success_speaks_the_protocol(openai_server):
     sent = openai_server.requests[0]
     assert (
         sent["path"] == "/v1/chat/completions"
-        and sent["headers"]["Authorization"] == "Bearer sk-test"
+        and sent["headers"]["authorization"] == "Bearer sk-test"
     )
     assert [m["role"] for m in sent["body"]["messages"]] == ["system", "user"]
     assert "data, not instructions" in sent["body"]["messages"][0]["content"]
+    assert sent["body"]["temperature"] == 0 and "stream" not in sent["body"]
+
+
+@pytest.mark.unit
+def test_openai_without_a_key_sends_no_authorization(openai_server):
+    """Local servers (vLLM, llama.cpp, Ollama) need no key; none is made up."""
+    openai_server.script = [("ok", "Send SIGTERM [2].")]
+    assert gateway(openai(openai_server, api_key=None)).answer(request()).provider == "openai"
+    assert "authorization" not in openai_server.requests[0]["headers"]
 
 
 @pytest.mark.unit
@@ -87,13 +96,36 @@ def test_anthropic_success_speaks_the_protocol(anthropic_server):
     assert (out.provider, out.citations) == ("anthropic", [1])
     sent = anthropic_server.requests[0]
     assert sent["path"] == "/v1/messages"
-    assert (
-        sent["headers"]["x-api-key"] == "ak-test"
-        and sent["headers"]["anthropic-version"] == "2023-06-01"
-    )
+    # The SDK's own authentication and API version, whatever they are in this release.
+    assert sent["headers"]["authorization"] == "Bearer ak-test"
+    assert sent["headers"]["anthropic-version"]
     assert (
         sent["body"]["system"].startswith("You answer questions") and sent["body"]["max_tokens"] > 0
     )
+
+
+@pytest.mark.unit
+def test_every_call_ends_with_a_usage_record(openai_server, anthropic_server):
+    """Tokens from the provider's usage fields, latency and outcome, retries included."""
+    seen = []
+    openai_server.script = [("status", 429), ("ok", "Use SIGTERM [2].")]
+    gw = gateway(openai(openai_server), anthropic(anthropic_server))
+    gw.on_usage = seen.append
+    out = gw.answer(request())
+    failed, served = out.usage
+    assert (failed.provider, failed.model, failed.outcome) == ("openai", "local-llama", "error")
+    assert failed.input_tokens is None and failed.output_tokens is None
+    body = openai_server.requests[1]["body"]
+    assert (served.provider, served.model, served.outcome) == ("openai", "local-llama", "ok")
+    assert served.input_tokens == ScriptedLLM._input_tokens(body) > 0
+    assert served.output_tokens == 3  # the scripted server counts words
+    assert served.latency_ms > 0 and served.first_token_ms is None
+    assert seen == out.usage
+
+    anthropic_server.script = [("ok", "Offsets wait for Qdrant [1].")]
+    out = gateway(anthropic(anthropic_server)).answer(request())
+    (usage,) = out.usage
+    assert (usage.provider, usage.model, usage.output_tokens) == ("anthropic", "claude-test", 5)
 
 
 @pytest.mark.unit
