@@ -12,6 +12,8 @@ from ingest.publisher import Publisher
 
 # A readiness probe that hangs is an answer too: the nightly job must say so quickly.
 READY_TIMEOUT_S = 5.0
+# /answer's top_k (its contexts); /retrieve with the same top_k, mode and grouping returns them.
+ANSWER_TOP_K = 5
 
 
 class ServiceUnreachable(RuntimeError):
@@ -109,18 +111,33 @@ class ServiceClient:
         r.raise_for_status()
         return [p["name"] for p in r.json()]
 
+    def prompts(self) -> list[dict[str, Any]]:
+        """GET /prompts: every prompt version the service serves, with its labels."""
+        r = self.http.get("/prompts")
+        if r.status_code == 404:
+            return []
+        r.raise_for_status()
+        return list(r.json())
+
     def answer(
-        self, query: str, top_k: int = 5, provider: str | None = None
+        self,
+        query: str,
+        top_k: int = ANSWER_TOP_K,
+        provider: str | None = None,
+        prompt: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """/answer with the answer cache bypassed, so latency and quality are the pipeline's.
 
         A server that does not know the `cache` option rejects it with a 422: then the
         request is repeated without it, and `cache_bypass` records that answers may be
-        cache hits. `provider` asks that member of the chain alone.
+        cache hits. `provider` asks that member of the chain alone; `prompt` is /answer's
+        prompt selection (`{"name": ..., "version": ...}`), the service's default if None.
         """
         body: dict[str, Any] = {"query": query, "top_k": top_k}
         if provider is not None:
             body["provider"] = provider
+        if prompt is not None:
+            body["prompt"] = prompt
         if self.cache_bypass is not False:
             body["cache"] = False
         started = time.perf_counter()

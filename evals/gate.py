@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,3 +183,50 @@ def verdict(
     skipped: Mapping[str, str] | None = None,
 ) -> Verdict:
     return Verdict(tuple(evaluate(summary, previous, thresholds, skipped)))
+
+
+# --- a candidate prompt against production, in one run --------------------------------------
+
+CandidateStatus = Literal["pass", "regression", "inconclusive"]
+
+
+def answer_limits(thresholds: Thresholds) -> dict[str, dict[str, float]]:
+    """The thresholds on answer metrics (`answers.*`): what a candidate prompt is gated on."""
+    return {
+        rule: {m: limit for m, limit in table.items() if area_of(m) == "answers"}
+        for rule, table in thresholds.items()
+    }
+
+
+def candidate_checks(
+    candidate: Mapping[str, float], production: Mapping[str, float], thresholds: Thresholds
+) -> list[Check]:
+    """The gate's answer thresholds applied to a candidate prompt's answers.
+
+    Production's answers to the same questions in the same run stand in for the previous
+    run: a `max_drop` is a fall from production, `min` and `max` hold as for any run. A
+    metric that neither prompt has (no unanswerable question in the set) is n/a, not missing.
+    """
+    out = []
+    for c in evaluate(candidate, production, answer_limits(thresholds)):
+        if c.reason == "missing" and c.metric not in production:
+            c = replace(c, status="n/a", reason="measured for neither prompt")
+        out.append(c)
+    return out
+
+
+def candidate_verdict(checks: list[Check], compared: int) -> tuple[CandidateStatus, str]:
+    """Whether a candidate prompt may replace production, and why in one line.
+
+    "pass" needs evidence: at least one question both prompts answered over the same
+    contexts, and at least one answer threshold that held; a failed one is a regression.
+    """
+    failed = [c.metric for c in checks if c.status == "fail"]
+    if failed:
+        return "regression", "regresses against production on " + ", ".join(failed)
+    if compared == 0:
+        return "inconclusive", "no question was answered by both prompts over the same contexts"
+    passed = sum(c.status == "pass" for c in checks)
+    if not passed:
+        return "inconclusive", "the thresholds gate no answer metric this run measured"
+    return "pass", f"no regression against production ({passed} answer checks passed)"

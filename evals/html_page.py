@@ -9,7 +9,7 @@ from typing import Any
 
 from evals.figures import figures
 from evals.formatting import fmt
-from evals.overview import ALONE_COLUMNS, overview, providers_alone
+from evals.overview import ALONE_COLUMNS, overview, prompt_comparison, providers_alone
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -76,6 +76,7 @@ def render_html(
         answer_misses=answer_misses(results),
         alone=providers_alone(results),
         alone_columns=ALONE_COLUMNS,
+        candidate=prompt_comparison(results),
         replay=(
             [(k, fmt(f"replay.{k}", v)) for k, v in replay.items() if k != "label"]
             if replay

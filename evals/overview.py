@@ -211,3 +211,67 @@ def providers_alone(results: dict[str, Any]) -> list[dict[str, str]]:
         {"provider": name, **{col: fmt(col, scores.get(col)) for col, _ in ALONE_COLUMNS}}
         for name, scores in alone.items()
     ]
+
+
+# A candidate prompt beside production (`--prompt`): the answer rows both outputs show.
+COMPARED_ROWS = [
+    *((m, label) for m, label, _ in AREA_ROWS["answers"] if m != "answers.answer_cached_rate"),
+    ("answers.answer_latency_p50_ms", "p50 /answer"),
+]
+VERDICT_STATUS = {"pass": "pass", "regression": "fail", "inconclusive": "n/a"}
+
+
+def _delta(metric: str, candidate: Any, production: Any) -> str:
+    """Candidate minus production, signed, in the metric's unit ("" when one is missing)."""
+    if not isinstance(candidate, int | float) or not isinstance(production, int | float):
+        return ""
+    d = candidate - production
+    return ("+" if d > 0 else "−" if d < 0 else "±") + fmt(metric, abs(d))
+
+
+def prompt_comparison(results: dict[str, Any], limit: int = 10) -> dict[str, Any] | None:
+    """The candidate's answer metrics beside production's, the gate's checks on them, its
+    verdict, and the questions whose outcome differs; None without `--prompt`."""
+    c = results.get("prompt_comparison")
+    if not c:
+        return None
+    cand, prod = c.get("candidate_scores") or {}, c.get("production_scores") or {}
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for check in c.get("checks", []):
+        by_metric.setdefault(check["metric"], []).append(check)
+    listed = [m for m, _ in COMPARED_ROWS]
+    rows = []
+    for metric, label in [*COMPARED_ROWS, *((m, m) for m in by_metric if m not in listed)]:
+        cs = by_metric.get(metric, [])
+        if metric not in cand and metric not in prod and not cs:
+            continue
+        statuses = [x["status"] for x in cs]
+        rows.append(
+            {
+                "metric": metric,
+                "label": label,
+                "candidate": fmt(metric, cand.get(metric)),
+                "production": fmt(metric, prod.get(metric)),
+                "delta": _delta(metric, cand.get(metric), prod.get(metric)),
+                "threshold": ", ".join(rule_text(metric, x["rule"], x["limit"]) for x in cs),
+                "status": max(statuses, key=STATUS_ORDER.get) if statuses else "info",
+            }
+        )
+    changed = [
+        p
+        for p in c.get("pairs", [])
+        if p["compared"]
+        and any(p["candidate"][k] != p["production"][k] for k in ("refused", "cites_gold"))
+    ]
+    verdict = c.get("verdict", "inconclusive")
+    return {
+        **{k: c.get(k) for k in ("selection", "name", "candidate", "production", "reason")},
+        "questions": c.get("questions", 0),
+        "compared": c.get("compared", 0),
+        "not_compared": c.get("not_compared", []),
+        "verdict": verdict,
+        "status": VERDICT_STATUS.get(verdict, "n/a"),
+        "rows": rows,
+        "changed": len(changed),
+        "changed_rows": changed[:limit],
+    }

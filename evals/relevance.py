@@ -92,48 +92,35 @@ def _by_provider(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
-def run_answers(
-    client: ServiceClient,
-    items: list[EvalItem],
-    progress: bool = True,
-    provider: str | None = None,
-) -> dict[str, Any] | None:
-    """How often `/answer` cites a gold document, and how often it refuses.
+def answer_row(item: EvalItem, result: dict[str, Any]) -> dict[str, Any]:
+    """One `/answer` result as the report keeps it, with what the scores read."""
+    cited = sorted({c["doc_id"] for c in result["citations"]})
+    timings = result.get("timings") or {}
+    return {
+        "id": item.id,
+        "question": item.question,
+        "answer": result["answer"],
+        "contexts": [c["text"] for c in result["citations"] if c.get("text")],
+        "cited": cited,
+        "gold": item.gold_doc_ids,
+        "refused": result["refused"],
+        "cached": bool(result.get("cached")),
+        "timed_out": bool(result.get("timed_out")),
+        "provider": result["provider"],
+        "prompt": result.get("prompt"),  # the version that answered (name@version)
+        # Providers that did not serve and why (error, circuit_open, invalid_citations…).
+        "skipped": [a["outcome"] for a in result.get("attempts") or [] if a["outcome"] != "served"],
+        "cites_gold": bool(set(cited) & set(item.gold_doc_ids)) if item.gold_doc_ids else None,
+        "latency_ms": timings.get("total_ms") or result.get("client_ms"),
+    }
 
-    Requests bypass the answer cache; on a server that cannot, cached answers are left out
-    of the latency percentiles (a cache hit says nothing about answering speed) and the
-    result carries a note. `provider` asks that member of the chain alone (no fallback).
+
+def score_answers(rows: list[dict[str, Any]], cache_bypass: bool | None) -> dict[str, Any]:
+    """The answer metrics of `rows`, overall and per provider, with latency and the rows.
+
+    Cached answers are left out of the latency percentiles (a cache hit says nothing about
+    answering speed); `cache_bypass` False (the server rejected `"cache": false`) adds a note.
     """
-    rows = []
-    desc = f"answers: {provider} alone" if provider else "answers"
-    for item in bar(items, progress=progress, desc=desc, unit="q"):
-        result = client.answer(item.question, provider=provider)
-        if result is None:
-            return None
-        cited = sorted({c["doc_id"] for c in result["citations"]})
-        timings = result.get("timings") or {}
-        rows.append(
-            {
-                "id": item.id,
-                "question": item.question,
-                "answer": result["answer"],
-                "contexts": [c["text"] for c in result["citations"] if c.get("text")],
-                "cited": cited,
-                "gold": item.gold_doc_ids,
-                "refused": result["refused"],
-                "cached": bool(result.get("cached")),
-                "timed_out": bool(result.get("timed_out")),
-                "provider": result["provider"],
-                # Providers that did not serve and why (error, circuit_open, invalid_citations…).
-                "skipped": [
-                    a["outcome"] for a in result.get("attempts") or [] if a["outcome"] != "served"
-                ],
-                "cites_gold": bool(set(cited) & set(item.gold_doc_ids))
-                if item.gold_doc_ids
-                else None,
-                "latency_ms": timings.get("total_ms") or result.get("client_ms"),
-            }
-        )
     fresh = [r["latency_ms"] for r in rows if r["latency_ms"] and not r["cached"]]
     out: dict[str, Any] = {
         **answer_scores(rows),
@@ -145,15 +132,36 @@ def run_answers(
         "answer_timeouts": sum(r["timed_out"] for r in rows),
         "answer_latency_p50_ms": percentile(fresh, 50),
         "answer_latency_p95_ms": percentile(fresh, 95),
-        "cache_bypassed": client.cache_bypass is True,
+        "cache_bypassed": cache_bypass is True,
         "rows": rows,
     }
-    if client.cache_bypass is False:
+    if cache_bypass is False:
         out["note"] = (
             'the service rejected "cache": false, so answers may come from the answer cache; '
             "latency percentiles leave cached answers out"
         )
     return out
+
+
+def run_answers(
+    client: ServiceClient,
+    items: list[EvalItem],
+    progress: bool = True,
+    provider: str | None = None,
+) -> dict[str, Any] | None:
+    """How often `/answer` cites a gold document, and how often it refuses.
+
+    Requests bypass the answer cache (see `score_answers` for a server that cannot).
+    `provider` asks that member of the chain alone (no fallback).
+    """
+    rows = []
+    desc = f"answers: {provider} alone" if provider else "answers"
+    for item in bar(items, progress=progress, desc=desc, unit="q"):
+        result = client.answer(item.question, provider=provider)
+        if result is None:
+            return None
+        rows.append(answer_row(item, result))
+    return score_answers(rows, client.cache_bypass)
 
 
 def run_each_provider(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.candidate import judge_candidate, resolve_pair, run_with_candidate
 from evals.client import ServiceClient
 from evals.dataset import load
 from evals.freshness import run_freshness
@@ -18,6 +19,7 @@ from evals.report import write_report
 from evals.state import index_state, state_notes
 from evals.summary import history, skipped_areas, summarize
 from ingest.publisher import check_broker
+from retrieval.answer.prompts import Selection
 
 
 @dataclass
@@ -44,13 +46,16 @@ class EvalConfig:
     acl: list[str] = field(default_factory=lambda: ["public"])
     progress: bool = True
     generation: str = "serving"  # or "standby": the generation `freshrag reindex` builds
+    # A candidate prompt (NAME@LABEL or NAME@VERSION) answered beside production.
+    prompt: Selection | None = None
 
 
 def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
     """Run every part that was asked for, then `finish`.
 
     Fails fast, in one line (ServiceUnreachable / BrokerUnreachable), when the API is not
-    ready or, for the parts that publish events, the broker cannot be reached.
+    ready or, for the parts that publish events, the broker cannot be reached; and with
+    CandidateError when `cfg.prompt` names nothing the service serves.
     """
     client = ServiceClient(
         cfg.url, cfg.api_key, cfg.bootstrap, cfg.topic, generation=cfg.generation
@@ -59,6 +64,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
         client.check_ready()
         if cfg.probes or cfg.replay:
             check_broker(cfg.bootstrap)
+        pair = resolve_pair(client, cfg.prompt) if cfg.prompt and cfg.answers else None
         items = load(cfg.dataset, with_unanswerable=True)
         items = items[: cfg.limit] if cfg.limit else items
         ranked = answerable(items)  # unanswerable questions have no gold to rank
@@ -81,7 +87,13 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
         else:
             skipped["relevance"] = "--modes is empty"
         if items and cfg.answers:
-            results["answers"] = run_answers(client, items, cfg.progress)
+            if pair:
+                both = run_with_candidate(client, items, pair, cfg.progress)
+                results["answers"] = both[0] if both else None
+                if both:
+                    results["prompt_comparison"] = both[1]
+            else:
+                results["answers"] = run_answers(client, items, cfg.progress)
             if results["answers"] is None:
                 skipped["answers"] = "the service has no /answer"
             else:
@@ -104,6 +116,8 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                 )
         elif not cfg.answers:
             skipped["answers"] = "--no-answers"
+        if cfg.prompt and "prompt_comparison" not in results:
+            results["notes"].append(f"--prompt {cfg.prompt}: not compared, the answers did not run")
         if not cfg.judge:
             skipped["judge"] = "no --judge-url/--judge-model"
         if cfg.probes:
@@ -148,5 +162,20 @@ def finish(
     results["regressions"] = [c.as_regression() for c in decided.regressions]
     results["latency_jumps"] = latency_jumps(results["summary"], prev_summary)
     results.setdefault("notes", [])
+    if results.get("prompt_comparison"):
+        judge_candidate(results["prompt_comparison"], limits)
+        results["notes"] += _left_out(results["prompt_comparison"])
     write_report(results, out_dir, past, limits)
     return results, decided.exit_code
+
+
+def _left_out(comparison: dict[str, Any]) -> list[str]:
+    """A note when the candidate's comparison could not cover every question."""
+    left = comparison["not_compared"]
+    if not left:
+        return []
+    more = "…" if len(left) > 1 else ""
+    return [
+        f"--prompt {comparison['selection']}: {len(left)} of {comparison['questions']} "
+        f"questions left out of the comparison ({left[0]['why']}{more})"
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.gate import Verdict
-from evals.overview import ALONE_COLUMNS, overview, providers_alone
+from evals.overview import ALONE_COLUMNS, overview, prompt_comparison, providers_alone
 
 
 def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> str:
@@ -46,6 +46,7 @@ def terminal_table(results: dict[str, Any], report_path: Path | None = None) -> 
     for row in providers_alone(results):
         cells = ", ".join(f"{label} {row[col]}" for col, label in ALONE_COLUMNS)
         lines.append(f"{'answers':10} {row['provider']} alone: {cells}")
+    lines += comparison_lines(results, report_path)
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
     lines.append(verdict_line(Verdict.of(results)))
@@ -61,3 +62,34 @@ def verdict_line(verdict: Verdict) -> str:
         names = ", ".join(c.metric for c in verdict.regressions)
         return f"verdict: REGRESSION: {names} ({tally})"
     return f"verdict: OK, no regression ({tally})"
+
+
+def comparison_lines(results: dict[str, Any], report_path: Path | None = None) -> list[str]:
+    """The candidate prompt's answer metrics beside production's, its own verdict and, when
+    it passed, the command that promotes it."""
+    view = prompt_comparison(results)
+    if view is None:
+        return []
+    lines = [
+        f"{'prompt':10} {view['candidate']} ({view['selection']}) beside production "
+        f"{view['production']}: {view['compared']} of {view['questions']} questions over the "
+        "same contexts",
+        f"{'':10} {'':26} {'candidate':>10}  {'threshold':<22} {'production':>10}  status",
+    ]
+    for r in view["rows"]:
+        status = {"info": "", "n/a": "n/a", "fail": "FAIL"}.get(r["status"], r["status"])
+        lines.append(
+            f"{'':10} {r['label'][:26]:26} {r['candidate']:>10}  {r['threshold'][:22]:<22} "
+            f"{r['production']:>10}  {status}"
+        )
+    word = {"pass": "OK", "regression": "REGRESSION", "inconclusive": "INCONCLUSIVE"}
+    lines.append(
+        f"candidate {view['candidate']}: {word.get(view['verdict'], view['verdict'])}, "
+        f"{view['reason']}"
+    )
+    if view["verdict"] == "pass" and report_path:
+        lines.append(
+            f"promote it with: freshrag prompts promote {view['name']} "
+            f"--report {report_path.with_name('report.json')}"
+        )
+    return lines

@@ -1,5 +1,6 @@
 """The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval,
-reindex (another embedding model, blue/green), optimize (the embedded index, offline).
+reindex (another embedding model, blue/green), optimize (the embedded index, offline),
+prompts (versions and labels; promote a candidate an evaluation found no worse).
 
 One module per group of commands; each registers its commands on the group in `_base`.
 """
@@ -10,7 +11,7 @@ import sys
 
 import click
 
-from freshrag.cli import evaluation, index, publishing, service  # noqa: F401  (registers)
+from freshrag.cli import evaluation, index, prompts, publishing, service  # noqa: F401  (registers)
 from freshrag.cli._base import cli
 
 __all__ = ["cli", "main"]

@@ -15,6 +15,7 @@ from freshrag.cli._base import (
     cli,
 )
 from freshrag.settings import Settings
+from retrieval.answer.prompts import PromptError, Selection
 
 
 @cli.command("eval")
@@ -77,6 +78,17 @@ from freshrag.settings import Settings
     help="Gate limits (TOML). Default: the packaged evals/thresholds.toml.",
 )
 @click.option(
+    "--prompt",
+    "candidate",
+    default=None,
+    metavar="NAME@LABEL|NAME@VERSION",
+    callback=lambda _ctx, _param, value: _selection(value),
+    help="Also answer every question with this prompt version (e.g. grounded-answer@canary), "
+    "beside the production version over the same retrieved contexts: the report shows both "
+    "and whether the candidate regresses on the gate's answer metrics (what `freshrag "
+    "prompts promote` requires). One more /answer per question.",
+)
+@click.option(
     "--generation",
     type=click.Choice(["serving", "standby"]),
     default="serving",
@@ -104,14 +116,18 @@ def eval_command(
     thresholds,
     heldout_faq,
     generation,
+    candidate,
 ) -> None:
     """Score relevance and freshness against the running service; exit 1 on a regression.
 
     Prints a compact table (each headline number with its threshold and status, and the
     verdict) and writes report.json and report.html. Exit codes: 0 ok, 1 regression,
-    3 the service or the broker cannot be reached.
+    2 a usage error (an unknown --prompt among them), 3 the service or the broker cannot
+    be reached. A candidate prompt's verdict does not change the exit code: it is in the
+    report, and `freshrag prompts promote` reads it.
     """
     from api.auth import key_for_tenant
+    from evals.candidate import CandidateError
     from evals.client import ServiceUnreachable
     from evals.dataset import default_path
     from evals.gate import THRESHOLDS
@@ -120,6 +136,8 @@ def eval_command(
     from ingest.publisher import BrokerUnreachable
     from ingest.sample import django_docs
 
+    if candidate and not answers:
+        raise click.UsageError("--prompt compares answers: it cannot go with --no-answers")
     settings = Settings()
     _client_logging()
     # A writable, lasting font cache: no "generated new fontManager" on every run.
@@ -156,6 +174,7 @@ def eval_command(
         judge=(judge_url, judge_model, judge_api_key) if judge_url and judge_model else None,
         embedding_model=settings.model,
         generation=generation,
+        prompt=candidate,
     )
     try:
         if heldout_faq:
@@ -168,5 +187,23 @@ def eval_command(
             results, code = run_eval(cfg)
     except (ServiceUnreachable, BrokerUnreachable) as exc:
         raise Unreachable(str(exc)) from exc
+    except CandidateError as exc:
+        raise BadPrompt(str(exc)) from exc
     click.echo(terminal_table(results, cfg.out_dir / "report.html"))
     sys.exit(code)
+
+
+class BadPrompt(click.ClickException):
+    """A --prompt the service does not serve (or production itself): one line, exit 2."""
+
+    exit_code = 2
+
+
+def _selection(value: str | None) -> Selection | None:
+    """`--prompt`'s NAME@LABEL or NAME@VERSION, or a usage error naming what is wrong."""
+    if value is None:
+        return None
+    try:
+        return Selection.parse(value)
+    except PromptError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prompt") from exc

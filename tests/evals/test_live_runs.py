@@ -1,5 +1,6 @@
 """The evaluation harness against a live service (real broker, real worker, real HTTP): a
-paused worker, a release replay, the held-out FAQ, refusals, the judge, the report page."""
+paused worker, a release replay, the held-out FAQ, refusals, the judge, the report page, a
+candidate prompt beside production."""
 
 import json
 import os
@@ -19,7 +20,9 @@ from evals.run import EvalConfig, finish, run_eval
 from evals.terminal import terminal_table
 from freshrag.runtime import ServerThread
 from ingest.consumer import IngestWorker
+from retrieval.answer.prompts import REFUSAL
 from tests.conftest import free_port, make_indexer, make_services, publish_events, upsert, wait_for
+from tests.llm_servers import ScriptedLLM
 
 # --- against a live service -----------------------------------------------------------------
 
@@ -492,3 +495,102 @@ def test_each_provider_alone_scores_a_failing_primary_the_chain_hides(
     assert "Each answer provider alone" in page and "primary" in page
     table = terminal_table(results)
     assert "primary alone: cites gold 0.000" in table
+
+
+class PromptAwareLLM(ScriptedLLM):
+    """An OpenAI-compatible model that answers from source [1], except under the canary
+    prompt (grounded-answer v2 asks for a one-sentence summary first) while `canary_refuses`."""
+
+    canary_refuses = True
+
+    def __init__(self) -> None:
+        super().__init__("openai")
+
+    def _body(self, text: str, request: dict) -> dict:
+        canary = "one-sentence summary" in request["messages"][0]["content"]
+        text = REFUSAL if canary and self.canary_refuses else "From the sources [1]."
+        return super()._body(text, request)
+
+
+@pytest.mark.broker
+@pytest.mark.model
+def test_a_candidate_prompt_is_scored_beside_production_then_refused_or_promoted(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    from click.testing import CliRunner
+
+    from evals.candidate import CandidateError
+    from freshrag.cli import cli
+    from retrieval.answer.prompts import TEMPLATES, PromptRegistry, Selection
+    from tests.conftest import make_settings
+
+    llm = PromptAwareLLM().start()
+    chain = [
+        {"kind": "openai", "name": "llm", "base_url": llm.base_url, "model": "m", "retries": 0}
+    ]
+    settings = make_settings(tmp_path, broker, llm_chain=chain)
+    make_indexer(edge_index, dense, sparse).apply(
+        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
+    )
+    server = ServerThread(
+        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
+    ).start()
+    dataset = tmp_path / "set.jsonl"
+    save(ITEMS, dataset)
+    cfg = EvalConfig(
+        url=server.url,
+        api_key="key-a",
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        dataset=dataset,
+        out_dir=tmp_path / "refusing",
+        modes=[],
+        probes=0,
+        thresholds=THRESHOLDS,
+        progress=False,
+        prompt=Selection.parse("grounded-answer@beta"),
+    )
+    try:
+        with pytest.raises(CandidateError, match="no version labelled 'beta'"):
+            run_eval(cfg)  # named before anything is scored
+        assert not llm.requests
+        r = CliRunner().invoke(
+            cli,
+            ["eval", "--url", server.url, "--api-key", "key-a", "--probes", "0", "--modes", ""]
+            + ["--prompt", "nope@canary", "--dataset", str(dataset)],
+            env={"FRESHRAG_DATA_DIR": str(tmp_path / "data")},
+        )
+        assert r.exit_code == 2 and "unknown prompt 'nope'" in r.output, r.output
+        cfg.prompt = Selection.parse("grounded-answer@canary")
+        refusing, code = run_eval(cfg)
+        llm.canary_refuses = False
+        cfg.out_dir = tmp_path / "answering"
+        answering, _ = run_eval(cfg)
+    finally:
+        server.stop()
+        llm.stop()
+    assert code == 0  # production's answers are the run's: the service did not regress
+    c = refusing["prompt_comparison"]
+    assert (c["candidate"], c["production"], c["compared"]) == (
+        "grounded-answer@2",
+        "grounded-answer@1",
+        3,
+    )
+    assert {r["prompt"] for r in refusing["answers"]["rows"]} == {"grounded-answer@1"}
+    assert {r["prompt"] for r in c["rows"]} == {"grounded-answer@2"}
+    assert c["production_scores"]["answers.answer_cites_gold"] == 1.0
+    assert c["candidate_scores"]["answers.false_refusal_rate"] == 1.0
+    assert c["verdict"] == "regression"
+    assert answering["prompt_comparison"]["verdict"] == "pass"
+    systems = [q["body"]["messages"][0]["content"] for q in llm.requests]
+    assert sum("one-sentence summary" in s for s in systems) == 6 and len(systems) == 12
+
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    promote = ["prompts", "promote", "grounded-answer", "--templates", str(templates)]
+    r = CliRunner().invoke(cli, [*promote, "--report", str(tmp_path / "refusing")])
+    assert r.exit_code == 1 and "regresses against production" in r.output, r.output
+    assert PromptRegistry.load(templates).resolve().ref == "grounded-answer@1"
+    r = CliRunner().invoke(cli, [*promote, "--report", str(tmp_path / "answering")])
+    assert r.exit_code == 0, r.output
+    assert PromptRegistry.load(templates).resolve().ref == "grounded-answer@2"

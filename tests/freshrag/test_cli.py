@@ -1,9 +1,11 @@
 """The `freshrag` client commands against the real Tansu broker: events really arrive on the
-topic; and a broker or API that is not there is one line and a non-zero exit, fast."""
+topic; and a broker or API that is not there is one line and a non-zero exit, fast. The
+prompt commands on a copy of the templates: production moves only on a passing report."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -170,3 +172,142 @@ def test_eval_against_no_service_is_one_line_and_exit_3(tmp_path: Path):
     assert r.exit_code == 3, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot reach the service" in lines[0], r.output
+
+
+# --- prompts: a candidate moves to production only on a passing evaluation -----------------
+
+
+def _templates(tmp_path: Path) -> Path:
+    """A copy of the packaged prompt templates (v1 production, v2 canary), v1 with a comment."""
+    import shutil
+
+    from retrieval.answer.prompts import TEMPLATES
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    v1 = folder / "grounded-answer-v1.toml"
+    v1.write_text("# kept as written\n" + v1.read_text())
+    return folder
+
+
+def _eval_report(tmp_path: Path, verdict: str, reason: str) -> Path:
+    path = tmp_path / "eval" / "report.json"
+    path.parent.mkdir(parents=True)
+    comparison = {
+        "selection": "grounded-answer@canary",
+        "name": "grounded-answer",
+        "candidate": "grounded-answer@2",
+        "production": "grounded-answer@1",
+        "verdict": verdict,
+        "reason": reason,
+    }
+    path.write_text(json.dumps({"run_id": "r7", "prompt_comparison": comparison}))
+    return path
+
+
+@pytest.mark.unit
+def test_promote_moves_production_to_a_candidate_that_did_not_regress(tmp_path: Path):
+    from retrieval.answer.prompts import PromptRegistry
+
+    folder = _templates(tmp_path)
+    v1_before = (folder / "grounded-answer-v1.toml").read_text()
+    report = _eval_report(
+        tmp_path, "pass", "no regression against production (1 answer checks passed)"
+    )
+    args = ["prompts", "promote", "grounded-answer", "--report", str(report.parent)]
+    r = CliRunner().invoke(cli, [*args, "--templates", str(folder)])
+    assert r.exit_code == 0, r.output
+    assert "production: grounded-answer@1 -> grounded-answer@2 (run r7" in r.output
+    reg = PromptRegistry.load(folder)
+    assert reg.resolve().ref == "grounded-answer@2"  # what the service serves from its next start
+    assert reg.resolve(label="canary").ref == "grounded-answer@2"  # other labels stay
+    assert reg.resolve(version=1).labels == ()
+    # Only the labels line changed; nothing else left behind in the folder.
+    v1_after = (folder / "grounded-answer-v1.toml").read_text()
+    assert v1_after == v1_before.replace('labels = ["production"]', "labels = []")
+    assert v1_after.startswith("# kept as written\n")
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "grounded-answer-v1.toml",
+        "grounded-answer-v2.toml",
+    ]
+    r = CliRunner().invoke(cli, [*args, "--templates", str(folder)])
+    assert r.exit_code == 0 and "already production: nothing changed" in r.output
+
+    r = CliRunner().invoke(cli, ["prompts", "list", "--templates", str(folder)])
+    assert r.exit_code == 0
+    assert re.search(r"grounded-answer@2\s+canary,production", r.output), r.output
+
+
+@pytest.mark.unit
+def test_promote_refuses_a_regression_and_leaves_the_files_alone(tmp_path: Path):
+    folder = _templates(tmp_path)
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    report = _eval_report(
+        tmp_path, "regression", "regresses against production on answers.answer_cites_gold"
+    )
+    r = CliRunner().invoke(
+        cli,
+        [
+            "prompts",
+            "promote",
+            "grounded-answer",
+            "--report",
+            str(report),
+            "--templates",
+            str(folder),
+        ],
+    )
+    assert r.exit_code == 1, r.output
+    assert (
+        "grounded-answer@2 is not promoted: in run r7 it regresses against production on "
+        "answers.answer_cites_gold"
+    ) in r.output
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
+@pytest.mark.unit
+def test_promote_refuses_a_report_on_an_older_production(tmp_path: Path):
+    folder = _templates(tmp_path)
+    v3 = (folder / "grounded-answer-v2.toml").read_text()
+    v3 = v3.replace("version = 2", "version = 3").replace(
+        'labels = ["canary"]', 'labels = ["production"]'
+    )
+    (folder / "grounded-answer-v3.toml").write_text(v3)
+    report = _eval_report(tmp_path, "pass", "no regression against production")
+    args = ["prompts", "promote", "grounded-answer", "--report", str(report)]
+    r = CliRunner().invoke(cli, [*args, "--templates", str(folder)])
+    assert r.exit_code == 1, r.output
+    assert "production is now grounded-answer@3" in r.output and "evaluate it again" in r.output
+
+
+@pytest.mark.unit
+def test_unknown_prompts_and_reports_are_usage_errors(tmp_path: Path):
+    folder = _templates(tmp_path)
+    report = _eval_report(tmp_path, "pass", "ok")
+    r = CliRunner().invoke(
+        cli, ["prompts", "promote", "nope", "--report", str(report), "--templates", str(folder)]
+    )
+    assert r.exit_code == 2 and "unknown prompt 'nope'; known: grounded-answer" in r.output
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    r = CliRunner().invoke(
+        cli,
+        [
+            "prompts",
+            "promote",
+            "grounded-answer",
+            "--report",
+            str(tmp_path / "junk.json"),
+            "--templates",
+            str(folder),
+        ],
+    )
+    assert r.exit_code == 2 and "is not a `freshrag eval` report.json" in r.output
+    env = {"FRESHRAG_DATA_DIR": str(tmp_path / "data")}
+    r = CliRunner().invoke(cli, ["eval", "--api-key", "k", "--prompt", "grounded-answer"], env=env)
+    assert r.exit_code == 2 and "not NAME@LABEL or NAME@VERSION" in r.output, r.output
+    r = CliRunner().invoke(
+        cli,
+        ["eval", "--api-key", "k", "--prompt", "grounded-answer@canary", "--no-answers"],
+        env=env,
+    )
+    assert r.exit_code == 2 and "cannot go with --no-answers" in r.output, r.output
