@@ -78,7 +78,11 @@ class ScriptedLLM:
                 server_self._respond(self, action, record)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: `stop()` waits for the serving loop's next poll (0.5 s by default,
+        # paid by every test that stops a server).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -229,6 +229,7 @@ def test_dev_set_size_spread_and_refusal_part():
 
 
 @needs_docs
+@pytest.mark.slow  # parses and chunks every page the dev set cites
 def test_dev_set_gold_sections_exist_as_chunks_and_questions_are_not_in_the_pages():
     problems = [p for i in load(default_path(VERSION)) for p in _gold_ok(i)]
     assert problems == []

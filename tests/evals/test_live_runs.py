@@ -251,6 +251,7 @@ def _headless(*args: str, tmp_path) -> subprocess.CompletedProcess:  # noqa: ANN
 
 
 @pytest.mark.unit
+@pytest.mark.slow  # starts a headless Chromium
 def test_report_page_opens_in_headless_chromium(tmp_path):
     """The page renders every figure; the screenshot (report.png) is for a person to look at."""
     if not _chromium():

@@ -111,6 +111,7 @@ def test_close_while_optimising_then_reopen(tmp_path: Path) -> None:
         index.close()
 
 
+@pytest.mark.slow  # thousands of points through a rebuild: seconds each
 def test_existing_shards_keep_loading_and_restarts_copy_nothing(tmp_path: Path) -> None:
     legacy = open_index(tmp_path, tuning=None)  # a shard made before the optimiser existed
     load(legacy, 0, 1000)
