@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
@@ -18,7 +19,7 @@ from api import errors
 from api.bodies import BodyLimit
 from api.lanes import Lanes
 from api.models import request_models
-from api.routes import admin, answer, documents, operations, retrieve
+from api.routes import admin, answer, documents, operations, retrieve, usage
 from api.services import Services
 from api.waits import DocumentWatch
 
@@ -48,6 +49,12 @@ def create_app(services: Services) -> FastAPI:
         settings.documents_concurrency,
         settings.lane_queue,
     )
+    app.state.limiter = limiter = services.keys.limiter()
+    if services.usage is not None and limiter.budgets:
+        # Tokens spent count against daily budgets; today's so far survive a restart.
+        services.usage.listeners.append(limiter.spent)
+        for key, tenant, tokens in services.usage.tokens_on(datetime.now(UTC)):
+            limiter.spent(key, tenant, tokens)
     # Built per app: the request models carry this server's limits into the OpenAPI document.
     retrieve_request, answer_request = request_models(settings.max_query_chars, settings.max_top_k)
     app.include_router(admin.router)
@@ -55,6 +62,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(retrieve.build_router(retrieve_request))
     app.include_router(answer.build_router(answer_request))
     app.include_router(documents.router)
+    app.include_router(usage.router)
     return app
 
 

@@ -3,6 +3,7 @@ such as a reindex). The body of a request never widens them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from pathlib import Path
@@ -10,12 +11,23 @@ from pathlib import Path
 from fastapi import HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from api.limits import Limiter, Limits, parse_limits
 from retrieval.search import Principal
+
+
+def key_id(key: str) -> str:
+    """Not the key: a prefix of its hash, safe to store and show to an admin."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 class KeyStore:
     def __init__(self, keys: dict[str, dict]) -> None:
         self._principals: dict[str, Principal] = {}
+        self._ids: dict[str, str] = {}
+        self.key_limits: dict[str, Limits] = {}  # by key id
+        self.tenant_limits: dict[str, Limits] = {}
+        if not isinstance(keys, dict):
+            raise ValueError('the keys must be a JSON object {"<key>": {"tenant": ...}}')
         for key, spec in keys.items():
             if not isinstance(spec, dict) or not spec.get("tenant"):
                 raise ValueError(f"API key entry {key[:4]}… needs a 'tenant'")
@@ -25,9 +37,23 @@ class KeyStore:
             admin = spec.get("admin", False)
             if not isinstance(admin, bool):
                 raise ValueError(f"API key entry {key[:4]}…: 'admin' must be true or false")
-            self._principals[key] = Principal(
-                spec.get("name", spec["tenant"]), spec["tenant"], tuple(groups), admin
-            )
+            name = spec.get("name", spec["tenant"])
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"API key entry {key[:4]}…: 'name' must be a non-empty string")
+            self._principals[key] = Principal(name, spec["tenant"], tuple(groups), admin)
+            self._ids[key] = key_id(key)
+            where = f"API key entry {key[:4]}… ({name})"
+            limits = parse_limits(spec.get("limits"), f"{where}: 'limits'")
+            if limits.any:
+                self.key_limits[self._ids[key]] = limits
+            shared = parse_limits(spec.get("tenant_limits"), f"{where}: 'tenant_limits'")
+            if shared.any:
+                known = self.tenant_limits.setdefault(spec["tenant"], shared)
+                if known != shared:
+                    raise ValueError(
+                        f"{where}: 'tenant_limits' differ from another key's for tenant "
+                        f"{spec['tenant']!r}; give them once, or the same on every key"
+                    )
 
     def __len__(self) -> int:
         return len(self._principals)
@@ -35,6 +61,13 @@ class KeyStore:
     @classmethod
     def load(cls, inline: dict[str, dict] | None, path: Path) -> KeyStore:
         return cls(read_keys(inline, path))
+
+    def key_id(self, key: str | None) -> str:
+        """The key's stable id (a hash prefix): what usage and limits are kept under."""
+        return self._ids.get(key or "", "")
+
+    def limiter(self) -> Limiter:
+        return Limiter(self.key_limits, self.tenant_limits)
 
     def principal(self, key: str | None) -> Principal | None:
         return self._principals.get(key) if key else None

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from api.auth import API_KEY, BEARER
 from api.errors import invalid
 from api.lanes import Lanes
+from api.limits import Limiter
 from api.services import Services
 from api.waits import DocumentWatch
 from freshrag.errors import GenerationError
@@ -50,13 +51,29 @@ async def authenticated(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     api_key: Annotated[str | None, Security(API_KEY)],
 ) -> Principal:
-    """The caller's principal from either header; both schemes are documented in OpenAPI."""
+    """The caller's principal from either header (both schemes are documented in OpenAPI),
+    once its key and tenant are within their request rate."""
     services: Services = request.app.state.services
     token = bearer.credentials.strip() if bearer else None
-    return services.keys.resolve(token, api_key, request.headers.get("authorization", ""))
+    who = services.keys.resolve(token, api_key, request.headers.get("authorization", ""))
+    key_id = services.keys.key_id(api_key or token)
+    request.state.key_id = key_id
+    # Requests per second of the key and its tenant, before any work (a 429 otherwise).
+    limiter: Limiter = request.app.state.limiter
+    limiter.admit(key_id, who.name, who.tenant)
+    return who
 
 
 Caller = Annotated[Principal, Depends(authenticated)]
+
+
+async def limiter_of(request: Request) -> Limiter:
+    """The rate limits and token budgets of this app's keys (api/limits.py)."""
+    limiter: Limiter = request.app.state.limiter
+    return limiter
+
+
+LimiterDep = Annotated[Limiter, Depends(limiter_of)]
 
 
 async def administrator(who: Caller) -> Principal:

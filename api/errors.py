@@ -2,6 +2,7 @@
 
 - 422: FastAPI's list shape `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`,
   for pydantic's checks and ours (filters, prompts, strict JSON) alike.
+- 429: `{"detail", "limit", "scope"}`, with Retry-After.
 - Everything else (400/401/404/413/503/504): `{"detail": "what went wrong"}`.
 
 Replies are rendered ASCII-only with lone surrogates escaped, and the caller's input is
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.lanes import LaneFull
+from api.limits import RateLimited
 from retrieval.filters import printable
 
 
@@ -81,6 +83,11 @@ async def _http(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
     return SafeJSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
 
+async def _rate_limited(_: Request, exc: RateLimited) -> SafeJSONResponse:
+    body = {"detail": printable(str(exc)), "limit": exc.limit, "scope": printable(exc.scope)}
+    return SafeJSONResponse(body, 429, headers={"Retry-After": str(exc.retry_after_s)})
+
+
 async def _lane_full(_: Request, exc: LaneFull) -> SafeJSONResponse:
     return problem(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
@@ -89,6 +96,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(LaneFull, _lane_full)
+    app.add_exception_handler(RateLimited, _rate_limited)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -97,7 +105,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     for status in statuses:
         model = ValidationProblem if status == 422 else Problem
         out[status] = {"model": model, "description": _DESCRIPTIONS[status]}
-        if status == 503:
+        if status in (429, 503):
             out[status]["headers"] = {
                 "Retry-After": {
                     "description": "Seconds to wait before retrying.",
@@ -115,6 +123,8 @@ _DESCRIPTIONS = {
     409: "Not possible in the current state (the detail says why).",
     413: "Request body larger than FRESHRAG_MAX_REQUEST_BYTES.",
     422: "Invalid request; `loc` names the field.",
+    429: "Over a rate limit or token budget of the key or its tenant (`limit` names it); "
+    "retry after Retry-After seconds.",
     503: "Busy (retry after Retry-After seconds) or not configured.",
     504: "The wait or the answer deadline ran out.",
 }

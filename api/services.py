@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.auth import KeyStore
+from api.usage import UsageLedger
 from api.waits import DocumentWatch
 from freshrag.settings import Settings
 from retrieval.answer.prompts import PromptRegistry
@@ -55,3 +56,5 @@ class Services:
     # The generations (index + model) this process serves: freshrag/generations/controller.py.
     # None in tests that wire one index by hand.
     deployment: Deployment | None = None
+    # Every provider call's tokens and cost (api/usage.py); None: not accounted (tests).
+    usage: UsageLedger | None = None

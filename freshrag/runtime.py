@@ -16,6 +16,7 @@ import uvicorn
 
 from api.app import Services
 from api.auth import KeyStore
+from api.usage import open_ledger
 from api.waits import DocumentWatch
 from freshrag.settings import Settings
 from ingest.chunker import Chunker
@@ -285,6 +286,8 @@ class Core:
             require_names=s.answer_require_names,
             ignore_names=frozenset(n.lower() for n in s.answer_ignore_names),
         )
+        ledger = open_ledger(s.resolved_usage_db, s.prices)
+        answers.gateway.on_usage = ledger.on_usage
         return Services(
             s,
             self.index,
@@ -296,6 +299,7 @@ class Core:
             watch=self.watch,
             ingest_status=self.ingest_status,
             ingest_ready=self.workers_ready if self.workers else None,
+            usage=ledger,
         )
 
 

@@ -13,6 +13,15 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class ModelPrice(BaseModel):
+    """What one model costs, in USD per million tokens (FRESHRAG_PRICES maps model → this)."""
+
+    model_config = {"extra": "forbid"}
+
+    input: float = Field(ge=0, description="USD per million input (prompt) tokens.")
+    output: float = Field(ge=0, description="USD per million output (completion) tokens.")
+
+
 class ProviderSpec(BaseModel):
     """One link of the answer chain (FRESHRAG_LLM_CHAIN is a JSON list of these)."""
 
@@ -316,6 +325,16 @@ class Settings(BaseSettings):
         description="One deadline for an /answer across all providers and retries; "
         "past it the request gets a 504.",
     )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='USD per million tokens by model, as JSON: {"gpt-4o-mini": {"input": 0.15, '
+        '"output": 0.6}}. Usage of a model not listed costs 0 (and is counted as unpriced).',
+    )
+    usage_db: Path | None = Field(
+        None,
+        description="SQLite file of the provider-call usage ledger (GET /usage); "
+        "unset: data_dir/usage.sqlite3.",
+    )
     answer_cache: bool = Field(True, description="Semantic answer cache on/off.")
     answer_cache_threshold: float = Field(
         0.93, gt=0, le=1, description="Cosine similarity a cached question needs to be reused."
@@ -394,6 +413,10 @@ class Settings(BaseSettings):
     sample_limit: int | None = Field(
         None, ge=1, description="Publish only the first N sample pages (all of them when unset)."
     )
+
+    @property
+    def resolved_usage_db(self) -> Path:
+        return self.usage_db or self.data_dir / "usage.sqlite3"
 
     @property
     def resolved_api_keys_file(self) -> Path:

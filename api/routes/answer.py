@@ -10,14 +10,14 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from api.bodies import StrictJSONRoute
-from api.deps import Caller, LanesDep, ServicesDep, StackDep
+from api.deps import Caller, LanesDep, LimiterDep, ServicesDep, StackDep
 from api.errors import documented, invalid
 from api.filters import conditions_of
 from api.lanes import LaneFull, Lanes
@@ -33,6 +33,7 @@ from api.models import (
     ProviderInfo,
 )
 from api.services import Services
+from api.usage import ATTRIBUTION, UNATTRIBUTED, Attribution, UsageLedger
 from retrieval.answer.gateway import UnknownProvider
 from retrieval.answer.prompts import PromptError
 from retrieval.answer.service import AnswerService, Done, Prepared
@@ -63,7 +64,7 @@ ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         }
     },
-    **documented(400, 401, 409, 413, 422, 503, 504),
+    **documented(400, 401, 409, 413, 422, 429, 503, 504),
 }
 
 
@@ -79,8 +80,13 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
         stack: StackDep,
         services: ServicesDep,
         lanes: LanesDep,
+        limiter: LimiterDep,
+        request: Request,
     ) -> AnswerResponse | Response:
-        return await respond(body, who, stack, services, lanes)
+        key_id: str = request.state.key_id
+        # Before any provider call: a spent daily token budget is a 429.
+        limiter.check_tokens(key_id, who.name, who.tenant)
+        return await respond(body, who, stack, services, lanes, key_id)
 
     # Their response models come from the return annotations.
     router.add_api_route("/prompts", prompts, methods=["GET"], responses=documented(401))
@@ -89,7 +95,12 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
 
 
 async def respond(
-    body: AnswerBody, who: Principal, stack: Services, services: Services, lanes: Lanes
+    body: AnswerBody,
+    who: Principal,
+    stack: Services,
+    services: Services,
+    lanes: Lanes,
+    key_id: str = "",
 ) -> AnswerResponse | Response:
     """Answers on `stack` (serving or standby) with a prompt from the serving registry;
     the answer deadline is a 504, an unknown prompt or provider a 422. A stream's status
@@ -101,6 +112,9 @@ async def respond(
     sel = body.prompt or PromptSelector()
     try:
         prompt = services.prompts.resolve(sel.name, sel.label, sel.version)
+        # Provider calls from here on (in the lane's thread, in the stream) are this key's.
+        for_whom = Attribution(who.tenant, key_id, who.name, prompt.ref)
+        ATTRIBUTION.set(for_whom)
         args = (
             who,
             body.query,
@@ -125,7 +139,8 @@ async def respond(
     except TimeoutError as exc:
         raise HTTPException(504, str(exc) or "the answer deadline ran out") from exc
     if body.stream:
-        return _event_stream(answers, ready, lanes, body.mode)
+        return _event_stream(answers, ready, lanes, body.mode, services.usage, for_whom)
+    _saved(services.usage, for_whom, result)
     REQUEST_SECONDS.labels("answer", body.mode).observe(result["timings"]["total_ms"] / 1000)
     return AnswerResponse(**result)
 
@@ -155,7 +170,20 @@ async def providers(who: Caller, services: ServicesDep) -> list[ProviderInfo]:
     ]
 
 
-def _event_stream(answers: AnswerService, ready: Prepared, lanes: Lanes, mode: str) -> Response:
+def _saved(ledger: UsageLedger | None, who: Attribution, result: dict[str, Any]) -> None:
+    """A cache hit goes in the ledger with the tokens it saved."""
+    if ledger is not None and result.get("cached"):
+        ledger.cache_hit(who, result.get("tokens"))
+
+
+def _event_stream(
+    answers: AnswerService,
+    ready: Prepared,
+    lanes: Lanes,
+    mode: str,
+    ledger: UsageLedger | None = None,
+    who: Attribution = UNATTRIBUTED,
+) -> Response:
     """The answer as Server-Sent Events (FastAPI's event-stream response and encoder).
 
     The events come from the provider as it generates; a client that disconnects cancels
@@ -163,7 +191,7 @@ def _event_stream(answers: AnswerService, ready: Prepared, lanes: Lanes, mode: s
     even when the disconnect caught it between two events, so the provider's HTTP stream
     is never left to the garbage collector.
     """
-    events = _events(answers, ready, lanes, mode)
+    events = _events(answers, ready, lanes, mode, ledger, who)
     return EventSourceResponse(
         events,
         # As FastAPI sets them for its own event streams: no caching, no proxy buffering.
@@ -173,7 +201,12 @@ def _event_stream(answers: AnswerService, ready: Prepared, lanes: Lanes, mode: s
 
 
 async def _events(
-    answers: AnswerService, ready: Prepared, lanes: Lanes, mode: str
+    answers: AnswerService,
+    ready: Prepared,
+    lanes: Lanes,
+    mode: str,
+    ledger: UsageLedger | None,
+    who: Attribution,
 ) -> AsyncGenerator[bytes, None]:
     stream = answers.stream(ready, lanes.answer.run)
     try:
@@ -189,6 +222,7 @@ async def _events(
                 elif isinstance(event, Done):
                     total = event.result["timings"]["total_ms"]
                     REQUEST_SECONDS.labels("answer", mode).observe(total / 1000)
+                    _saved(ledger, who, event.result)
                     yield _sse("done", AnswerResponse(**event.result))
     except TimeoutError as exc:  # the answer deadline
         yield _sse("error", AnswerStreamError(status=504, detail=str(exc)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from freshrag.cli._base import (
     tqdm,
 )
 from freshrag.settings import Settings
+
+if TYPE_CHECKING:
+    from api.auth import KeyStore
 
 
 @cli.command()
@@ -33,7 +37,7 @@ from freshrag.settings import Settings
 def up(sample: bool, sample_limit: int | None) -> None:
     """Start broker, worker and API in one process on embedded defaults."""
     from api.app import create_app
-    from api.auth import KeyStore, ensure_dev_keys
+    from api.auth import ensure_dev_keys
     from freshrag.generations.controller import Deployment
     from freshrag.runtime import EmbeddedBroker, ServerThread, host_port
     from ingest.broker import ensure_topics
@@ -48,7 +52,7 @@ def up(sample: bool, sample_limit: int | None) -> None:
         log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
     ensure_topics(settings)
     key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
-    keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
+    keys = load_keys(settings)
     log.info("loading the embedding model and opening the index…")
     failed: set[str] = set()
     dep = Deployment.open(
@@ -186,7 +190,6 @@ def serve() -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.auth import KeyStore
     from freshrag.generations.controller import Deployment
 
     settings = Settings()
@@ -194,7 +197,7 @@ def serve() -> None:
         log.warning(
             "no FRESHRAG_QDRANT_URL: serving from the embedded shard; no worker may open it"
         )
-    keys = KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
+    keys = load_keys(settings)
     dep = Deployment.open(settings, run_workers=False)
     dep.start()  # resumes a standby's interrupted copy; workers run in `freshrag worker`
     if settings.qdrant_url:
@@ -239,3 +242,14 @@ def worker() -> None:
         deadline = _Deadline(settings.shutdown_timeout_s)
         dep.close(deadline.left())
         deadline.done()
+
+
+def load_keys(settings: Settings) -> KeyStore:
+    """The API keys, or a clean stop naming the entry and field at fault (no traceback)."""
+    from api.auth import KeyStore
+
+    try:
+        return KeyStore.load(settings.api_keys, settings.resolved_api_keys_file)
+    except ValueError as exc:  # json.JSONDecodeError is one too
+        where = "FRESHRAG_API_KEYS" if settings.api_keys else settings.resolved_api_keys_file
+        raise click.ClickException(f"bad API keys in {where}: {exc}") from exc

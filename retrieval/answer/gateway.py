@@ -39,11 +39,13 @@ from retrieval.answer.prompts import REFUSAL
 from retrieval.answer.providers import (
     AnswerInput,
     Completion,
+    ExtractiveProvider,
     Provider,
     ProviderError,
     RetryableError,
     Usage,
 )
+from retrieval.answer.tokens import count_tokens
 
 log = logging.getLogger("freshrag.gateway")
 
@@ -351,6 +353,8 @@ class Gateway:
                     completion.model,
                     completion.input_tokens,
                     completion.output_tokens,
+                    prompt=prompt_text(request),
+                    text=completion.text,
                 ),
             )
             return completion
@@ -372,9 +376,23 @@ def call_usage(
     input_tokens: int | None = None,
     output_tokens: int | None = None,
     first_token: float | None = None,
+    prompt: str | None = None,
+    text: str | None = None,
 ) -> Usage:
-    """The usage record of a call that began at `began` (`time.perf_counter()`) and ends now."""
+    """The usage record of a call that began at `began` (`time.perf_counter()`) and ends now.
+
+    A remote provider that answered (or streamed some text) without usage fields still
+    billed tokens: they are counted from `prompt` and `text` and marked `estimated`.
+    """
     now = time.perf_counter()
+    estimated = False
+    remote = not isinstance(provider, ExtractiveProvider)
+    if remote and prompt is not None and (input_tokens is None or output_tokens is None):
+        estimated = True
+        if input_tokens is None:
+            input_tokens = count_tokens(prompt)
+        if output_tokens is None:
+            output_tokens = count_tokens(text or "")
     return Usage(
         provider=provider.name,
         model=model or str(getattr(provider, "model", provider.name)),
@@ -383,4 +401,10 @@ def call_usage(
         latency_ms=round((now - began) * 1000, 2),
         outcome=outcome,
         first_token_ms=None if first_token is None else round((first_token - began) * 1000, 2),
+        estimated=estimated,
     )
+
+
+def prompt_text(request: AnswerInput) -> str:
+    """What the provider was sent, for counting its tokens when it does not say."""
+    return f"{request.system}\n{request.user}"

@@ -55,7 +55,8 @@ class Usage:
 
     `outcome` is `ok`, `error`, `deadline`, `stopped` (the gateway ended a stream whose
     citations failed) or `cancelled` (the client left). Token counts are the provider's
-    own usage fields, None when it reported none (an extractive answer, a failed call).
+    own usage fields, None when it reported none (an extractive answer, a failed call);
+    `estimated` when a remote call that reported none was counted with our tokenizer.
     """
 
     provider: str
@@ -65,6 +66,7 @@ class Usage:
     latency_ms: float
     outcome: str
     first_token_ms: float | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

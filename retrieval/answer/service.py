@@ -266,10 +266,15 @@ class AnswerService:
                 (h.payload["tenant"], h.payload["doc_id"]): h.payload["version"]
                 for h in (ready.hits[c["n"] - 1] for c in result["citations"])
             }
+            # What a hit on this entry saves: the tokens the calls that made it billed.
+            spent = {
+                "input_tokens": sum(u.input_tokens or 0 for u in out.usage),
+                "output_tokens": sum(u.output_tokens or 0 for u in out.usage),
+            }
             ready.cache.put(
                 ready.vector,
                 ready.scope,
-                result,
+                {**result, "tokens": spent},
                 [{"tenant": t, "doc_id": d, "version": v} for (t, d), v in cited.items()],
             )
             ready.clock.lap("cache_put")

@@ -40,6 +40,7 @@ from retrieval.answer.gateway import (
     OutOfTime,
     Run,
     call_usage,
+    prompt_text,
 )
 from retrieval.answer.providers import (
     AnswerInput,
@@ -216,6 +217,9 @@ class _Turn:
             call.input_tokens,
             call.output_tokens,
             first_at,
+            # A call that got no text out (failed before its first) is not counted.
+            prompt=prompt_text(self.request) if first_at is not None else None,
+            text=self.received,
         )
         self.gateway.record(self.run, usage)
 

@@ -58,6 +58,7 @@ OPERATIONS = [
     ("POST", "/admin/generations"),
     ("POST", "/admin/generations/switch"),
     ("DELETE", "/admin/generations/standby"),
+    ("GET", "/usage"),
 ]
 # Derandomized: the same 25 examples per operation on every run, so CI is reproducible;
 # run with --hypothesis-seed=random locally to explore further.

@@ -311,3 +311,24 @@ def test_unknown_prompts_and_reports_are_usage_errors(tmp_path: Path):
         env=env,
     )
     assert r.exit_code == 2 and "cannot go with --no-answers" in r.output, r.output
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [
+        ({"frk_abcdef": {"tenant": "acme", "limits": {"tokens_per_day": -10}}}, "tokens_per_day"),
+        ({"frk_abcdef": {"tenant": "acme", "limits": {"requests_per_second": "fast"}}}, "> 0"),
+        (["not", "a", "map"], "JSON object"),
+    ],
+)
+def test_a_bad_budget_in_the_keys_file_stops_serve_with_a_clear_message(
+    tmp_path: Path, keys: object, fragment: str
+):
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps(keys))
+    env = {"FRESHRAG_DATA_DIR": str(tmp_path / "data"), "FRESHRAG_API_KEYS_FILE": str(keys_file)}
+    r = CliRunner().invoke(cli, ["serve"], env=env)
+    assert r.exit_code == 1, r.output
+    assert f"bad API keys in {keys_file}" in r.output and fragment in r.output
+    assert "frk_abcdef" not in r.output and "Traceback" not in r.output

@@ -1,5 +1,6 @@
 """The provider chain against real local HTTP servers speaking the OpenAI and Anthropic protocols."""
 
+import json
 import time
 
 import pytest
@@ -378,3 +379,34 @@ def test_provider_names_in_the_chain_must_be_unique():
         Settings(llm_chain=[])
     named = Settings(llm_chain=[{"kind": "openai", "name": "vllm"}, {"kind": "openai"}])
     assert [p.name or p.kind for p in named.llm_chain] == ["vllm", "openai"]
+
+
+@pytest.mark.model
+def test_a_server_that_sends_no_usage_is_counted_with_the_tokenizer(openai_server, dense):
+    """Tokens billed by a server without usage fields are counted and marked estimated;
+    the extractive provider bills none."""
+    from retrieval.answer.gateway import prompt_text
+    from retrieval.answer.tokens import count_tokens
+
+    body = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "local-llama",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Use SIGTERM [2]."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    openai_server.script = [("raw", json.dumps(body).encode())]
+    ask = request()
+    (usage,) = gateway(openai(openai_server)).answer(ask).usage
+    assert usage.outcome == "ok" and usage.estimated
+    assert usage.input_tokens == count_tokens(prompt_text(ask)) > 0
+    assert usage.output_tokens == count_tokens("Use SIGTERM [2].") == 6
+
+    (extractive,) = gateway(ExtractiveProvider(dense)).answer(ask).usage
+    assert extractive.input_tokens is None and not extractive.estimated

@@ -1,0 +1,62 @@
+"""GET /usage: provider calls, tokens, cost and cache savings per tenant, key, provider and
+model over a time window. Admin keys only: it shows every tenant's usage."""
+
+# No `from __future__ import annotations`: FastAPI reads the query parameters' types.
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
+
+from api.bodies import StrictJSONRoute
+from api.deps import AdminCaller, ServicesDep
+from api.errors import documented, invalid
+
+router = APIRouter(tags=["admin"], route_class=StrictJSONRoute)
+
+_WINDOW = "ISO 8601 date-time (e.g. `2026-12-07T00:00:00Z`); without an offset it is UTC."
+
+
+@router.get("/usage", responses=documented(401, 403, 409, 422, 429))
+async def usage(
+    _: AdminCaller,
+    services: ServicesDep,
+    since: Annotated[
+        str | None,
+        Query(
+            description=f"Start of the window, inclusive. {_WINDOW} Default: 24 h before `until`."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, Query(description=f"End of the window, exclusive. {_WINDOW} Default: now.")
+    ] = None,
+) -> dict[str, Any]:
+    """Totals overall and per tenant, key (its name and id, never the key), provider,
+    model and prompt version: calls, input and output tokens (`estimated_calls`: counted by us, the server
+    sent none), cost in USD from FRESHRAG_PRICES (`unpriced_calls`: a model with no
+    price), cache hits and the tokens they saved."""
+    end = _instant("until", until) if until else datetime.now(UTC)
+    start = _instant("since", since) if since else end - timedelta(days=1)
+    if start >= end:
+        raise invalid(("query", "since"), "must be before 'until'")
+    if services.usage is None:
+        raise HTTPException(409, "this server keeps no usage ledger")
+    totals = await run_in_threadpool(services.usage.totals, start, end)
+    return {"since": _iso(start), "until": _iso(end), **totals}
+
+
+def _instant(field: str, text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise invalid(("query", field), f"must be an ISO 8601 date-time; {_WINDOW}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if not datetime(1970, 1, 2, tzinfo=UTC) <= at <= datetime(9999, 1, 1, tzinfo=UTC):
+        raise invalid(("query", field), "is out of range")
+    return at.astimezone(UTC)
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
