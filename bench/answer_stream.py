@@ -1,0 +1,161 @@
+"""Streamed answers: how soon the client sees the provider's first token, and how soon a
+client that hangs up stops the provider.
+
+A local OpenAI-compatible server (the tests' scripted one, speaking the real protocol)
+streams a cited answer at a fixed token rate; FreshRAG serves `/answer` over HTTP in this
+process, over Django pages indexed in-line. Both clocks are this process's
+`time.monotonic()`, so the gaps need no clock sync. Figures:
+
+- `first_token_gap_ms`: the client's first `delta` event minus the instant the provider
+  sent its first token (the target: within 50 ms);
+- `streamed_first_token_ms` against `buffered_answer_ms`: when a client sees text with
+  `"stream": true`, against when the same answer arrives as one JSON body (as before);
+- `disconnect_gap_ms`: the provider's connection closed minus the client's hang-up after
+  its first token (the target: the provider call ends within 1 s).
+
+    .venv/bin/python -m bench.answer_stream [--requests 20] [--tokens 40] [--token-s 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from api.app import create_app
+from api.auth import KeyStore
+from bench.harness import RESULTS, free_port, loadavg, pct, sample_pages, write
+from freshrag.runtime import Core, ServerThread
+from freshrag.settings import ProviderSpec, Settings
+from tests.llm_servers import ScriptedLLM
+
+KEY = "bench"
+QUESTION = "How do I install Django?"
+
+
+def answer_text(tokens: int) -> list[str]:
+    """`tokens` word chunks of a cited answer (the citation checks pass on source [1])."""
+    words = [f"word{i} " for i in range(tokens - 2)]
+    return ["Django runs under Gunicorn ", *words, "[1]."]
+
+
+def stream_once(client: httpx.Client, url: str, n: int, hang_up: bool) -> dict:
+    """One streamed /answer: instants of the request, the first delta, the end (or the
+    hang-up right after the first delta)."""
+    body = {"query": f"{QUESTION} ({n})", "stream": True, "cache": False}
+    sent = time.monotonic()
+    first = None
+    with client.stream("POST", f"{url}/answer", json=body) as r:
+        r.raise_for_status()
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "delta" and first is None:
+                first = time.monotonic()
+                if hang_up:
+                    break  # leaving the block closes the connection
+            elif line.startswith("data:") and event == "done":
+                done = json.loads(line.split(":", 1)[1])
+                if done.get("provider") != "openai":
+                    raise SystemExit(f"answered by {done.get('provider')!r}, not the LLM: {done}")
+    return {"sent": sent, "first": first, "ended": time.monotonic()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--requests", type=int, default=20, help="streamed and buffered each")
+    ap.add_argument("--tokens", type=int, default=40, help="tokens in the provider's answer")
+    ap.add_argument("--token-s", type=float, default=0.02, help="seconds between tokens")
+    ap.add_argument("--docs", type=int, default=40, help="Django pages indexed")
+    ap.add_argument("--out", type=Path, default=RESULTS / "answer_stream.json")
+    args = ap.parse_args()
+
+    chunks = answer_text(args.tokens)
+    llm = ScriptedLLM("openai", default=("stream", chunks, args.token_s)).start()
+    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    settings = Settings(
+        data_dir=tmp,
+        api_keys={KEY: {"tenant": "default", "groups": ["public"]}},
+        llm_chain=[ProviderSpec(kind="openai", base_url=llm.base_url, model="bench-llm")],
+    )
+    core = Core.open(settings)
+    _, events, _ = sample_pages(settings.sample_django_version, args.docs)
+    indexer = core.indexer()
+    for i in range(0, len(events), 32):
+        indexer.apply(events[i : i + 32])
+    indexer.processor.close()
+    server = ServerThread(
+        create_app(core.services(KeyStore(settings.api_keys))), "127.0.0.1", free_port()
+    ).start()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    try:
+        with httpx.Client(headers=headers, timeout=60) as client:
+            stream_once(client, server.url, -1, hang_up=False)  # warm up: model, lanes
+            llm.requests.clear()
+            streamed = [stream_once(client, server.url, n, False) for n in range(args.requests)]
+            served = list(llm.requests)
+            # The same answer as one JSON body, after the time its tokens take to make.
+            full = ("sleep", args.tokens * args.token_s, "".join(chunks))
+            llm.script = [full] * args.requests
+            buffered = []
+            for n in range(args.requests):
+                t = time.monotonic()
+                body = {"query": f"{QUESTION} (b{n})", "cache": False}
+                client.post(f"{server.url}/answer", json=body).raise_for_status()
+                buffered.append((time.monotonic() - t) * 1000)
+            llm.requests.clear()
+            gone = [stream_once(client, server.url, 1000 + n, True) for n in range(args.requests)]
+            time.sleep(args.tokens * args.token_s + 1)  # every scripted stream has ended
+            cut = list(llm.requests)
+    finally:
+        server.stop()
+        llm.stop()
+    gaps = [
+        (s["first"] - r["first_chunk_at"]) * 1000 for s, r in zip(streamed, served, strict=True)
+    ]
+    ttft = [(s["first"] - s["sent"]) * 1000 for s in streamed]
+    provider_first = [
+        (r["first_chunk_at"] - s["sent"]) * 1000 for s, r in zip(streamed, served, strict=True)
+    ]
+    closes = [
+        (r.get("closed_at", r.get("done_at", float("inf"))) - g["ended"]) * 1000
+        for g, r in zip(gone, cut, strict=True)
+    ]
+    result = {
+        "benchmark": "answer_stream",
+        "requests": args.requests,
+        "provider_tokens": args.tokens,
+        "provider_token_s": args.token_s,
+        "provider_answer_s": round(args.tokens * args.token_s, 2),
+        "first_token_gap_ms": {
+            "p50": round(pct(gaps, 50), 1),
+            "p99": round(pct(gaps, 99), 1),
+            "max": round(max(gaps), 1),
+        },
+        "provider_first_token_ms_p50": round(pct(provider_first, 50), 1),
+        "streamed_first_token_ms": {"p50": round(pct(ttft, 50), 1), "p99": round(pct(ttft, 99), 1)},
+        "buffered_answer_ms": {
+            "p50": round(pct(buffered, 50), 1),
+            "p99": round(pct(buffered, 99), 1),
+        },
+        "first_token_vs_buffered_p50": round(pct(buffered, 50) / pct(ttft, 50), 1),
+        "disconnect_gap_ms": {
+            "p50": round(pct(closes, 50), 1),
+            "max": round(max(closes), 1),
+            "closed_before_the_end": sum("closed_at" in r for r in cut),
+            "of": len(cut),
+        },
+        "loadavg_1m": loadavg()[0],
+    }
+    write(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
