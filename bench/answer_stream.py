@@ -11,7 +11,11 @@ process, over Django pages indexed in-line. Both clocks are this process's
 - `streamed_first_token_ms` against `buffered_answer_ms`: when a client sees text with
   `"stream": true`, against when the same answer arrives as one JSON body (as before);
 - `disconnect_gap_ms`: the provider's connection closed minus the client's hang-up after
-  its first token (the target: the provider call ends within 1 s).
+  its first token (the target: the provider call ends within 1 s);
+- `accounting`: per key, the provider calls and tokens `GET /usage` reports against what
+  the provider's server counted (the target: equal, 100 %);
+- `budget`: a key with a daily token budget answers until the budget is spent, then gets
+  a 429 that the provider never sees (the target: 0 provider calls after the 429).
 
     .venv/bin/python -m bench.answer_stream [--requests 20] [--tokens 40] [--token-s 0.02]
 """
@@ -34,6 +38,16 @@ from freshrag.settings import ProviderSpec, Settings
 from tests.llm_servers import ScriptedLLM
 
 KEY = "bench"
+KEYS = {
+    KEY: {"tenant": "default", "groups": ["public"], "name": "bench"},
+    "bench-budget": {
+        "tenant": "default",
+        "groups": ["public"],
+        "name": "budget",
+        "limits": {"tokens_per_day": 2000},
+    },
+    "bench-admin": {"tenant": "default", "groups": ["public"], "name": "admin", "admin": True},
+}
 QUESTION = "How do I install Django?"
 
 
@@ -66,6 +80,62 @@ def stream_once(client: httpx.Client, url: str, n: int, hang_up: bool) -> dict:
     return {"sent": sent, "first": first, "ended": time.monotonic()}
 
 
+def spend_budget(url: str, llm: ScriptedLLM, text: str) -> dict:
+    """Answers for the budget key until its 429: how many, and whether the provider saw
+    a call after the budget was spent."""
+    llm.script = [("ok", text)] * 100
+    llm.requests.clear()
+    answered, tokens, refused = 0, 0, None
+    with httpx.Client(headers={"Authorization": "Bearer bench-budget"}, timeout=60) as c:
+        for n in range(100):
+            before = len(llm.requests)
+            r = c.post(f"{url}/answer", json={"query": f"{QUESTION} (k{n})", "cache": False})
+            if r.status_code == 429:
+                refused = {
+                    "status": 429,
+                    "retry_after": r.headers.get("retry-after"),
+                    "limit": r.json().get("limit"),
+                    "provider_calls_after_429": len(llm.requests) - before,
+                }
+                break
+            r.raise_for_status()
+            answered += 1
+    for req in llm.requests:  # what the provider's server billed: its usage fields
+        tokens += llm._input_tokens(req["body"]) + len(text.split())
+    return {
+        "tokens_per_day": KEYS["bench-budget"]["limits"]["tokens_per_day"],
+        "answered_before_429": answered,
+        "refused": refused,
+        "provider_calls": len(llm.requests),
+        "tokens": tokens,
+    }
+
+
+def account(client: httpx.Client, url: str, calls: dict[str, int], budget_tokens: int) -> dict:
+    """`GET /usage` per key against the provider server's own counts."""
+    r = client.get(f"{url}/usage", headers={"Authorization": "Bearer bench-admin"})
+    r.raise_for_status()
+    rows = {row["key_name"]: row for row in r.json()["keys"]}
+    out = {}
+    for name, served in calls.items():
+        row = rows.get(name, {})
+        out[name] = {
+            "provider_calls_served": served,
+            "provider_calls_recorded": row.get("calls", 0),
+            "estimated_calls": row.get("estimated_calls", 0),
+        }
+    row = rows.get("budget", {})
+    out["budget"]["tokens_billed_by_provider"] = budget_tokens
+    out["budget"]["tokens_recorded"] = row.get("input_tokens", 0) + row.get("output_tokens", 0)
+    out["calls_accounted_pct"] = round(
+        100
+        * sum(v["provider_calls_recorded"] for v in out.values() if isinstance(v, dict))
+        / max(1, sum(calls.values())),
+        1,
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,7 +152,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
     settings = Settings(
         data_dir=tmp,
-        api_keys={KEY: {"tenant": "default", "groups": ["public"]}},
+        api_keys=KEYS,
         llm_chain=[ProviderSpec(kind="openai", base_url=llm.base_url, model="bench-llm")],
     )
     core = Core.open(settings)
@@ -114,6 +184,10 @@ def main() -> None:
             gone = [stream_once(client, server.url, 1000 + n, True) for n in range(args.requests)]
             time.sleep(args.tokens * args.token_s + 1)  # every scripted stream has ended
             cut = list(llm.requests)
+            calls = {"bench": 1 + len(served) + args.requests + len(cut)}  # 1: the warm-up
+            budget = spend_budget(server.url, llm, "".join(chunks))
+            calls["budget"] = budget.pop("provider_calls")
+            accounting = account(client, server.url, calls, budget.pop("tokens"))
     finally:
         server.stop()
         llm.stop()
@@ -152,6 +226,8 @@ def main() -> None:
             "closed_before_the_end": sum("closed_at" in r for r in cut),
             "of": len(cut),
         },
+        "accounting": accounting,
+        "budget": budget,
         "loadavg_1m": loadavg()[0],
     }
     write(result, args.out)
