@@ -212,6 +212,7 @@ class _SdkProvider:
 
     name = "http"
     sdk: ModuleType
+    clients: tuple[type, type]  # the SDK's sync and async client classes
 
     def __init__(
         self,
@@ -232,7 +233,16 @@ class _SdkProvider:
         self._async: WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = WeakKeyDictionary()
 
     def _make_client(self, sync: bool) -> Any:
-        raise NotImplementedError
+        # An explicit key, even empty, keeps the SDK from looking for credentials in the
+        # environment or on disk (settings are read once, at the edge); with OpenAI's SDK
+        # an empty key also sends no Authorization header (local servers need none).
+        kind = self.clients[0] if sync else self.clients[1]
+        return kind(
+            base_url=self.base_url,
+            api_key=self.api_key or "",
+            max_retries=0,  # the gateway owns retries, backoff and the deadline
+            timeout=self.timeout,
+        )
 
     def _limit(self, timeout: float | None) -> float:
         """Never wait longer than the provider's own timeout, nor past the caller's deadline."""
@@ -271,17 +281,7 @@ class OpenAIProvider(_SdkProvider):
 
     name = "openai"
     sdk = openai
-
-    def _make_client(self, sync: bool) -> Any:
-        kind = openai.OpenAI if sync else openai.AsyncOpenAI
-        # An empty key sends no Authorization header (local servers need none) and stops the
-        # SDK from reading OPENAI_API_KEY: settings are read once, at the edge.
-        return kind(
-            base_url=self.base_url,
-            api_key=self.api_key or "",
-            max_retries=0,
-            timeout=self.timeout,
-        )
+    clients = (openai.OpenAI, openai.AsyncOpenAI)
 
     def _body(self, request: AnswerInput) -> dict[str, Any]:
         return {
@@ -342,17 +342,7 @@ class AnthropicProvider(_SdkProvider):
 
     name = "anthropic"
     sdk = anthropic
-
-    def _make_client(self, sync: bool) -> Any:
-        kind = anthropic.Anthropic if sync else anthropic.AsyncAnthropic
-        # An explicit key, even empty, keeps the SDK from looking for credentials in the
-        # environment or on disk.
-        return kind(
-            base_url=self.base_url,
-            api_key=self.api_key or "",
-            max_retries=0,
-            timeout=self.timeout,
-        )
+    clients = (anthropic.Anthropic, anthropic.AsyncAnthropic)
 
     def _body(self, request: AnswerInput) -> dict[str, Any]:
         return {
