@@ -87,6 +87,22 @@ def live(settings, edge_index, dense, sparse, tmp_path):
     server.stop()
 
 
+def _answers_only(url: str, settings, dataset, out_dir, **extra) -> EvalConfig:  # noqa: ANN001
+    """A run that scores answers only (no retrieval modes, no freshness probes)."""
+    return EvalConfig(
+        url=url,
+        api_key="key-a",
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        dataset=dataset,
+        out_dir=out_dir,
+        modes=[],
+        probes=0,
+        progress=False,
+        **extra,
+    )
+
+
 @pytest.mark.broker
 @pytest.mark.model
 def test_eval_run_then_paused_worker_is_flagged(live, tmp_path):
@@ -461,18 +477,8 @@ def test_each_provider_alone_scores_a_failing_primary_the_chain_hides(
         )
         dataset = tmp_path / "set.jsonl"
         save([*ITEMS, unanswerable], dataset)
-        cfg = EvalConfig(
-            url=server.url,
-            api_key="key-a",
-            bootstrap=settings.kafka_bootstrap_servers,
-            topic=settings.topic,
-            dataset=dataset,
-            out_dir=tmp_path / "eval",
-            modes=[],
-            probes=0,
-            thresholds=None,
-            progress=False,
-            each_provider=True,
+        cfg = _answers_only(
+            server.url, settings, dataset, tmp_path / "eval", thresholds=None, each_provider=True
         )
         results, _ = run_eval(cfg)
     finally:
@@ -538,17 +544,12 @@ def test_a_candidate_prompt_is_scored_beside_production_then_refused_or_promoted
     ).start()
     dataset = tmp_path / "set.jsonl"
     save(ITEMS, dataset)
-    cfg = EvalConfig(
-        url=server.url,
-        api_key="key-a",
-        bootstrap=settings.kafka_bootstrap_servers,
-        topic=settings.topic,
-        dataset=dataset,
-        out_dir=tmp_path / "refusing",
-        modes=[],
-        probes=0,
+    cfg = _answers_only(
+        server.url,
+        settings,
+        dataset,
+        tmp_path / "refusing",
         thresholds=THRESHOLDS,
-        progress=False,
         prompt=Selection.parse("grounded-answer@beta"),
     )
     try:
