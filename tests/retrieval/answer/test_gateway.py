@@ -33,20 +33,6 @@ def request(contexts=CONTEXTS, question="How do I stop a worker cleanly?"):
     return AnswerInput(question, list(contexts), system, user)
 
 
-@pytest.fixture
-def openai_server():
-    s = ScriptedLLM("openai").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def anthropic_server():
-    s = ScriptedLLM("anthropic").start()
-    yield s
-    s.stop()
-
-
 def openai(server, timeout=2.0, api_key="sk-test"):
     return OpenAIProvider(server.base_url, "local-llama", api_key, timeout)
 

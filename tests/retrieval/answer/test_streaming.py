@@ -18,20 +18,6 @@ from tests.retrieval.answer.test_gateway import request
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def openai_server():
-    s = ScriptedLLM("openai").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def anthropic_server():
-    s = ScriptedLLM("anthropic").start()
-    yield s
-    s.stop()
-
-
 def openai(server, timeout=2.0, name=None):
     return OpenAIProvider(server.base_url, "local-llama", "sk-test", timeout, name=name)
 
