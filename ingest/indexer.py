@@ -12,7 +12,6 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -102,7 +101,6 @@ class Indexer:
         self.recent_vectors = recent_vectors
         self._recent: OrderedDict[str, list[float]] = OrderedDict()
         self._parsed: OrderedDict[str | None, PreparedDocument] = OrderedDict()
-        self._encoding: ThreadPoolExecutor | None = None  # a live group's model call
         self.on_written = on_written
 
     def warm_up(self) -> None:
@@ -177,8 +175,6 @@ class Indexer:
         # event arrives mid-page; its slices wait in `_recent` for the next try, so
         # every try moves the page on by at least one slice.
         slice_chunks = group_chunks if bulk else None
-        # Live groups whose embedding runs while the group before them is written.
-        inflight: list[tuple[list[_Prepared], Callable[[], dict[str, list[float]]]]] = []
         try:
             # Micro-batches: the next documents' new chunks are embedded in one call, up
             # to `group_chunks` (many small edits share one model call; a big page goes
@@ -201,13 +197,11 @@ class Indexer:
                 if group and (
                     sum(len(p.plan.new) for p in group) >= group_chunks or not results.next_ready()
                 ):
-                    yield from self._embed(group, interrupted, slice_chunks, inflight)
+                    yield from self._embed(group, interrupted, slice_chunks)
                     group = []
             else:
-                yield from self._embed(group, interrupted, slice_chunks, inflight)
+                yield from self._embed(group, interrupted, slice_chunks)
                 group = []
-            while inflight:  # what is embedded is written, even when interrupted
-                yield from self._write_group(*inflight.pop(0))
         except _Yield:
             pass
         finally:
@@ -220,34 +214,19 @@ class Indexer:
             self._parsed.popitem(last=False)
 
     def _embed(
-        self,
-        group: list[_Prepared],
-        interrupted: Callable[[], bool],
-        slice_chunks: int | None,
-        inflight: list[tuple[list[_Prepared], Callable[[], dict[str, list[float]]]]],
+        self, group: list[_Prepared], interrupted: Callable[[], bool], slice_chunks: int | None
     ) -> Iterator[Outcome]:
-        """Embed and write a group. A live group's model call starts first and the group
-        before it is written meanwhile: the embedder, the write path's narrowest stage,
-        then never waits for a write (at 20 edits/s that is a quarter of its time)."""
+        """Embed a group's new chunks (a bulk group in slices that may yield), then write
+        each document."""
         if not group:
             return
-        if slice_chunks is not None:  # bulk: in slices that may yield, and in order
-            if sum(len(p.plan.new) for p in group) > self.recent_vectors // 2:
-                slice_chunks = None  # too big to resume from `_recent`: finish it now
-            vectors = self._vectors_for(group, interrupted, slice_chunks)
-            yield from self._write_group(group, lambda: vectors)
-            return
-        started = self._start_vectors(group)
-        while inflight:
-            yield from self._write_group(*inflight.pop(0))
-        inflight.append((group, started))
-
-    def _write_group(
-        self, group: list[_Prepared], vectors: Callable[[], dict[str, list[float]]]
-    ) -> Iterator[Outcome]:
-        ready = vectors()
+        if slice_chunks is not None and sum(len(p.plan.new) for p in group) > (
+            self.recent_vectors // 2
+        ):
+            slice_chunks = None  # too big to resume from `_recent`: finish it now
+        vectors = self._vectors_for(group, interrupted, slice_chunks)
         for p in group:
-            yield self._write(p, ready)
+            yield self._write(p, vectors)
 
     def content_hash(self, body: str | bytes, mime: str) -> str:
         """What decides a document's chunks: its body, its type, the parser and chunk settings."""
@@ -292,26 +271,6 @@ class Indexer:
         for h in missing:
             owner[h].embedded += 1
         return vectors
-
-    def _start_vectors(self, group: list[_Prepared]) -> Callable[[], dict[str, list[float]]]:
-        """`_vectors_for` with the model call started in the background: call the result
-        (on this thread) to wait for the vectors."""
-        texts, owner, vectors, missing = self._known_vectors(group)
-        if not missing:
-            return lambda: vectors
-        if self._encoding is None:
-            self._encoding = ThreadPoolExecutor(1, thread_name_prefix="freshrag-encode")
-        future = self._encoding.submit(self.processor.encode, [texts[h] for h in missing])
-
-        def result() -> dict[str, list[float]]:
-            fresh = dict(zip(missing, future.result(), strict=True))
-            self._remember(fresh)
-            vectors.update(fresh)
-            for h in missing:
-                owner[h].embedded += 1
-            return vectors
-
-        return result
 
     def _known_vectors(
         self, group: list[_Prepared]
