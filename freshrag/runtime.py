@@ -261,7 +261,9 @@ class Core:
         # This process now serves queries: one torch thread per batch, batches on as many
         # cores as the write path leaves free.
         self.dense.limit_threads(1)
-        self.dense.serve_queries(s.query_threads, lambda: not self.write_busy())
+        self.dense.serve_queries(
+            s.query_threads, lambda: not self.write_busy(), traced=s.query_traced
+        )
         retriever = self.retriever()
         if s.heading_weight > 0 and not self._warming:
             self._warming = True  # one pass loop per core, however many service stacks

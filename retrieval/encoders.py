@@ -15,10 +15,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retrieval.store.types import SparseVec
+
+if TYPE_CHECKING:
+    from retrieval.traced import TracedForward
 
 _DEFAULT_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -52,6 +56,8 @@ class DenseEncoder:
         self._tokenize_lock = threading.Lock()  # a fast tokenizer is not thread-safe
         self._queries = QueryBatcher(self)
         self._headings = VectorLru(heading_cache_size)
+        self._traced: TracedForward | None = None
+        self._trace_tried = False
 
     def encode(self, texts: list[str], show_progress: bool = False) -> list[list[float]]:
         return self.encode_array(texts, show_progress).tolist() if texts else []
@@ -70,24 +76,49 @@ class DenseEncoder:
 
     def encode_batch(self, texts: list[str]) -> np.ndarray:
         """One short batch (queries), without the batch-encode lock: the query batcher's
-        calls never wait behind a bulk encode in this process. Same vectors as `encode`."""
-        import torch
+        calls never wait behind a bulk encode in this process. Same vectors as `encode`;
+        through the traced graph once `serve_queries` has traced one."""
+        with self._tokenize_lock:
+            features = self._prepare(texts)
+        traced = self._traced
+        out = traced(features) if traced is not None else self._eager(features)
+        with self._tokenize_lock:  # two query encoders may count at once
+            self.texts_encoded += len(texts)
+        return out
 
+    def _prepare(self, texts: list[str]) -> Any:
         # `preprocess` is sentence-transformers 5's name for `tokenize` (deprecated there).
         prepare = getattr(self._model, "preprocess", None) or self._model.tokenize
-        with self._tokenize_lock:
-            features = prepare(texts)
+        return prepare(texts)
+
+    def _eager(self, features: Any) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             out = self._model(dict(features))["sentence_embedding"]
             out = torch.nn.functional.normalize(out, p=2, dim=1)
-        with self._tokenize_lock:  # two query encoders may count at once
-            self.texts_encoded += len(texts)
         return out.float().numpy()
 
-    def serve_queries(self, threads: int, spread: Callable[[], bool]) -> None:
+    def serve_queries(self, threads: int, spread: Callable[[], bool], traced: bool = True) -> None:
         """Encode query batches in `threads` encoders (0: one per core), each batch on one
-        torch thread, all of them while `spread()` says the cores are free, one otherwise."""
+        torch thread, all of them while `spread()` says the cores are free, one otherwise;
+        `traced`: as one TorchScript call each (retrieval/traced.py), traced here once."""
         self._queries.configure(threads or len(os.sched_getaffinity(0)), spread)
+        if traced and not self._trace_tried:
+            from retrieval.traced import trace
+
+            self._trace_tried = True
+            with self._tokenize_lock:
+                self._traced = trace(
+                    self._model, self._prepare, lambda t: self._eager(self._prepare(t))
+                )
+        elif not traced:
+            self._traced = None
+
+    @property
+    def traced(self) -> bool:
+        """Whether query batches run through the traced graph."""
+        return self._traced is not None
 
     def queries_active(self, window_s: float = 0.5) -> bool:
         """Whether a query was encoded in the last `window_s` (the write path then leaves

@@ -69,3 +69,39 @@ def test_headings_stay_out_of_the_query_cache_and_rows_do_not_pin_batches(dense)
     dense.encode_query("a query that is kept")
     kept = dense._queries._cache.get_many(["a query that is kept"])["a query that is kept"]
     assert kept.base is None  # its own memory, not a view of the whole batch
+
+
+@pytest.mark.model
+def test_query_batches_run_traced_and_give_the_eager_models_vectors():
+    """The traced graph serves query batches once `serve_queries` traced it; its vectors
+    are the eager model's, whatever the batch's size and lengths (padding, truncation)."""
+    import numpy as np
+
+    from retrieval.encoders import DenseEncoder
+
+    encoder = DenseEncoder("all-MiniLM-L6-v2")
+    texts = ["deploy", "How do I run the ingest worker?", "word " * 400]
+    eager = encoder.encode_batch(texts)
+    assert not encoder.traced
+    encoder.serve_queries(1, lambda: True)
+    assert encoder.traced
+    for batch in ([texts[0]], texts, [texts[2], texts[1]]):
+        traced = encoder.encode_batch(batch)
+        expected = np.stack([eager[texts.index(t)] for t in batch])
+        assert traced.shape == expected.shape
+        assert float((traced * expected).sum(axis=1).min()) > 0.9999
+    encoder.serve_queries(1, lambda: True, traced=False)  # FRESHRAG_QUERY_TRACED=false
+    assert not encoder.traced
+
+
+@pytest.mark.model
+def test_a_trace_that_differs_from_the_model_is_not_used(dense, caplog):
+    """The check is real: a graph whose vectors differ from the eager ones (here the
+    'eager' side is negated) is refused, and the log says why."""
+    from retrieval.traced import trace
+
+    model, prepare = dense._model, dense._prepare
+    assert trace(model, prepare, lambda t: dense._eager(prepare(t))) is not None
+    with caplog.at_level("WARNING", logger="freshrag.encoders"):
+        assert trace(model, prepare, lambda t: -dense._eager(prepare(t))) is None
+    assert "traced model differs" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ class EdgeTuning:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     search_ef: int = 512
+    search_threads: int = 1
     quantization: Literal["none", "int8"] = "int8"
     oversampling: float = 2.0
     on_disk: bool = True
@@ -46,6 +48,7 @@ class EdgeTuning:
             hnsw_m=settings.edge_hnsw_m,
             hnsw_ef_construct=settings.edge_hnsw_ef_construct,
             search_ef=settings.edge_search_ef,
+            search_threads=settings.edge_search_threads,
             quantization=settings.edge_quantization,
             oversampling=settings.edge_quantization_oversampling,
             on_disk=settings.edge_on_disk,
@@ -94,6 +97,8 @@ def chunks_config(dense_dim: int, tuning: EdgeTuning | None) -> qe.EdgeConfig:
         # every new batch back into the big segment (7 s per 10k new points at 100k, an
         # HNSW rebuild); with room for a few, a batch is indexed on its own (0.8 s).
         optimizers=qe.EdgeOptimizersConfig(default_segment_number=tuning.segments),
+        # 0: Edge derives it from the CPUs. Not persisted as "unset": a later None keeps it.
+        max_search_threads=tuning.search_threads or len(os.sched_getaffinity(0)),
     )
 
 
