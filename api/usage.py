@@ -63,20 +63,23 @@ CREATE TABLE IF NOT EXISTS usage (
     prompt TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, outcome TEXT NOT NULL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, estimated INTEGER NOT NULL,
     latency_ms REAL NOT NULL, cost_usd REAL NOT NULL, priced INTEGER NOT NULL,
-    cache_hit INTEGER NOT NULL, saved_tokens INTEGER NOT NULL
+    cache_hit INTEGER NOT NULL, saved_tokens INTEGER NOT NULL,
+    saved_usd REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_at ON usage (at);
 """
+# Columns added since the first release, for ledgers written before them.
+_ADDED = {"saved_usd": "REAL NOT NULL DEFAULT 0"}
 _COLUMNS = (
     "at, tenant, key_id, key_name, prompt, provider, model, outcome, input_tokens, "
-    "output_tokens, estimated, latency_ms, cost_usd, priced, cache_hit, saved_tokens"
+    "output_tokens, estimated, latency_ms, cost_usd, priced, cache_hit, saved_tokens, saved_usd"
 )
 _TOTALS = (
     "SUM(cache_hit = 0) AS calls, SUM(input_tokens) AS input_tokens, "
     "SUM(output_tokens) AS output_tokens, SUM(estimated) AS estimated_calls, "
     "SUM(cache_hit = 0 AND priced = 0 AND provider != 'extractive') AS unpriced_calls, "
     "ROUND(SUM(cost_usd), 8) AS cost_usd, SUM(cache_hit) AS cache_hits, "
-    "SUM(saved_tokens) AS saved_tokens"
+    "SUM(saved_tokens) AS saved_tokens, ROUND(SUM(saved_usd), 8) AS saved_usd"
 )
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "tenants": ("tenant",),
@@ -104,6 +107,10 @@ class UsageLedger:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
+            for column, kind in _ADDED.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE usage ADD COLUMN {column} {kind}")
         # Called with (key_id, tenant, tokens) for every call that billed tokens.
         self.listeners: list[Callable[[str, str, int], None]] = []
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
@@ -130,18 +137,22 @@ class UsageLedger:
         self._queue.put(
             (iso(self.now()), who.tenant, who.key_id, who.key_name, who.prompt)
             + (usage.provider, usage.model, usage.outcome, n_in, n_out, int(usage.estimated))
-            + (usage.latency_ms, cost, int(price is not None), 0, 0)
+            + (usage.latency_ms, cost, int(price is not None), 0, 0, 0.0)
         )
 
-    def cache_hit(self, who: Attribution, tokens: dict[str, Any] | None) -> None:
-        """An answer served from the cache: no call, and the tokens its making cost saved."""
-        saved = 0
+    def cache_hit(self, who: Attribution, tokens: dict[str, Any] | None, model: str = "") -> None:
+        """An answer served from the cache: no call, and what its making cost saved (its
+        tokens, priced at `model`'s rates when the price table has them)."""
+        n_in = n_out = 0
         if isinstance(tokens, dict):
-            saved = sum(v for v in tokens.values() if isinstance(v, int) and v > 0)
-        SAVED.labels(who.tenant).inc(saved)
+            n_in = _count(tokens.get("input_tokens"))
+            n_out = _count(tokens.get("output_tokens"))
+        price = self.prices.get(model)
+        saved_usd = 0.0 if price is None else (n_in * price.input + n_out * price.output) / 1e6
+        SAVED.labels(who.tenant).inc(n_in + n_out)
         self._queue.put(
             (iso(self.now()), who.tenant, who.key_id, who.key_name, who.prompt)
-            + ("cache", "cache", "cache_hit", 0, 0, 0, 0.0, 0.0, 1, 1, saved)
+            + ("cache", "cache", "cache_hit", 0, 0, 0, 0.0, 0.0, 1, 1, n_in + n_out, saved_usd)
         )
 
     def _notify(self, who: Attribution, tokens: int) -> None:
@@ -165,7 +176,7 @@ class UsageLedger:
                     if batch:
                         with db:
                             db.executemany(
-                                f"INSERT INTO usage ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                                f"INSERT INTO usage ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                                 batch,
                             )
                 except sqlite3.Error:
@@ -188,11 +199,14 @@ class UsageLedger:
 
     # --- reading ----------------------------------------------------------------------
 
-    def totals(self, since: datetime, until: datetime) -> dict[str, Any]:
-        """Totals over [since, until) overall and per tenant, key, provider and model."""
+    def totals(self, since: datetime, until: datetime, key_id: str | None = None) -> dict[str, Any]:
+        """Totals over [since, until) overall and per tenant, key, provider and model;
+        only the calls of one key when `key_id` is given."""
         self.flush()
-        window = (iso(since), iso(until))
+        window: tuple[str, ...] = (iso(since), iso(until))
         where = "WHERE at >= ? AND at < ?"
+        if key_id is not None:
+            where, window = where + " AND key_id = ?", (*window, key_id)
         with self._connect() as db:
             db.row_factory = sqlite3.Row
             overall = db.execute(f"SELECT {_TOTALS} FROM usage {where}", window).fetchone()
@@ -220,6 +234,11 @@ class UsageLedger:
                 (iso(start), iso(start + timedelta(days=1))),
             ).fetchall()
         return [(k, t, int(n or 0)) for k, t, n in rows]
+
+
+def _count(value: Any) -> int:
+    """A token count from a cached answer's record: a non-negative int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,20 @@ class ServiceClient:
         r.raise_for_status()
         return [p["name"] for p in r.json()]
 
+    def usage(self, since: str, until: str, scope: str) -> dict[str, Any] | str:
+        """GET /usage over [since, until) in `scope` ("key": this key's own calls, "all":
+        every key's, admin keys only); a one-line reason instead when it cannot be read."""
+        r = self.http.get("/usage", params={"since": since, "until": until, "scope": scope})
+        if r.status_code == 200:
+            return r.json()
+        if r.status_code == 404:
+            return "the service has no /usage"
+        if r.status_code == 403:
+            return "the eval's key is not an admin key"
+        if r.status_code == 409:
+            return "the service keeps no usage ledger"
+        return f"GET /usage answered {r.status_code}"
+
     def prompts(self) -> list[dict[str, Any]]:
         """GET /prompts: every prompt version the service serves, with its labels."""
         r = self.http.get("/prompts")

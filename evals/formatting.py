@@ -16,6 +16,14 @@ _COUNTS = (
     "missed",
     "answer_timeouts",
     "provider_failures",
+    "answered",
+    "provider_calls",
+    "unpriced_calls",
+    "estimated_calls",
+    "cache_hits",
+    "cache_saved_tokens",
+    "input_tokens",
+    "output_tokens",
 )
 
 
@@ -28,6 +36,8 @@ def fmt(metric: str, value: Any) -> str:
     if not isinstance(value, int | float):
         return str(value)
     name = metric.rsplit(".", 1)[-1]
+    if name.endswith("_usd"):  # fractions of a cent matter per question
+        return f"${value:,.2f}" if value >= 10 else f"${value:.6f}".rstrip("0").rstrip(".")
     if name.endswith("_ms"):
         return f"{value:.1f} ms" if value < 10 else f"{value:,.0f} ms"
     if name.endswith("_s") or name.endswith("seconds"):

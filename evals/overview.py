@@ -36,6 +36,17 @@ AREA_ROWS: dict[str, list[tuple[str, str, bool]]] = {
         ("judge.answer_relevancy", "answer relevancy", True),
         ("judge.llm_context_precision", "context precision", True),
     ],
+    "usage": [
+        ("usage.cost_per_answer_usd", "cost per answered question", True),
+        ("usage.cost_usd", "cost of the run's answers", True),
+        ("usage.provider_calls", "provider calls", False),
+        ("usage.unpriced_calls", "calls without a price", False),
+        ("usage.estimated_calls", "calls with estimated tokens", False),
+        ("usage.cache_saved_usd", "cache savings (last 24 h)", True),
+        ("usage.cache_hit_rate", "cache hit rate (last 24 h)", True),
+        ("usage.cache_saved_tokens", "tokens the cache saved (24 h)", False),
+        ("usage.window_cost_usd", "provider cost (last 24 h)", False),
+    ],
     "freshness": [
         ("freshness.freshness", "freshness score", True),
         ("freshness.lag_p50_s", "lag p50", True),
@@ -68,6 +79,7 @@ AREA_TITLES = {
     "relevance": "Relevance",
     "answers": "Answers",
     "judge": "Judged answers",
+    "usage": "Usage and cost",
     "freshness": "Freshness",
     "latency": "Latency",
     "index": "Index state",
@@ -78,6 +90,7 @@ HEADLINE = {
     "relevance": "hybrid.ndcg@10",
     "answers": "answers.answer_cites_gold",
     "judge": "judge.faithfulness",
+    "usage": "usage.cost_per_answer_usd",
     "freshness": "freshness.freshness",
     "latency": "hybrid.latency_p50_ms",
     "index": "index.documents",
@@ -119,7 +132,7 @@ def overview(results: dict[str, Any]) -> list[dict[str, Any]]:
         by_metric.setdefault(c["metric"], []).append(c)
     jumps = {j["metric"]: j for j in results.get("latency_jumps", [])}
     areas = []
-    for area in ("relevance", "answers", "judge", "freshness", "latency", "index", "replay"):
+    for area in AREA_TITLES:
         rows = _rows_for(area, results)
         listed = {m for m, _, _ in rows}
         rows += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from evals.replay import run_replay
 from evals.report import write_report
 from evals.state import index_state, state_notes
 from evals.summary import history, skipped_areas, summarize
+from evals.usage import run_usage
 from ingest.publisher import check_broker
 from retrieval.answer.prompts import Selection
 
@@ -87,6 +89,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
         else:
             skipped["relevance"] = "--modes is empty"
         if items and cfg.answers:
+            answers_started = datetime.now(UTC)
             if pair:
                 both = run_with_candidate(client, items, pair, cfg.progress)
                 results["answers"] = both[0] if both else None
@@ -96,7 +99,15 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                 results["answers"] = run_answers(client, items, cfg.progress)
             if results["answers"] is None:
                 skipped["answers"] = "the service has no /answer"
+                skipped["usage"] = "the service has no /answer"
             else:
+                usage = run_usage(
+                    client, answers_started, datetime.now(UTC), results["answers"]["rows"]
+                )
+                if isinstance(usage, str):
+                    skipped["usage"] = usage
+                else:
+                    results["usage"] = usage
                 results["answers"].update(refusal_scores(items, results["answers"]["rows"]))
                 if results["answers"].get("note"):
                     results["notes"].append(results["answers"]["note"])
@@ -115,7 +126,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], int]:
                     resolve_model_path(cfg.embedding_model),
                 )
         elif not cfg.answers:
-            skipped["answers"] = "--no-answers"
+            skipped["answers"] = skipped["usage"] = "--no-answers"
         if cfg.prompt and "prompt_comparison" not in results:
             results["notes"].append(f"--prompt {cfg.prompt}: not compared, the answers did not run")
         if not cfg.judge:

@@ -11,7 +11,16 @@ from typing import Any
 
 MODES = ("hybrid", "dense", "sparse")
 # Areas a run may leave out; their metrics are `area.name` (a mode is an area too).
-OPTIONAL_AREAS = ("relevance", *MODES, "answers", "judge", "freshness", "replay", "index")
+OPTIONAL_AREAS = (
+    "relevance",
+    *MODES,
+    "answers",
+    "judge",
+    "usage",
+    "freshness",
+    "replay",
+    "index",
+)
 
 
 def _numbers(prefix: str, scores: Mapping[str, Any]) -> dict[str, float]:
@@ -30,7 +39,7 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
         out.update(_numbers(mode, scores))
     if "relevance" in results:
         out["relevance.stale_hit_rate"] = results["relevance"]["stale_hit_rate"]
-    for area in ("answers", "judge", "freshness", "replay", "index"):
+    for area in ("answers", "judge", "usage", "freshness", "replay", "index"):
         out.update(_numbers(area, results.get(area) or {}))
     answers = results.get("answers") or {}
     # Per provider (the one that answered; `none`: refused before any was asked).

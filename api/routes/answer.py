@@ -171,9 +171,10 @@ async def providers(who: Caller, services: ServicesDep) -> list[ProviderInfo]:
 
 
 def _saved(ledger: UsageLedger | None, who: Attribution, result: dict[str, Any]) -> None:
-    """A cache hit goes in the ledger with the tokens it saved."""
+    """A cache hit goes in the ledger with the tokens it saved, priced at the rates of
+    the model that made the cached answer."""
     if ledger is not None and result.get("cached"):
-        ledger.cache_hit(who, result.get("tokens"))
+        ledger.cache_hit(who, result.get("tokens"), str(result.get("model") or ""))
 
 
 def _event_stream(

@@ -1,26 +1,28 @@
 """GET /usage: provider calls, tokens, cost and cache savings per tenant, key, provider and
-model over a time window. Admin keys only: it shows every tenant's usage."""
+model over a time window. An admin key sees every tenant's usage; any other key only its
+own calls (scope `key`), so a team can watch its budget without an admin key."""
 
 # No `from __future__ import annotations`: FastAPI reads the query parameters' types.
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import StrictJSONRoute
-from api.deps import AdminCaller, ServicesDep
+from api.deps import Caller, ServicesDep
 from api.errors import documented, invalid
 
-router = APIRouter(tags=["admin"], route_class=StrictJSONRoute)
+router = APIRouter(tags=["usage"], route_class=StrictJSONRoute)
 
 _WINDOW = "ISO 8601 date-time (e.g. `2026-12-07T00:00:00Z`); without an offset it is UTC."
 
 
 @router.get("/usage", responses=documented(401, 403, 409, 422, 429))
 async def usage(
-    _: AdminCaller,
+    who: Caller,
+    request: Request,
     services: ServicesDep,
     since: Annotated[
         str | None,
@@ -31,19 +33,31 @@ async def usage(
     until: Annotated[
         str | None, Query(description=f"End of the window, exclusive. {_WINDOW} Default: now.")
     ] = None,
+    scope: Annotated[
+        Literal["all", "key"] | None,
+        Query(
+            description="`all`: every tenant and key (admin keys only); `key`: the calling "
+            "key's own calls. Default: `all` for an admin key, `key` for any other."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Totals overall and per tenant, key (its name and id, never the key), provider,
     model and prompt version: calls, input and output tokens (`estimated_calls`: counted by us, the server
     sent none), cost in USD from FRESHRAG_PRICES (`unpriced_calls`: a model with no
-    price), cache hits and the tokens they saved."""
+    price), cache hits and what they saved (tokens, and USD at the rates of the model that
+    made the cached answer)."""
+    scope = scope or ("all" if who.admin else "key")
+    if scope == "all" and not who.admin:
+        raise HTTPException(403, 'scope "all" needs an admin key ("admin": true)')
     end = _instant("until", until) if until else datetime.now(UTC)
     start = _instant("since", since) if since else end - timedelta(days=1)
     if start >= end:
         raise invalid(("query", "since"), "must be before 'until'")
     if services.usage is None:
         raise HTTPException(409, "this server keeps no usage ledger")
-    totals = await run_in_threadpool(services.usage.totals, start, end)
-    return {"since": _iso(start), "until": _iso(end), **totals}
+    only = None if scope == "all" else request.state.key_id
+    totals = await run_in_threadpool(services.usage.totals, start, end, only)
+    return {"since": _iso(start), "until": _iso(end), "scope": scope, **totals}
 
 
 def _instant(field: str, text: str) -> datetime:

@@ -114,7 +114,8 @@ def test_the_ledger_prices_groups_and_survives_a_reopen(tmp_path):
     token = ATTRIBUTION.set(bob)
     ledger.on_usage(call("other", 7, 3))
     ATTRIBUTION.reset(token)
-    ledger.cache_hit(alice, {"input_tokens": 1000, "output_tokens": 500})
+    ledger.cache_hit(alice, {"input_tokens": 1000, "output_tokens": 500}, "gpt-x")
+    ledger.cache_hit(bob, {"input_tokens": "9", "output_tokens": -4}, "other")  # untrusted
     at[0] = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
     ledger.on_usage(call("gpt-x", 1, 1))  # unattributed, the next day
     ledger.close()
@@ -127,6 +128,14 @@ def test_the_ledger_prices_groups_and_survives_a_reopen(tmp_path):
     tenants = {t["tenant"]: t for t in day["tenants"]}
     assert tenants["acme"]["calls"] == 2 and tenants["acme"]["cache_hits"] == 1
     assert tenants["acme"]["saved_tokens"] == 1500
+    assert tenants["acme"]["saved_usd"] == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+    assert tenants["globex"]["saved_tokens"] == 0 and tenants["globex"]["saved_usd"] == 0
+    only_bob = reopened.totals(
+        datetime(2026, 12, 7, tzinfo=UTC), datetime(2026, 12, 8, tzinfo=UTC), key_id="id-b"
+    )
+    assert only_bob["total"]["calls"] == 1 and [t["tenant"] for t in only_bob["tenants"]] == [
+        "globex"
+    ]
     assert [(k["key_name"], k["key_id"]) for k in day["keys"]] == [
         ("alice", "id-a"),
         ("bob", "id-b"),
@@ -143,6 +152,36 @@ def test_the_ledger_prices_groups_and_survives_a_reopen(tmp_path):
     ]
     assert reopened.totals(at[0], at[0] + timedelta(hours=1))["total"]["calls"] == 1
     reopened.close()
+
+
+def test_a_ledger_from_before_priced_savings_is_upgraded_in_place(tmp_path):
+    """A ledger written before `saved_usd` existed opens, keeps its rows, and takes new ones."""
+    import sqlite3
+
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """CREATE TABLE usage (
+                at TEXT NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL,
+                key_name TEXT NOT NULL, prompt TEXT NOT NULL, provider TEXT NOT NULL,
+                model TEXT NOT NULL, outcome TEXT NOT NULL, input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL, estimated INTEGER NOT NULL,
+                latency_ms REAL NOT NULL, cost_usd REAL NOT NULL, priced INTEGER NOT NULL,
+                cache_hit INTEGER NOT NULL, saved_tokens INTEGER NOT NULL);"""
+        )
+        db.execute(
+            "INSERT INTO usage VALUES ('2026-12-07T10:00:00.000000Z', 'acme', 'id-a', 'alice',"
+            " 'answer@v1', 'primary', 'gpt-x', 'ok', 10, 5, 0, 1.0, 0.00002, 1, 0, 0)"
+        )
+    at = [datetime(2026, 12, 7, 11, 0, tzinfo=UTC)]
+    ledger = UsageLedger(path, {"gpt-x": ModelPrice(input=1.0, output=2.0)}, now=lambda: at[0])
+    ledger.cache_hit(
+        Attribution("acme", "id-a", "alice", "answer@v1"), {"input_tokens": 10}, "gpt-x"
+    )
+    day = ledger.totals(datetime(2026, 12, 7, tzinfo=UTC), datetime(2026, 12, 8, tzinfo=UTC))
+    ledger.close()
+    assert day["total"]["calls"] == 1 and day["total"]["cache_hits"] == 1
+    assert day["total"]["saved_usd"] == pytest.approx(10 * 1.0 / 1e6)
 
 
 def test_prices_come_from_the_environment_as_json(monkeypatch):

@@ -134,11 +134,30 @@ def test_every_provider_call_is_accounted_to_its_key_and_survives_a_restart(usag
         assert usage(http).json()["total"] == report["total"]
 
 
-def test_usage_is_for_admins_and_its_window_is_validated(usage_api):
+def test_a_key_sees_only_its_own_usage_unless_it_is_an_admin(usage_api):
     api, _ = usage_api()
     with httpx.Client(base_url=api.url, timeout=30) as http:
-        assert usage(http, "key-alice").status_code == 403
+        ask(http, "key-alice")
+        ask(http, "key-gus")
+        everything = usage(http).json()
+        assert everything["scope"] == "all" and everything["total"]["calls"] == 2
+        own = usage(http, "key-alice").json()
+        assert own["scope"] == "key"
+        assert own["total"]["calls"] == 1
+        assert [k["key_name"] for k in own["keys"]] == ["alice"]
+        assert [t["tenant"] for t in own["tenants"]] == ["acme"]
+        assert "gus" not in json.dumps(own) and "globex" not in json.dumps(own)
+        r = usage(http, "key-alice", scope="all")
+        assert r.status_code == 403 and "admin" in r.text
+        mine = usage(http, scope="key").json()  # an admin asking for its own calls
+        assert mine["scope"] == "key" and mine["total"]["calls"] == 0
+
+
+def test_usage_needs_a_key_and_its_window_is_validated(usage_api):
+    api, _ = usage_api()
+    with httpx.Client(base_url=api.url, timeout=30) as http:
         assert usage(http, "nope").status_code == 401
+        assert usage(http, scope="everyone").status_code == 422
         r = usage(http, since="yesterday")
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "since"]
         r = usage(http, until="2026-13-01")
@@ -192,6 +211,10 @@ def test_a_cache_hit_records_the_tokens_it_saved(usage_api):
         alice = by_key(usage(http).json())["alice"]
         assert alice["calls"] == len(llm.requests) == 1
         assert alice["cache_hits"] == 2 and alice["saved_tokens"] == 2 * billed
+        # Priced at gpt-x's rates: what the two hits would have cost as calls.
+        first = llm.requests[0]["body"]
+        n_in, n_out = ScriptedLLM._input_tokens(first), len(ANSWER.split())
+        assert alice["saved_usd"] == pytest.approx(2 * (n_in * 2.0 + n_out * 8.0) / 1e6)
 
 
 def test_a_stream_the_client_left_is_still_accounted_as_estimated(usage_api):

@@ -596,3 +596,76 @@ def test_a_candidate_prompt_is_scored_beside_production_then_refused_or_promoted
     r = CliRunner().invoke(cli, [*promote, "--report", str(tmp_path / "answering")])
     assert r.exit_code == 0, r.output
     assert PromptRegistry.load(templates).resolve().ref == "grounded-answer@2"
+
+
+@pytest.mark.broker
+@pytest.mark.model
+def test_the_report_costs_each_answered_question_and_shows_the_caches_savings(
+    tmp_path, broker, edge_index, dense, sparse
+):
+    """The usage section comes from the service's ledger: the run's provider calls (what the
+    local OpenAI-protocol server served), priced, per answered question; and the answer
+    cache's savings over the last day, every key's when the eval's key is an admin key."""
+    import httpx
+
+    from tests.conftest import make_settings
+
+    llm = ScriptedLLM("openai", default=("ok", "From the sources [1].")).start()
+    chain = [{"kind": "openai", "base_url": llm.base_url, "model": "gpt-x", "retries": 0}]
+    keys = {
+        "key-a": {"tenant": "acme", "groups": ["eng"]},
+        "key-ops": {"tenant": "acme", "groups": ["eng"], "admin": True},
+    }
+    prices = {"gpt-x": {"input": 2.0, "output": 8.0}}
+    settings = make_settings(tmp_path, broker, llm_chain=chain, api_keys=keys, prices=prices)
+    make_indexer(edge_index, dense, sparse).apply(
+        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
+    )
+    server = ServerThread(
+        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
+    ).start()
+    try:
+        # Another team's traffic earlier in the day: one call, then a cache hit on it.
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": "key-a"}) as http:
+            for _ in range(2):
+                body = {"query": ITEMS[0].question, "cache": True}
+                assert http.post("/answer", json=body).status_code == 200
+        before = len(llm.requests)
+        billed = [
+            ScriptedLLM._input_tokens(r["body"]) * 2.0 + len(llm.default[1].split()) * 8.0
+            for r in llm.requests
+        ]
+        dataset = tmp_path / "set.jsonl"
+        save(ITEMS, dataset)
+        cfg = _answers_only(server.url, settings, dataset, tmp_path / "eval", thresholds=None)
+        cfg.api_key = "key-ops"
+        results, _ = run_eval(cfg)
+        own = _answers_only(server.url, settings, dataset, tmp_path / "eval-a", thresholds=None)
+        own_results, _ = run_eval(own)  # not an admin key: the savings are its own
+    finally:
+        server.stop()
+        llm.stop()
+    usage = results["usage"]
+    run_calls = llm.requests[before : before + usage["provider_calls"]]
+    assert usage["provider_calls"] == len(ITEMS) == usage["answered"]  # no refusal, no cache
+    cost = (
+        sum(
+            ScriptedLLM._input_tokens(r["body"]) * 2.0 + len(llm.default[1].split()) * 8.0
+            for r in run_calls
+        )
+        / 1e6
+    )
+    assert usage["cost_usd"] == pytest.approx(cost)
+    assert usage["cost_per_answer_usd"] == pytest.approx(cost / len(ITEMS), rel=1e-4)
+    assert usage["window_scope"] == "all"
+    assert usage["cache_hits"] == 1 and usage["cache_hit_rate"] == pytest.approx(1 / 5)
+    assert usage["cache_saved_usd"] == pytest.approx(billed[0] / 1e6)
+    assert results["summary"]["usage.cost_per_answer_usd"] == pytest.approx(
+        cost / len(ITEMS), rel=1e-4
+    )
+    mine = own_results["usage"]
+    assert mine["window_scope"] == "key" and mine["cache_hits"] == 1  # key-a made the hit
+    assert mine["provider_calls"] == len(ITEMS)
+    page = (cfg.out_dir / "report.html").read_text()
+    assert "Usage and cost" in page and "cost per answered question" in page
+    assert "cost per answered question" in terminal_table(results)
