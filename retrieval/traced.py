@@ -15,6 +15,7 @@ traced, leaves the eager model in place (and the log says why).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,7 +64,10 @@ def trace(
         # Tracing records parameters as constants: they must not require gradients.
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.no_grad():
+        # The tracer warns about each Python condition it records as a constant (padding
+        # checks that hold for every batch the probes below exercise).
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             graph = torch.jit.trace(
                 _Features(model, keys, extra).eval(),
                 tuple(example[k] for k in keys),
