@@ -124,8 +124,8 @@ def test_a_parsed_document_is_embedded_while_the_next_one_is_still_parsing(edge_
         proc.close()
 
 
-def _priority_after_lowering() -> tuple[int, int]:
-    lower_priority(7, idle=True)
+def _priority_after_lowering(idle: bool = True) -> tuple[int, int]:
+    lower_priority(7, idle=idle)
     seen: list[tuple[int, int]] = []
     # A thread started afterwards (torch's OpenMP pool, say) inherits both.
     t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0), os.nice(0))))
@@ -141,3 +141,7 @@ def test_ingest_children_get_a_core_only_when_queries_leave_one_free():
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         policy, nice = pool.submit(_priority_after_lowering).result()
     assert policy == os.SCHED_IDLE and nice == os.nice(0) + 7
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        policy, nice = pool.submit(_priority_after_lowering, False).result()
+    # The default: the niceness's weight, and no preempting a query thread on wake-up.
+    assert policy == os.SCHED_BATCH and nice == os.nice(0) + 7
