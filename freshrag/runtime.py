@@ -152,6 +152,7 @@ class Core:
                 idle=s.ingest_idle,
                 embed_threads=s.embed_threads,
                 queries_active=self.dense.queries_active,
+                traced=s.encoder_traced,
             )
         return InlineProcessor(
             Chunker(s.chunk_size, s.chunk_overlap, headers=s.chunk_headers, model=s.model),
@@ -262,7 +263,7 @@ class Core:
         # cores as the write path leaves free.
         self.dense.limit_threads(1)
         self.dense.serve_queries(
-            s.query_threads, lambda: not self.write_busy(), traced=s.query_traced
+            s.query_threads, lambda: not self.write_busy(), traced=s.encoder_traced
         )
         retriever = self.retriever()
         if s.heading_weight > 0 and not self._warming:

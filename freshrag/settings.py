@@ -240,12 +240,12 @@ class Settings(BaseSettings):
         "under sustained load (busy for over a second: a burst, a long document, a "
         "backfill); then one does, so edits get the other cores.",
     )
-    query_traced: bool = Field(
+    encoder_traced: bool = Field(
         True,
-        description="Query batches run as one TorchScript graph, traced from the model at "
-        "start and checked against it (any difference keeps the eager model, and the log "
-        "says so). The graph holds no GIL while it runs, so HTTP threads and the ingest "
-        "worker do not stretch a batch; false: the eager model.",
+        description="Query batches and the ingest embedder's batches run the model as one "
+        "TorchScript graph, traced at start and checked against it (any difference keeps "
+        "the eager model, and the log says so). The graph holds no GIL while it runs, so "
+        "HTTP threads and the ingest worker do not stretch a query batch; false: eager.",
     )
     shutdown_timeout_s: float = Field(
         20.0,

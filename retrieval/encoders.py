@@ -63,7 +63,19 @@ class DenseEncoder:
         return self.encode_array(texts, show_progress).tolist() if texts else []
 
     def encode_array(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        """(len(texts), dim) float32, each row of unit length."""
+        """(len(texts), dim) float32, each row of unit length; through the traced graph
+        once `trace()` made one (the ingest embedder), in batches of similar lengths."""
+        traced = self._traced
+        if traced is not None and not show_progress and texts:
+            with self._lock:
+                self.texts_encoded += len(texts)
+                # Longest first, as sentence-transformers batches: less padding per batch.
+                order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+                out = np.empty((len(texts), self.dim), dtype=np.float32)
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    out[rows] = traced(self._prepare([texts[i] for i in rows]))
+                return out
         with self._lock:  # torch on 2 cores: one batch at a time beats contention
             self.texts_encoded += len(texts)
             return self._model.encode(
@@ -104,7 +116,16 @@ class DenseEncoder:
         torch thread, all of them while `spread()` says the cores are free, one otherwise;
         `traced`: as one TorchScript call each (retrieval/traced.py), traced here once."""
         self._queries.configure(threads or len(os.sched_getaffinity(0)), spread)
-        if traced and not self._trace_tried:
+        if traced:
+            self.trace()
+        else:
+            self._traced = None
+
+    def trace(self) -> bool:
+        """Runs query batches and `encode` through one TorchScript call each (see
+        retrieval/traced.py), traced once and checked against the model; False (eager
+        mode kept) if the model cannot be traced or differs."""
+        if not self._trace_tried:
             from retrieval.traced import trace
 
             self._trace_tried = True
@@ -112,8 +133,7 @@ class DenseEncoder:
                 self._traced = trace(
                     self._model, self._prepare, lambda t: self._eager(self._prepare(t))
                 )
-        elif not traced:
-            self._traced = None
+        return self._traced is not None
 
     @property
     def traced(self) -> bool:

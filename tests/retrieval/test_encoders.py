@@ -90,7 +90,7 @@ def test_query_batches_run_traced_and_give_the_eager_models_vectors():
         expected = np.stack([eager[texts.index(t)] for t in batch])
         assert traced.shape == expected.shape
         assert float((traced * expected).sum(axis=1).min()) > 0.9999
-    encoder.serve_queries(1, lambda: True, traced=False)  # FRESHRAG_QUERY_TRACED=false
+    encoder.serve_queries(1, lambda: True, traced=False)  # FRESHRAG_ENCODER_TRACED=false
     assert not encoder.traced
 
 
@@ -105,3 +105,21 @@ def test_a_trace_that_differs_from_the_model_is_not_used(dense, caplog):
     with caplog.at_level("WARNING", logger="freshrag.encoders"):
         assert trace(model, prepare, lambda t: -dense._eager(prepare(t))) is None
     assert "traced model differs" in caplog.text
+
+
+@pytest.mark.model
+def test_batch_encodes_through_the_traced_graph_keep_order_and_vectors():
+    """The ingest embedder's path: longest-first batches of `batch_size`, rows back in the
+    caller's order, the eager model's vectors."""
+    import numpy as np
+
+    from retrieval.encoders import DenseEncoder
+
+    encoder = DenseEncoder("all-MiniLM-L6-v2", batch_size=2)
+    texts = ["a", "the worker commits offsets " * 40, "short text", "medium sized text here", "b"]
+    eager = encoder.encode_array(texts)
+    assert encoder.trace()
+    traced = encoder.encode_array(texts)
+    assert traced.shape == eager.shape
+    assert float((traced * eager).sum(axis=1).min()) > 0.9999
+    assert encoder.texts_encoded == 2 * len(texts)
