@@ -178,6 +178,20 @@ def main() -> None:
             result["modes"]["hybrid"]["remote_qps"] / llama["best_qps"], 2
         )
         print("llama-index", llama, "ratio", result["hybrid_http_vs_llamaindex_best_qps"])
+        # Baseline in the same run: the same remote load with the eager model (no traced
+        # graph), which retakes the GIL at every operator beside the HTTP threads.
+        traced, core.dense._traced = core.dense._traced, None
+        eager = QueryLoad(server.url, "bench", args.concurrency, args.seconds, mode="hybrid")
+        eager_stats = eager.result()
+        core.dense._traced = traced
+        result["hybrid_eager_encoder"] = {
+            "traced_in_run": traced is not None,
+            **{f"remote_{k}": v for k, v in eager_stats.items()},
+        }
+        result["hybrid_traced_vs_eager_qps"] = round(
+            result["modes"]["hybrid"]["remote_qps"] / eager_stats["qps"], 2
+        )
+        print("hybrid, eager encoder", result["hybrid_eager_encoder"], flush=True)
         # Baseline in the same run: one query per model call (no cross-request batching).
         core.dense._queries.max_batch = 1
         http_lat, wall = _http_load(server.url, "dense", args, tag="unbatched")
