@@ -58,6 +58,7 @@ class DenseEncoder:
         self._headings = VectorLru(heading_cache_size)
         self._traced: TracedForward | None = None
         self._trace_tried = False
+        self._trace_lock = threading.Lock()
 
     def encode(self, texts: list[str], show_progress: bool = False) -> list[list[float]]:
         return self.encode_array(texts, show_progress).tolist() if texts else []
@@ -114,25 +115,29 @@ class DenseEncoder:
     def serve_queries(self, threads: int, spread: Callable[[], bool], traced: bool = True) -> None:
         """Encode query batches in `threads` encoders (0: one per core), each batch on one
         torch thread, all of them while `spread()` says the cores are free, one otherwise;
-        `traced`: as one TorchScript call each (retrieval/traced.py), traced here once."""
+        `traced`: as one TorchScript call each (retrieval/traced.py), once a background
+        thread has traced the model (queries run eager meanwhile: none waits for it)."""
         self._queries.configure(threads or len(os.sched_getaffinity(0)), spread)
-        if traced:
-            self.trace()
-        else:
+        if not traced:
             self._traced = None
+        elif not self._trace_tried:
+            threading.Thread(target=self.trace, name="encoder-trace", daemon=True).start()
 
     def trace(self) -> bool:
         """Runs query batches and `encode` through one TorchScript call each (see
         retrieval/traced.py), traced once and checked against the model; False (eager
-        mode kept) if the model cannot be traced or differs."""
-        if not self._trace_tried:
-            from retrieval.traced import trace
+        mode kept) if the model cannot be traced or differs. A second caller waits for
+        the first one's trace."""
+        with self._trace_lock:
+            if not self._trace_tried:
+                from retrieval.traced import trace
 
-            self._trace_tried = True
-            with self._tokenize_lock:
-                self._traced = trace(
-                    self._model, self._prepare, lambda t: self._eager(self._prepare(t))
-                )
+                def prepare(texts: list[str]) -> Any:
+                    with self._tokenize_lock:  # the query encoders tokenize meanwhile
+                        return self._prepare(texts)
+
+                self._traced = trace(self._model, prepare, lambda t: self._eager(prepare(t)))
+                self._trace_tried = True
         return self._traced is not None
 
     @property

@@ -83,8 +83,8 @@ def test_query_batches_run_traced_and_give_the_eager_models_vectors():
     texts = ["deploy", "How do I run the ingest worker?", "word " * 400]
     eager = encoder.encode_batch(texts)
     assert not encoder.traced
-    encoder.serve_queries(1, lambda: True)
-    assert encoder.traced
+    encoder.serve_queries(1, lambda: True)  # traces in the background
+    assert encoder.trace() and encoder.traced  # waits for that trace
     for batch in ([texts[0]], texts, [texts[2], texts[1]]):
         traced = encoder.encode_batch(batch)
         expected = np.stack([eager[texts.index(t)] for t in batch])
@@ -111,7 +111,6 @@ def test_a_trace_that_differs_from_the_model_is_not_used(dense, caplog):
 def test_batch_encodes_through_the_traced_graph_keep_order_and_vectors():
     """The ingest embedder's path: longest-first batches of `batch_size`, rows back in the
     caller's order, the eager model's vectors."""
-    import numpy as np
 
     from retrieval.encoders import DenseEncoder
 
