@@ -121,7 +121,8 @@ class DenseEncoder:
         if not traced:
             self._traced = None
         elif not self._trace_tried:
-            threading.Thread(target=self.trace, name="encoder-trace", daemon=True).start()
+            # Not a daemon: torch aborts the process if it exits mid-trace; exit waits for it.
+            threading.Thread(target=self.trace, name="encoder-trace").start()
 
     def trace(self) -> bool:
         """Runs query batches and `encode` through one TorchScript call each (see
