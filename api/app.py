@@ -1,6 +1,6 @@
 """The HTTP app: middleware, error handlers and one router per domain (api/routes/):
-retrieve, answer (and /prompts, /providers), documents, admin, operations (/healthz,
-/readyz, /metrics); /docs and /openapi.json come with FastAPI.
+retrieve, answer (and /prompts, /providers), documents (read and publish), admin,
+operations (/healthz, /readyz, /metrics); /docs and /openapi.json come with FastAPI.
 
 Every endpoint is `async`. Blocking work runs in a bounded lane per kind (api/lanes.py);
 long-polls wait on the event loop (api/waits.py), so neither can starve the other or
@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api import errors
 from api.bodies import BodyLimit
 from api.lanes import Lanes
 from api.models import request_models
+from api.publishing import EventProducer
 from api.routes import admin, answer, documents, operations, retrieve, usage
 from api.services import Services
 from api.waits import DocumentWatch
@@ -39,7 +41,11 @@ def create_app(services: Services) -> FastAPI:
     if services.watch is None:
         services.watch = DocumentWatch()
     app = FastAPI(title="FreshRAG", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        overrides={("POST", "/documents"): settings.publish_max_body_bytes},
+    )
     errors.install(app)
     app.state.services = services
     app.state.watch = services.watch
@@ -50,6 +56,8 @@ def create_app(services: Services) -> FastAPI:
         settings.lane_queue,
     )
     app.state.limiter = limiter = services.keys.limiter()
+    # POST/DELETE /documents: one producer for the app, connected on the first publish.
+    app.state.producer = EventProducer(settings.kafka_bootstrap_servers, settings.max_event_bytes)
     if services.usage is not None and limiter.budgets:
         # Tokens spent count against daily budgets; today's so far survive a restart.
         services.usage.listeners.append(limiter.spent)
@@ -68,10 +76,13 @@ def create_app(services: Services) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Long-polls sleep on the serving loop: the watch is bound to it while the app runs."""
+    """Long-polls sleep on the serving loop: the watch is bound to it while the app runs.
+    The publishing producer is closed at the end."""
     watch: DocumentWatch = app.state.watch
     watch.bind()
     try:
         yield
     finally:
         watch.unbind()
+        producer: EventProducer = app.state.producer
+        await run_in_threadpool(producer.close)  # flushes what is in flight

@@ -1,11 +1,13 @@
-"""API keys → principals (tenant + groups, and whether the key may run operator actions
-such as a reindex). The body of a request never widens them."""
+"""API keys → principals (tenant + groups, whether the key may run operator actions such
+as a reindex, and whether it may publish documents). The body of a request never widens
+them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -13,6 +15,17 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from api.limits import Limiter, Limits, parse_limits
 from retrieval.search import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal(Principal):
+    """A key's principal: the read path's Principal, plus the rights only the API checks."""
+
+    publish: bool = False  # may send document events (POST/DELETE /documents)
+
+
+def may_publish(who: Principal) -> bool:
+    return isinstance(who, KeyPrincipal) and who.publish
 
 
 def key_id(key: str) -> str:
@@ -37,10 +50,15 @@ class KeyStore:
             admin = spec.get("admin", False)
             if not isinstance(admin, bool):
                 raise ValueError(f"API key entry {key[:4]}…: 'admin' must be true or false")
+            publish = spec.get("publish", False)
+            if not isinstance(publish, bool):
+                raise ValueError(f"API key entry {key[:4]}…: 'publish' must be true or false")
             name = spec.get("name", spec["tenant"])
             if not isinstance(name, str) or not name:
                 raise ValueError(f"API key entry {key[:4]}…: 'name' must be a non-empty string")
-            self._principals[key] = Principal(name, spec["tenant"], tuple(groups), admin)
+            self._principals[key] = KeyPrincipal(
+                name, spec["tenant"], tuple(groups), admin, publish
+            )
             self._ids[key] = key_id(key)
             where = f"API key entry {key[:4]}… ({name})"
             limits = parse_limits(spec.get("limits"), f"{where}: 'limits'")
@@ -130,7 +148,15 @@ def ensure_dev_keys(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
-            {key: {"name": "dev", "tenant": "default", "groups": ["public"], "admin": True}},
+            {
+                key: {
+                    "name": "dev",
+                    "tenant": "default",
+                    "groups": ["public"],
+                    "admin": True,
+                    "publish": True,
+                }
+            },
             indent=2,
         )
     )

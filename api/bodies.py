@@ -27,19 +27,27 @@ _MAX_ERRORS = 20
 
 
 class BodyLimit:
-    """ASGI middleware: bodies over `max_bytes` get a 413 before anything reads them."""
+    """ASGI middleware: bodies over `max_bytes` get a 413 before anything reads them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `overrides` gives some endpoints, by (method, path), a limit of their own (POST
+    /documents carries whole documents).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get((scope["method"], scope["path"]), self.max_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         # No (or a small) Content-Length: count what actually arrives (chunked bodies).
         chunks: list[bytes] = []
@@ -50,8 +58,8 @@ class BodyLimit:
                 await self.app(scope, _replay([message], receive), send)
                 return
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -59,8 +67,8 @@ class BodyLimit:
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(413, f"request body is larger than {self.max_bytes} bytes")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = problem(413, f"request body is larger than {limit} bytes")
         await response(scope, receive, send)
 
 

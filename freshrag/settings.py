@@ -272,6 +272,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body; bigger ones get a 413."
     )
+    publish_max_body_bytes: int = Field(
+        25_000_000,
+        ge=1024,
+        description="Largest body of POST /documents (one event or a batch, bodies inline); "
+        "bigger ones get a 413. Each event must also fit FRESHRAG_MAX_EVENT_BYTES.",
+    )
     retrieve_concurrency: int = Field(
         8, ge=1, description="/retrieve requests worked on at once (its lane's threads)."
     )

@@ -17,6 +17,19 @@ from freshrag.cli._base import (
 )
 from freshrag.settings import Settings
 
+BACKFILL_HELP = (
+    "Send to the backfill topic (FRESHRAG_BACKFILL_TOPIC): for bulk loads, which workers "
+    "index only when no live event waits, so live edits are not delayed behind them."
+)
+
+
+def _publisher_to(settings: Settings, backfill: bool):  # noqa: ANN202
+    """A publisher for the live topic, or with --backfill the backfill topic."""
+    publisher = _publisher(settings)
+    if backfill:
+        publisher.topic = settings.backfill_topic
+    return publisher
+
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
@@ -40,6 +53,7 @@ from freshrag.settings import Settings
 @click.option(
     "--prefix", default="", help="Prefix for doc ids (ids are paths relative to each folder)."
 )
+@click.option("--backfill", is_flag=True, help=BACKFILL_HELP)
 def publish(
     paths: tuple[Path, ...],
     delete: bool,
@@ -49,6 +63,7 @@ def publish(
     version: int | None,
     mime: str | None,
     prefix: str,
+    backfill: bool,
 ) -> None:
     """Publish files or folders as document events; or delete documents by id.
 
@@ -75,7 +90,7 @@ def publish(
         mime=mime,
         prefix=prefix,
     ) + delete_events(doc_ids, tenant=tenant, version=version)
-    publisher = _publisher(settings)
+    publisher = _publisher_to(settings, backfill)
     try:
         sent = publisher.publish(events)
     except BrokerUnreachable as exc:
@@ -84,7 +99,7 @@ def publish(
         publisher.close()
     for e in events:
         _echo_event(e)
-    click.echo(f"sent {sent} event(s) to {settings.topic} on {settings.kafka_bootstrap_servers}")
+    click.echo(f"sent {sent} event(s) to {publisher.topic} on {settings.kafka_bootstrap_servers}")
 
 
 @cli.command()
@@ -109,6 +124,7 @@ def publish(
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--acl", multiple=True, help="Group allowed to read (repeatable). Default: public.")
 @click.option("--mime", default=None, help="Override the type guessed from each file name.")
+@click.option("--backfill", is_flag=True, help=BACKFILL_HELP)
 @click.option(
     "--manifest",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -124,6 +140,7 @@ def sync(
     tenant: str,
     acl: tuple[str, ...],
     mime: str | None,
+    backfill: bool,
     manifest: Path | None,
 ) -> None:
     """Keep DIR (a folder or a git checkout) in the index.
@@ -132,6 +149,8 @@ def sync(
     that disappeared. What was sent is recorded only once the broker confirmed it, so an
     interrupted or failed pass is redone by the next one. In a git checkout, files git
     ignores are left out; hidden files always are, and so are types FreshRAG cannot parse.
+    The record is the same whichever lane a pass used: an initial --backfill load and a
+    later live --watch share it.
     """
     from ingest.publisher import BrokerUnreachable
     from ingest.sync import Syncer, manifest_path
@@ -144,7 +163,7 @@ def sync(
     try:
         while True:
             try:
-                publisher = publisher or _publisher(settings)
+                publisher = publisher or _publisher_to(settings, backfill)
                 result = Syncer(
                     folder,
                     publisher,
@@ -172,7 +191,7 @@ def sync(
                     click.echo(
                         f"synced {folder}: {len(result.upserts)} new or changed, "
                         f"{len(result.deletes)} deleted, {result.unchanged} unchanged "
-                        f"→ {settings.topic} on {settings.kafka_bootstrap_servers}"
+                        f"→ {publisher.topic} on {settings.kafka_bootstrap_servers}"
                     )
             if not watch or stop.wait(interval):
                 break
