@@ -10,7 +10,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("api", "evals", "ingest", "retrieval", "freshrag")
+PACKAGES = ("api", "evals", "ingest", "retrieval", "freshrag", "freshrag_client")
 
 pytestmark = pytest.mark.unit
 
