@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api.auth import API_KEY, BEARER
+from api.auth import API_KEY, BEARER, may_publish
 from api.errors import invalid
 from api.lanes import Lanes
 from api.limits import Limiter
+from api.publishing import EventProducer
 from api.services import Services
 from api.waits import DocumentWatch
 from freshrag.errors import GenerationError
@@ -111,3 +112,22 @@ async def generation(
 
 
 StackDep = Annotated[Services, Depends(generation)]
+
+
+async def publisher(who: Caller) -> Principal:
+    """The caller, if its key may publish; 403 otherwise."""
+    if not may_publish(who):
+        raise HTTPException(
+            403, 'this key may not publish documents: it needs the publish right ("publish": true)'
+        )
+    return who
+
+
+async def get_producer(request: Request) -> EventProducer:
+    """The app's producer (api/publishing.py), connected on its first use."""
+    producer: EventProducer = request.app.state.producer
+    return producer
+
+
+PublishCaller = Annotated[Principal, Depends(publisher)]
+ProducerDep = Annotated[EventProducer, Depends(get_producer)]

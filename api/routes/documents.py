@@ -17,16 +17,15 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from api.auth import may_publish
 from api.bodies import StrictJSONRoute, strict_loads
-from api.deps import Caller, LanesDep, ServicesDep, WatchDep
+from api.deps import Caller, LanesDep, ProducerDep, PublishCaller, ServicesDep, WatchDep
 from api.errors import documented, invalid
 from api.lanes import Lanes
 from api.models import DocumentInfo
@@ -160,23 +159,6 @@ class Published(BaseModel):
     records: list[PublishedRecord] = Field(description="One per event, in the request's order.")
 
 
-async def publisher(who: Caller) -> Principal:
-    """The caller, if its key may publish; 403 otherwise."""
-    if not may_publish(who):
-        raise HTTPException(
-            403, 'this key may not publish documents: it needs the publish right ("publish": true)'
-        )
-    return who
-
-
-async def get_producer(request: Request) -> EventProducer:
-    """The app's producer (api/publishing.py), connected on its first use."""
-    producer: EventProducer = request.app.state.producer
-    return producer
-
-
-PublishCaller = Annotated[Principal, Depends(publisher)]
-ProducerDep = Annotated[EventProducer, Depends(get_producer)]
 LaneQuery = Annotated[
     Lane,
     Query(
