@@ -87,6 +87,15 @@ def live(settings, edge_index, dense, sparse, tmp_path):
     server.stop()
 
 
+def _faq_service(settings, edge_index, dense, sparse) -> ServerThread:  # noqa: ANN001
+    """The FAQ indexed for acme/eng and a real HTTP server over it, on `settings`."""
+    make_indexer(edge_index, dense, sparse).apply(
+        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
+    )
+    services = make_services(settings, edge_index, dense, sparse)
+    return ServerThread(create_app(services), "127.0.0.1", free_port()).start()
+
+
 def _answers_only(url: str, settings, dataset, out_dir, **extra) -> EvalConfig:  # noqa: ANN001
     """A run that scores answers only (no retrieval modes, no freshness probes)."""
     return EvalConfig(
@@ -465,12 +474,7 @@ def test_each_provider_alone_scores_a_failing_primary_the_chain_hides(
         {"kind": "extractive"},
     ]
     settings = make_settings(tmp_path, broker, llm_chain=chain)
-    make_indexer(edge_index, dense, sparse).apply(
-        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
-    )
-    server = ServerThread(
-        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
-    ).start()
+    server = _faq_service(settings, edge_index, dense, sparse)
     try:
         unanswerable = EvalItem(
             id="u1", question="How do I enable the built-in GraphQL endpoint?", answerable=False
@@ -536,12 +540,7 @@ def test_a_candidate_prompt_is_scored_beside_production_then_refused_or_promoted
         {"kind": "openai", "name": "llm", "base_url": llm.base_url, "model": "m", "retries": 0}
     ]
     settings = make_settings(tmp_path, broker, llm_chain=chain)
-    make_indexer(edge_index, dense, sparse).apply(
-        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
-    )
-    server = ServerThread(
-        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
-    ).start()
+    server = _faq_service(settings, edge_index, dense, sparse)
     dataset = tmp_path / "set.jsonl"
     save(ITEMS, dataset)
     cfg = _answers_only(
@@ -617,13 +616,12 @@ def test_the_report_costs_each_answered_question_and_shows_the_caches_savings(
         "key-ops": {"tenant": "acme", "groups": ["eng"], "admin": True},
     }
     prices = {"gpt-x": {"input": 2.0, "output": 8.0}}
+
+    def priced(request: dict) -> float:  # what the server billed for it, in µUSD
+        return ScriptedLLM._input_tokens(request["body"]) * 2.0 + len(llm.default[1].split()) * 8.0
+
     settings = make_settings(tmp_path, broker, llm_chain=chain, api_keys=keys, prices=prices)
-    make_indexer(edge_index, dense, sparse).apply(
-        [upsert(d, text, 1, acl=["eng"], tenant="acme") for d, text in FAQ.items()]
-    )
-    server = ServerThread(
-        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
-    ).start()
+    server = _faq_service(settings, edge_index, dense, sparse)
     try:
         # Another team's traffic earlier in the day: one call, then a cache hit on it.
         with httpx.Client(base_url=server.url, headers={"X-API-Key": "key-a"}) as http:
@@ -631,10 +629,7 @@ def test_the_report_costs_each_answered_question_and_shows_the_caches_savings(
                 body = {"query": ITEMS[0].question, "cache": True}
                 assert http.post("/answer", json=body).status_code == 200
         before = len(llm.requests)
-        billed = [
-            ScriptedLLM._input_tokens(r["body"]) * 2.0 + len(llm.default[1].split()) * 8.0
-            for r in llm.requests
-        ]
+        billed = [priced(r) for r in llm.requests]
         dataset = tmp_path / "set.jsonl"
         save(ITEMS, dataset)
         cfg = _answers_only(server.url, settings, dataset, tmp_path / "eval", thresholds=None)
@@ -648,13 +643,7 @@ def test_the_report_costs_each_answered_question_and_shows_the_caches_savings(
     usage = results["usage"]
     run_calls = llm.requests[before : before + usage["provider_calls"]]
     assert usage["provider_calls"] == len(ITEMS) == usage["answered"]  # no refusal, no cache
-    cost = (
-        sum(
-            ScriptedLLM._input_tokens(r["body"]) * 2.0 + len(llm.default[1].split()) * 8.0
-            for r in run_calls
-        )
-        / 1e6
-    )
+    cost = sum(priced(r) for r in run_calls) / 1e6
     assert usage["cost_usd"] == pytest.approx(cost)
     assert usage["cost_per_answer_usd"] == pytest.approx(cost / len(ITEMS), rel=1e-4)
     assert usage["window_scope"] == "all"
