@@ -396,8 +396,7 @@ class Settings(BaseSettings):
         description="Threads of the shard's search pool (0: one per CPU, Edge's default). "
         "A search holds the GIL while it runs (the binding does not release it), so a "
         "second thread only shortens a lone query over many segments; under load it "
-        "competes with the query encoders while every Python thread waits (hybrid QPS "
-        "+8 % with 1 on 2 cores, bench.retrieve).",
+        "competes with the query encoders while every Python thread waits.",
     )
     edge_quantization: Literal["none", "int8"] = Field(
         "int8",

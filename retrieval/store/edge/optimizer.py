@@ -21,9 +21,9 @@ log = logging.getLogger("retrieval.edge")  # the name it logged under as one mod
 
 _CHILD = "retrieval.store.edge.child"  # run as `python -m`
 _TICK_S = 2.0
-# A flush holds the GIL for its whole length, about 20 ms even for a few points (the fsyncs),
-# and every query in flight waits for it: at 2 edits/s a flush every 2 s put that on about
-# 1.5 % of queries, their p99. The WAL already makes each write durable, so the live shard
+# A flush holds the GIL for its whole length, 20-26 ms even after single edits (the fsyncs;
+# a one-off timing, not a benchmark), and every query in flight waits for it: at 2 edits/s
+# a flush every 2 s reaches an estimated 1.5 % of queries, their p99. The WAL already makes each write durable, so the live shard
 # is flushed only once enough has piled up for a swap's close to take long, or when the
 # oldest unflushed write is this old.
 _FLUSH_POINTS = 2000
