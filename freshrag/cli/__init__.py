@@ -1,6 +1,7 @@
 """The `freshrag` command: up (everything, embedded), serve, worker, publish, sync, eval,
 reindex (another embedding model, blue/green), optimize (the embedded index, offline),
-prompts (versions and labels; promote a candidate an evaluation found no worse).
+prompts (versions and labels; promote a candidate an evaluation found no worse),
+mcp (search, answers and documents for agents, over the API).
 
 One module per group of commands; each registers its commands on the group in `_base`.
 """
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from freshrag.cli import evaluation, index, prompts, publishing, service  # noqa: F401  (registers)
+from freshrag.cli import evaluation, index, mcp, prompts, publishing, service  # noqa: F401  (registers)
 from freshrag.cli._base import cli
 
 __all__ = ["cli", "main"]
