@@ -39,6 +39,7 @@ bench: install
 	$(PY) -m bench.replay
 	$(PY) -m bench.retrieve
 	$(PY) -m bench.retrieve --write-load
+	$(PY) -m bench.client
 	$(PY) -m bench.quality
 
 clean:

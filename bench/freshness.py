@@ -7,6 +7,8 @@ the index minus its `event_time`. Phases, in one run:
 
 - `queries_idle`: hybrid `/retrieve` from 2 clients, no edits (the query baseline);
 - `1/s` … `20/s`: one-line edits at each rate, nothing else (as earlier runs);
+- `publish_paths`: one-line edits at 2/s through Kafka and 2/s through `POST /documents`,
+  alternating, nothing else: the lag of each path, and HTTP's against Kafka's;
 - `queries_during_edits`: the 2-client query load with 2 edits/s beside it;
 - `saturated`: more clients than the API can serve (16), with 2 edits/s;
 - `cpu_hog`: a busy-looping process per core beside the service, with 2 edits/s;
@@ -19,6 +21,7 @@ the index minus its `event_time`. Phases, in one run:
 Prints each phase and writes bench/results/freshness.json.
 
     .venv/bin/python -m bench.freshness [--docs 200] [--rates 1,5,10,20] [--seconds 30]
+    .venv/bin/python -m bench.freshness --phases publish_paths --out /tmp/paths.json
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -39,6 +41,8 @@ from pathlib import Path
 import httpx
 
 from api.auth import KeyStore
+from bench._freshness_lag import LagClock, drain, edit_stream, summary
+from bench._freshness_paths import HttpPublisher, publish_paths
 from bench.harness import (
     RESULTS,
     CpuHog,
@@ -47,7 +51,6 @@ from bench.harness import (
     command,
     free_port,
     loadavg,
-    pct,
     sample_pages,
     write,
 )
@@ -58,80 +61,11 @@ from ingest.events import DocumentEvent
 from ingest.publisher import Publisher
 
 KEY = "bench"
-KEYS = {KEY: {"tenant": "default", "groups": ["public"]}}
-
-
-class LagClock:
-    """Edits waiting to be written, and the lag of each once its version (or newer) lands."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.lock = threading.Lock()
-        self.pending: dict[str, list[tuple[int, float]]] = {}
-        self.lags: list[float] = []
-
-    def published(self, doc_id: str, version: int, at: float) -> None:
-        with self.lock:
-            self.pending.setdefault(doc_id, []).append((version, at))
-
-    def notify(self, tenant: str, doc_id: str) -> None:  # the worker's write hook
-        now = time.time()
-        state = self.core.index.get_document(tenant, doc_id)
-        with self.lock:
-            waiting = self.pending.get(doc_id, [])
-            done = [(v, at) for v, at in waiting if state and state.version >= v]
-            self.pending[doc_id] = [(v, at) for v, at in waiting if (v, at) not in done]
-            self.lags.extend(now - at for _, at in done)
-
-    def backlog(self) -> int:
-        with self.lock:
-            return sum(len(v) for v in self.pending.values())
-
-    def take(self) -> list[float]:
-        with self.lock:
-            out, self.lags = self.lags, []
-            return out
-
-
-def edit_stream(
-    publisher: Publisher, pages: list[DocumentEvent], clock: LagClock, rate: float, seconds: float
-) -> int:
-    """One-sentence edits to random pages at `rate`/s; each a new version."""
-    sent, started = 0, time.monotonic()
-    rng = random.Random(7)
-    while time.monotonic() - started < seconds:
-        page = rng.choice(pages)
-        version = time.time_ns() // 1000
-        now = time.time()
-        edit = page.model_copy(
-            update={
-                "version": version,
-                "content": (page.content or "") + f"\n\nEdited sentence number {version}.\n",
-                "event_time": datetime.fromtimestamp(now, UTC),
-            }
-        )
-        clock.published(page.doc_id, version, now)
-        publisher.publish([edit], progress=False)
-        sent += 1
-        time.sleep(max(0.0, (sent / rate) - (time.monotonic() - started)))
-    return sent
-
-
-def summary(lags: list[float]) -> dict:
-    return {
-        "edits_measured": len(lags),
-        "lag_p50_s": round(pct(lags, 50), 3),
-        "lag_p95_s": round(pct(lags, 95), 3),
-        "lag_p99_s": round(pct(lags, 99), 3),
-        "lag_max_s": round(max(lags, default=0.0), 3),
-    }
-
-
-def drain(clock: LagClock, limit_s: float = 600) -> float:
-    started = time.monotonic()
-    while clock.backlog() and time.monotonic() - started < limit_s:
-        time.sleep(0.05)
-    return round(time.monotonic() - started, 2)
+PUBLISH_KEY = "bench-publish"  # POST /documents needs the publish right
+KEYS = {
+    KEY: {"tenant": "default", "groups": ["public"]},
+    PUBLISH_KEY: {"tenant": "default", "groups": ["public"], "publish": True},
+}
 
 
 def long_documents(docs: Path, n: int, words: int = 50_000) -> list[DocumentEvent]:
@@ -247,6 +181,12 @@ def main() -> None:
     ap.add_argument("--saturate", type=int, default=16, help="query clients that saturate")
     ap.add_argument("--backfill", type=int, default=400, help="pages in the backfill phase")
     ap.add_argument("--backfill-rate", type=float, default=5.0, help="live edits/s meanwhile")
+    ap.add_argument(
+        "--paths-rate", type=float, default=2.0, help="publish_paths: edits/s through each path"
+    )
+    ap.add_argument(
+        "--paths-seconds", type=float, default=60.0, help="length of the publish_paths phase"
+    )
     ap.add_argument("--phases", default="all", help="comma list of phases, or all")
     ap.add_argument("--out", type=Path, default=RESULTS / "freshness.json")
     args = ap.parse_args()
@@ -308,6 +248,7 @@ def main() -> None:
         clock.take()
         QueryLoad(server.url, KEY, 2, 3, tag="warm").result()
         common = dict(url=server.url, clients=args.clients)
+        via_http = HttpPublisher(server.url, PUBLISH_KEY)
         if want("queries_idle"):
             load_before = loadavg()[0]
             idle = QueryLoad(server.url, KEY, args.clients, args.seconds, tag="idle").result()
@@ -320,6 +261,13 @@ def main() -> None:
                     f"{rate:g}/s", core, live, pages, clock, rate=rate, seconds=args.seconds,
                     url=server.url, clients=0,
                 )  # fmt: skip
+        if want("publish_paths"):  # Kafka and POST /documents, alternating, nothing else
+            # Warm-up: the API's producer connected, its first records acked.
+            publish_paths(live, via_http, pages, clock, rate=args.paths_rate, seconds=3)
+            result["phases"]["publish_paths"] = publish_paths(
+                live, via_http, pages, clock, rate=args.paths_rate, seconds=args.paths_seconds
+            )
+            print("publish_paths", result["phases"]["publish_paths"], flush=True)
         if want("queries_during_edits"):  # the API far from saturated, edits beside
             result["phases"]["queries_during_edits"] = live_phase(
                 "queries_during_edits", core, live, pages, clock, rate=2, seconds=args.seconds,
@@ -363,6 +311,7 @@ def main() -> None:
         worker.stop()
         thread.join(60)
         live.close()
+        via_http.close()
         server.stop()
         core.index.close()
     finally:

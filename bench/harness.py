@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from freshrag.runtime import Core
+    from freshrag.runtime import Core, ServerThread
     from ingest.events import DocumentEvent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +132,28 @@ def sample_pages(
     docs = django_docs(version, SAMPLES)
     files = doc_files(docs, n + then)
     return docs, django_events(docs, files[:n]), django_events(docs, files[n:])
+
+
+def index_pages(core: Core, events: list[DocumentEvent], desc: str = "indexing") -> None:
+    """`events` written straight through the service's indexer (no broker), before any
+    timing: the corpus a benchmark serves."""
+    from tqdm import tqdm
+
+    indexer = core.indexer()
+    for i in tqdm(range(0, len(events), 32), desc=desc, unit="batch"):
+        indexer.apply(events[i : i + 32])
+    indexer.processor.close()
+
+
+def serve(core: Core, keys: dict[str, dict]) -> ServerThread:
+    """The API over `core` with these API keys on a free local port, started, in this
+    process as `freshrag up` runs it; `.url` to call it, `.stop()` when done."""
+    from api.app import create_app
+    from api.auth import KeyStore
+    from freshrag.runtime import ServerThread
+
+    app = create_app(core.services(KeyStore(keys)))
+    return ServerThread(app, "127.0.0.1", free_port()).start()
 
 
 class WorkerThread:

@@ -26,22 +26,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
-from tqdm import tqdm
 
-from api.app import create_app
 from api.auth import KeyStore
 from bench.harness import (
     QUERIES,
     RESULTS,
     QueryLoad,
     free_port,
+    index_pages,
     llama_minilm,
     loadavg,
     pct,
     sample_pages,
+    serve,
     write,
 )
-from freshrag.runtime import Core, ServerThread
+from freshrag.runtime import Core
 from freshrag.settings import Settings
 from retrieval.search import PREVIOUS_RANKING, Principal, Retriever
 from retrieval.store.types import Match
@@ -89,18 +89,13 @@ def main() -> None:
     )
     core = Core.open(settings)
     _, events, _ = sample_pages(settings.sample_django_version, args.docs)
-    indexer = core.indexer()
-    for i in tqdm(range(0, len(events), 32), desc="indexing", unit="batch"):
-        indexer.apply(events[i : i + 32])
-    indexer.processor.close()
+    index_pages(core, events)
     chunks = core.index.count_chunks([Match("tenant", "default")])
     # The same chunks and vectors behind a LlamaIndex retriever, in-process (its best of
     # sequential and threaded), measured before this process turns into a server.
     llama = llama_baseline(core, events, args)
 
-    server = ServerThread(
-        create_app(core.services(KeyStore(settings.api_keys))), "127.0.0.1", free_port()
-    ).start()
+    server = serve(core, settings.api_keys)
     who = Principal("bench", "default", ("public",))
     retriever = core.services(KeyStore(settings.api_keys)).retriever
     result = {
@@ -281,12 +276,8 @@ def under_writes(args: argparse.Namespace) -> None:
     ensure_topics(settings)
     core = Core.open(settings)
     _, base, backfill = sample_pages(settings.sample_django_version, args.docs, args.backfill)
-    indexer = core.indexer()
-    for i in tqdm(range(0, len(base), 32), desc="indexing the base", unit="batch"):
-        indexer.apply(base[i : i + 32])
-    indexer.processor.close()
-    services = core.services(KeyStore(settings.api_keys))
-    server = ServerThread(create_app(services), "127.0.0.1", free_port()).start()
+    index_pages(core, base, desc="indexing the base")
+    server = serve(core, settings.api_keys)
     worker = core.worker()
     worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     worker_thread.start()
