@@ -23,6 +23,7 @@ from api.models import request_models
 from api.publishing import EventProducer
 from api.routes import admin, answer, documents, operations, retrieve, usage
 from api.services import Services
+from api.tracing import telemetry_config
 from api.waits import DocumentWatch
 
 __all__ = ["Services", "create_app"]
@@ -40,7 +41,13 @@ def create_app(services: Services) -> FastAPI:
     settings = services.settings
     if services.watch is None:
         services.watch = DocumentWatch()
-    app = FastAPI(title="FreshRAG", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(
+        title="FreshRAG",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        telemetry=telemetry_config(),  # request spans, when this process traces
+    )
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,

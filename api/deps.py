@@ -20,6 +20,7 @@ from api.limits import Limiter
 from api.publishing import EventProducer
 from api.services import Services
 from api.waits import DocumentWatch
+from freshrag import spans
 from freshrag.errors import GenerationError
 from retrieval.search import Principal
 
@@ -56,12 +57,15 @@ async def authenticated(
     once its key and tenant are within their request rate."""
     services: Services = request.app.state.services
     token = bearer.credentials.strip() if bearer else None
-    who = services.keys.resolve(token, api_key, request.headers.get("authorization", ""))
-    key_id = services.keys.key_id(api_key or token)
-    request.state.key_id = key_id
-    # Requests per second of the key and its tenant, before any work (a 429 otherwise).
-    limiter: Limiter = request.app.state.limiter
-    limiter.admit(key_id, who.name, who.tenant)
+    with spans.span("auth") as span:  # a 401 or 429 leaves it failed
+        who = services.keys.resolve(token, api_key, request.headers.get("authorization", ""))
+        key_id = services.keys.key_id(api_key or token)
+        request.state.key_id = key_id
+        if span.is_recording():  # the key's id (a hash prefix), never the key
+            span.set_attributes({"freshrag.tenant": who.tenant, "freshrag.key_id": key_id})
+        # Requests per second of the key and its tenant, before any work (a 429 otherwise).
+        limiter: Limiter = request.app.state.limiter
+        limiter.admit(key_id, who.name, who.tenant)
     return who
 
 

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
+from freshrag import spans
 from ingest.publisher import BrokerUnreachable, _timeouts, check_broker
 
 # Record overhead a producer adds to key + value (batch and record headers), kept free
@@ -78,12 +80,24 @@ class EventProducer:
         """
         producer = self._kafka()
         deadline = time.monotonic() + self.timeout_s
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(records),
+        }
         try:
-            futures = [producer.send(topic, key=key, value=value) for key, value in records]
-            acked = []
-            for future in futures:
-                meta = future.get(timeout=max(0.0, deadline - time.monotonic()))
-                acked.append((meta.partition, meta.offset))
+            # Each record carries this span's `traceparent`: the worker continues the trace.
+            with spans.span("publish", attributes, SpanKind.PRODUCER):
+                headers = spans.kafka_headers()
+                futures = [
+                    producer.send(topic, key=key, value=value, headers=headers)
+                    for key, value in records
+                ]
+                acked = []
+                for future in futures:
+                    meta = future.get(timeout=max(0.0, deadline - time.monotonic()))
+                    acked.append((meta.partition, meta.offset))
         except KafkaError as exc:
             raise BrokerUnreachable(
                 f"the Kafka broker at {self.bootstrap_servers} did not confirm the events on "

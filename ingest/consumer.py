@@ -397,6 +397,7 @@ class IngestWorker:
                 decoded.append((decode_event(record.value), record))
             except MalformedEvent as exc:
                 malformed.append((record, str(exc), "decode"))
+        self.indexer.traces.begin(decoded)  # a span per event until its write (ingest/tracing.py)
         winners = newest_per_document(decoded)
         failures = tries = 0
 
@@ -429,6 +430,8 @@ class IngestWorker:
             return retrying(attempt)
         except RetryError:
             return None
+        finally:
+            self.indexer.traces.finish()  # the events this batch did not apply
 
     def _apply_batch(
         self,

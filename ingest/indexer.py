@@ -8,8 +8,10 @@ so the consumer can tell an outage (retry the batch, commit nothing) from a pois
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +23,7 @@ from ingest.events import DocumentEvent, MalformedEvent
 from ingest.parser import UnsupportedDocument, normalize_mime
 from ingest.processing import PreparedDocument, Processor
 from ingest.sources import SourcePolicy, load_body
+from ingest.tracing import EventTraces, describe_parse, describe_plan
 from retrieval.encoders import SparseEncoder
 from retrieval.store.ports import Index
 from retrieval.store.types import ChunkPoint, DocumentState, StoredChunk, chunk_point_id
@@ -102,6 +105,7 @@ class Indexer:
         self._recent: OrderedDict[str, list[float]] = OrderedDict()
         self._parsed: OrderedDict[str | None, PreparedDocument] = OrderedDict()
         self.on_written = on_written
+        self.traces = EventTraces()  # the worker opens an event's span; its stages go here
 
     def warm_up(self) -> None:
         self.processor.warm_up()
@@ -132,6 +136,14 @@ class Indexer:
         `yield_group_chunks`, and parses in the processor's bulk lane: it never holds a
         live edit for longer than one slice.
         """
+        with contextlib.closing(self._apply_iter(events, interrupted, bulk)) as outcomes:
+            for outcome in outcomes:
+                self.traces.done(outcome)  # the event's span ends with its outcome
+                yield outcome
+
+    def _apply_iter(
+        self, events: list[DocumentEvent], interrupted: Callable[[], bool] | None, bulk: bool
+    ) -> Iterator[Outcome]:
         group_chunks = self.embed_group_chunks
         if interrupted is None:
             interrupted = lambda: False  # noqa: E731
@@ -146,7 +158,9 @@ class Indexer:
                 same = state.version == event.version
                 yield Outcome(event, "stale", reason, same_version=same)
             elif event.op == "delete":
-                yield self._delete(event, state)
+                with self.traces.stage("ingest.write", event):
+                    deleted = self._delete(event, state)
+                yield deleted
             else:
                 try:
                     body = load_body(event, self.sources, self.max_document_bytes)
@@ -155,7 +169,11 @@ class Indexer:
                     continue
                 digest = self.content_hash(body, event.mime)
                 if state is not None and not state.deleted and state.content_hash == digest:
-                    yield self._refresh(event, state)
+                    with self.traces.stage(
+                        "ingest.write", event, {"freshrag.write.unchanged": True}
+                    ):
+                        refreshed = self._refresh(event, state)
+                    yield refreshed
                 else:
                     to_parse.append((event, body, digest))
             if interrupted():
@@ -183,15 +201,18 @@ class Indexer:
             for n, (event, _, digest) in enumerate(to_parse):
                 if n and interrupted():  # before waiting on the next parse (the first
                     break  # page always goes ahead: a backfill progresses under any stream)
-                if digest not in parsed and bulk and not results.wait_ready(interrupted):
-                    break  # the bulk parser keeps the running parse for the next try
-                doc = parsed[digest] if digest in parsed else next(results)
+                with self.traces.stage("ingest.parse", event) as span:
+                    if digest not in parsed and bulk and not results.wait_ready(interrupted):
+                        break  # the bulk parser keeps the running parse for the next try
+                    doc = parsed[digest] if digest in parsed else next(results)
+                    describe_parse(span, event, doc, digest in parsed)
                 if isinstance(doc, UnsupportedDocument):
                     yield Outcome(event, "failed", str(doc))
                 else:
-                    group.append(
-                        self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
-                    )
+                    with self.traces.stage("ingest.diff", event) as span:
+                        p = self._plan(event, doc, digest, stored[(event.tenant, event.doc_id)])
+                        describe_plan(span, len(p.plan.new), len(p.plan.kept), len(p.plan.removed))
+                    group.append(p)
                 # Embed now when the group is full, or when the next parse is not done:
                 # the parser keeps working meanwhile, so parse and embed overlap.
                 if group and (
@@ -224,9 +245,16 @@ class Indexer:
             self.recent_vectors // 2
         ):
             slice_chunks = None  # too big to resume from `_recent`: finish it now
-        vectors = self._vectors_for(group, interrupted, slice_chunks)
+        started, done = time.time_ns(), False
+        try:
+            vectors = self._vectors_for(group, interrupted, slice_chunks)
+            done = True
+        finally:
+            self.traces.embedded(group, started, done)
         for p in group:
-            yield self._write(p, vectors)
+            with self.traces.stage("ingest.write", p.event):
+                written = self._write(p, vectors)
+            yield written
 
     def content_hash(self, body: str | bytes, mime: str) -> str:
         """What decides a document's chunks: its body, its type, the parser and chunk settings."""

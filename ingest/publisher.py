@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from freshrag import spans
 from ingest.events import DocumentEvent
 from ingest.parser import BINARY_MIMES, SUPPORTED_MIMES, normalize_mime
 
@@ -211,13 +212,16 @@ class Publisher:
         The bar shows on a terminal only: in a log file it would be one endless line.
         """
         futures = []
+        headers = spans.kafka_headers()  # a caller's trace, continued by the worker
         try:
             bar = tqdm(
                 events, desc=desc, unit="doc", disable=not (progress and sys.stderr.isatty())
             )
             for event in bar:
                 futures.append(
-                    self._producer.send(self.topic, key=event.key(), value=event.to_bytes())
+                    self._producer.send(
+                        self.topic, key=event.key(), value=event.to_bytes(), headers=headers
+                    )
                 )
             self._producer.flush(timeout=4 * CLIENT_TIMEOUT_MS / 1000)
             for f in futures:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from freshrag import spans
 from retrieval.store.types import SparseVec
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class DenseEncoder:
         found = self._headings.get_many(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            fresh = self._queries.encode_many(missing, remember=False)
+            fresh = self._queries.encode_many(missing, remember=False, what="headings")
             kept = {t: v.astype(np.float16) for t, v in zip(missing, fresh, strict=True)}
             self._headings.put_many(kept)
             found.update(kept)
@@ -226,6 +227,14 @@ class VectorLru:
                 self._items.popitem(last=False)
 
 
+class _Job(Future):
+    """One text's vector to come, and the batch that made it (what a trace reports)."""
+
+    batch_size = 0  # distinct texts in the model call
+    started = 0.0  # time.perf_counter() when that call began
+    model_s = 0.0  # how long it took
+
+
 class QueryBatcher:
     """Query-side embeddings for many concurrent requests: an LRU, then opportunistic batches.
 
@@ -243,7 +252,7 @@ class QueryBatcher:
         self.encoder, self.max_batch = encoder, max_batch
         # float32 rows, not lists: 1.5 kB a vector at MiniLM's 384 dims instead of 12 kB.
         self._cache = VectorLru(cache_size)
-        self._pending: queue.SimpleQueue[tuple[str, Future, bool]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[str, _Job, bool]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self.threads = 1
@@ -254,20 +263,31 @@ class QueryBatcher:
     def configure(self, threads: int, spread: Callable[[], bool]) -> None:
         self.threads, self._spread = max(1, threads), spread
 
-    def encode_many(self, texts: list[str], remember: bool = True) -> list[np.ndarray]:
+    def encode_many(
+        self, texts: list[str], remember: bool = True, what: str = "query"
+    ) -> list[np.ndarray]:
         """One vector per text: cached ones at once, the rest queued together (and cached
-        unless `remember` is False: the caller keeps them)."""
-        self.last_active = time.monotonic()
-        found = self._cache.get_many(texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if missing:
-            self._start()
-            futures = [(t, Future(), remember) for t in missing]
-            for item in futures:
-                self._pending.put(item)
-            for text, future, _ in futures:
-                found[text] = future.result()
-        return [found[t] for t in texts]
+        unless `remember` is False: the caller keeps them). Traced as an `encode` span in
+        the caller's thread, so it belongs to the request's trace though an encoder thread
+        runs the model: its duration is the wait, the batch is in its attributes."""
+        with spans.span("encode") as span:
+            self.last_active = time.monotonic()
+            found = self._cache.get_many(texts)
+            cached = len(found)
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
+            jobs: list[tuple[str, _Job, bool]] = []
+            queued = 0.0
+            if missing:
+                self._start()
+                queued = time.perf_counter()
+                jobs = [(t, _Job(), remember) for t in missing]
+                for item in jobs:
+                    self._pending.put(item)
+                for text, job, _ in jobs:
+                    found[text] = job.result()
+            if span.is_recording():
+                _describe(span, what, len(texts), cached, jobs, queued)
+            return [found[t] for t in texts]
 
     def _start(self) -> None:
         if len(self._threads) < self.threads:
@@ -303,18 +323,44 @@ class QueryBatcher:
                     break
             self._encode(batch)
 
-    def _encode(self, batch: list[tuple[str, Future, bool]]) -> None:
+    def _encode(self, batch: list[tuple[str, _Job, bool]]) -> None:
         texts = list(dict.fromkeys(t for t, _, _ in batch))
+        started = time.perf_counter()
         try:
             vectors = dict(zip(texts, self.encoder.encode_batch(texts), strict=True))
         except Exception as exc:  # hand the error to every waiting request
             for _, future, _ in batch:
                 future.set_exception(exc)
             return
+        took = time.perf_counter() - started
         self.batches += 1
         self._cache.put_many({t: vectors[t] for t, _, remember in batch if remember})
         for t, future, _ in batch:
+            future.batch_size, future.started, future.model_s = len(texts), started, took
             future.set_result(vectors[t])
+
+
+def _describe(
+    span: spans.Span,
+    what: str,
+    texts: int,
+    cached: int,
+    jobs: list[tuple[str, _Job, bool]],
+    queued: float,
+) -> None:
+    """An encode span's attributes: how many texts the cache had, and for the rest the
+    batch that encoded them: its size, the wait before its model call, the call's time."""
+    attributes: dict[str, spans.AttributeValue] = {
+        "freshrag.encode.kind": what,
+        "freshrag.encode.texts": texts,
+        "freshrag.encode.cached": cached,
+    }
+    if jobs:
+        last = max((job for _, job, _ in jobs), key=lambda j: j.started)
+        attributes["freshrag.encode.batch_size"] = max(job.batch_size for _, job, _ in jobs)
+        attributes["freshrag.encode.wait_ms"] = round(max(0.0, last.started - queued) * 1e3, 3)
+        attributes["freshrag.encode.model_ms"] = round(last.model_s * 1e3, 3)
+    span.set_attributes(attributes)
 
 
 class SparseEncoder:

@@ -6,12 +6,13 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from freshrag import spans
 from freshrag.settings import Settings
 from retrieval.encoders import DenseEncoder, SparseEncoder
 from retrieval.filters import access_conditions
 from retrieval.grouping import boost_by_document, boost_by_heading, group_sections, heading_of
 from retrieval.store.ports import ChunkSearch, ReadIndex
-from retrieval.store.types import Condition, Fusion, SearchHit, SearchMode
+from retrieval.store.types import Condition, Fusion, SearchHit, SearchMode, SparseVec
 
 Grouping = Literal["section", "chunk"]
 
@@ -78,7 +79,31 @@ class Retriever:
         group: Grouping = "section",
     ) -> list[SearchHit]:
         """The `top_k` best results: fused, boosted by heading and document, one per
-        section unless `group="chunk"` (every chunk on its own)."""
+        section unless `group="chunk"` (every chunk on its own). Traced as `retrieve`, with
+        `encode`, `search` and `rank` inside."""
+        with spans.span("retrieve") as span:
+            hits = self._retrieve(principal, query, top_k, mode, conditions, dense_vector, group)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "freshrag.mode": mode,
+                        "freshrag.top_k": top_k,
+                        "freshrag.group": group,
+                        "freshrag.hits": len(hits),
+                    }
+                )
+            return hits
+
+    def _retrieve(
+        self,
+        principal: Principal,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        conditions: list[Condition] | None,
+        dense_vector: list[float] | None,
+        group: Grouping,
+    ) -> list[SearchHit]:
         must = access_conditions(principal.tenant, list(principal.groups)) + list(conditions or [])
         dense = None
         if mode in ("dense", "hybrid"):
@@ -95,27 +120,57 @@ class Retriever:
         hybrid = mode == "hybrid"
         boost, heading = (r.document_boost, r.heading_weight) if hybrid else (0.0, 0.0)
         if group == "chunk" and boost <= 0 and heading <= 0:
-            return self.index.search(mode, dense, sparse, must, top_k, r.fusion)
-        hits = self.index.search(
-            mode,
-            dense,
-            sparse,
-            must,
-            max(r.candidates, 3 * top_k),
-            r.fusion,
-            with_dense=heading > 0,
-        )
-        # The boosts re-rank the head; a longer list (a large top_k) keeps its tail in fused
-        # order. Summed over more candidates, a page boost rewards a page's many weak
-        # matches (dev set, heading boost on: page MRR@10 0.85 with 30 re-ranked, 0.82
-        # with 90).
-        head, tail = hits[: r.candidates], hits[r.candidates :]
-        if dense is not None:
-            head = boost_by_heading(head, dense, self.dense.encode_headings, heading)
-        hits = boost_by_document(head, boost) + tail
-        if group == "section":
-            hits = group_sections(hits)
-        return hits[:top_k]
+            return self._search(mode, dense, sparse, must, top_k)
+        hits = self._search(mode, dense, sparse, must, max(r.candidates, 3 * top_k), heading > 0)
+        with spans.span("rank") as span:
+            # The boosts re-rank the head; a longer list (a large top_k) keeps its tail in
+            # fused order. Summed over more candidates, a page boost rewards a page's many
+            # weak matches (dev set, heading boost on: page MRR@10 0.85 with 30 re-ranked,
+            # 0.82 with 90).
+            head, tail = hits[: r.candidates], hits[r.candidates :]
+            if dense is not None:
+                head = boost_by_heading(head, dense, self.dense.encode_headings, heading)
+            ranked = boost_by_document(head, boost) + tail
+            if group == "section":
+                ranked = group_sections(ranked)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "freshrag.rank.candidates": len(hits),
+                        "freshrag.rank.heading_weight": heading if dense is not None else 0.0,
+                        "freshrag.rank.document_boost": boost,
+                        "freshrag.group": group,
+                        "freshrag.hits": min(top_k, len(ranked)),
+                    }
+                )
+        return ranked[:top_k]
+
+    def _search(
+        self,
+        mode: SearchMode,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        must: list[Condition],
+        limit: int,
+        with_dense: bool = False,
+    ) -> list[SearchHit]:
+        """The index's candidates: one query, fused inside the engine when hybrid."""
+        fusion = self.ranking.fusion
+        with spans.span("search") as span:
+            hits = self.index.search(
+                mode, dense, sparse, must, limit, fusion, with_dense=with_dense
+            )
+            if span.is_recording():
+                attributes: dict[str, spans.AttributeValue] = {
+                    "freshrag.mode": mode,
+                    "freshrag.search.limit": limit,
+                    "freshrag.search.hits": len(hits),
+                }
+                if mode == "hybrid":
+                    attributes["freshrag.search.fusion"] = "rrf"
+                    attributes["freshrag.search.fusion_k"] = fusion.k
+                span.set_attributes(attributes)
+            return hits
 
 
 def warm_headings(

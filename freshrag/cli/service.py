@@ -43,13 +43,20 @@ def up(sample: bool, sample_limit: int | None) -> None:
     from ingest.broker import ensure_topics
 
     settings = Settings()
+    _trace()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = _stop_on_signals()
     broker = None
     if settings.embedded_broker:
         host, port = host_port(settings.kafka_bootstrap_servers)
-        broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
-        log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
+        on_disk = settings.embedded_broker_storage == "disk"
+        broker = EmbeddedBroker(
+            host,
+            port,
+            settings.data_dir / "broker.log",
+            storage_dir=settings.data_dir / "broker" if on_disk else None,
+        ).start()
+        log.info("Tansu broker (%s) on %s", broker.mode, broker.bootstrap)
     ensure_topics(settings)
     key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
     keys = load_keys(settings)
@@ -193,6 +200,7 @@ def serve() -> None:
     from freshrag.generations.controller import Deployment
 
     settings = Settings()
+    _trace()
     if not settings.qdrant_url:
         log.warning(
             "no FRESHRAG_QDRANT_URL: serving from the embedded shard; no worker may open it"
@@ -222,6 +230,7 @@ def worker() -> None:
     from ingest.publisher import BrokerUnreachable, check_broker
 
     settings = Settings()
+    _trace()
     try:  # one line within seconds, not the admin client's 30 s of connection errors
         check_broker(settings.kafka_bootstrap_servers)
     except BrokerUnreachable as exc:
@@ -242,6 +251,14 @@ def worker() -> None:
         deadline = _Deadline(settings.shutdown_timeout_s)
         dep.close(deadline.left())
         deadline.done()
+
+
+def _trace() -> None:
+    """Traces over OTLP/HTTP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names a collector
+    (docs/how-to/tracing.md); otherwise nothing is started."""
+    from freshrag.telemetry import configure
+
+    configure()
 
 
 def load_keys(settings: Settings) -> KeyStore:

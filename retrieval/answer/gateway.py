@@ -34,6 +34,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from freshrag import spans
 from retrieval.answer.citations import CitationError, cited_sources, is_refusal
 from retrieval.answer.prompts import REFUSAL
 from retrieval.answer.providers import (
@@ -307,6 +308,14 @@ class Gateway:
 
     def record(self, run: Run, usage: Usage) -> None:
         run.usage.append(usage)
+        if spans.enabled():
+            attempt = sum(1 for u in run.usage if u.provider == usage.provider)
+            spans.record(
+                "llm.attempt",
+                usage.latency_ms / 1000,
+                _attempt(usage, attempt),
+                failed=usage.outcome in ("error", "deadline"),
+            )
         if self.on_usage is not None:
             try:
                 self.on_usage(usage)
@@ -316,6 +325,8 @@ class Gateway:
     @staticmethod
     def skip(run: Run, name: str, reason: str, detail: str) -> None:
         log.warning("provider %s skipped (%s): %s", name, reason, detail)
+        # The reason only: a detail may quote what the provider sent back.
+        spans.event("provider skipped", {"freshrag.provider": name, "freshrag.reason": reason})
         SKIPPED.labels(name, reason).inc()
         run.attempts.append({"provider": name, "outcome": reason, "detail": detail})
 
@@ -403,6 +414,25 @@ def call_usage(
         first_token_ms=None if first_token is None else round((first_token - began) * 1000, 2),
         estimated=estimated,
     )
+
+
+def _attempt(usage: Usage, n: int) -> dict[str, spans.AttributeValue]:
+    """An `llm.attempt` span's attributes: who, which call, how it ended, tokens; no text."""
+    attributes: dict[str, spans.AttributeValue] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": usage.model,
+        "freshrag.provider": usage.provider,
+        "freshrag.provider.attempt": n,
+        "freshrag.provider.outcome": usage.outcome,
+    }
+    if usage.input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+        attributes["freshrag.provider.tokens_estimated"] = usage.estimated
+    if usage.first_token_ms is not None:
+        attributes["freshrag.provider.first_token_ms"] = usage.first_token_ms
+    return attributes
 
 
 def prompt_text(request: AnswerInput) -> str:

@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from freshrag import spans
 from freshrag.settings import Settings
 from retrieval.answer.cache import AnswerCache, cache_scope
 from retrieval.answer.evidence import unsupported_names
@@ -217,7 +218,9 @@ class AnswerService:
             group=group,
         )
         if cache is not None:
-            cached = cache.get(ready.vector, ready.scope)
+            with spans.span("answer.cache.lookup") as span:
+                cached = cache.get(ready.vector, ready.scope)
+                span.set_attribute("freshrag.cache.hit", cached is not None)
             clock.lap("cache")
             if cached is not None:
                 ready.settled = {**cached, "cached": True}
@@ -271,12 +274,13 @@ class AnswerService:
                 "input_tokens": sum(u.input_tokens or 0 for u in out.usage),
                 "output_tokens": sum(u.output_tokens or 0 for u in out.usage),
             }
-            ready.cache.put(
-                ready.vector,
-                ready.scope,
-                {**result, "tokens": spent},
-                [{"tenant": t, "doc_id": d, "version": v} for (t, d), v in cited.items()],
-            )
+            with spans.span("answer.cache.store"):
+                ready.cache.put(
+                    ready.vector,
+                    ready.scope,
+                    {**result, "tokens": spent},
+                    [{"tenant": t, "doc_id": d, "version": v} for (t, d), v in cited.items()],
+                )
             ready.clock.lap("cache_put")
         # Not cached (a cache hit costs nothing) and not in the response (yet): the calls'
         # tokens and latency, for whoever budgets or bills them.
