@@ -49,14 +49,8 @@ def up(sample: bool, sample_limit: int | None) -> None:
     broker = None
     if settings.embedded_broker:
         host, port = host_port(settings.kafka_bootstrap_servers)
-        on_disk = settings.embedded_broker_storage == "disk"
-        broker = EmbeddedBroker(
-            host,
-            port,
-            settings.data_dir / "broker.log",
-            storage_dir=settings.data_dir / "broker" if on_disk else None,
-        ).start()
-        log.info("Tansu broker (%s) on %s", broker.mode, broker.bootstrap)
+        broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
+        log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
     ensure_topics(settings)
     key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
     keys = load_keys(settings)
