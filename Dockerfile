@@ -5,6 +5,7 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml constraints.txt README.md ./
 COPY freshrag freshrag
+COPY freshrag_client freshrag_client
 COPY ingest ingest
 COPY retrieval retrieval
 COPY api api
