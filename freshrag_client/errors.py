@@ -85,7 +85,9 @@ class Unavailable(FreshRAGError):
 
 
 class TimedOut(FreshRAGError, TimeoutError):
-    """504: a wait or the answer deadline ran out."""
+    """504: the answer deadline ran out. Also what `wait_for_version` raises when its
+    timeout passed before the version was indexed: then `status` is the server's 202 (the
+    wait is not an error on the wire) and `body` says what is indexed instead."""
 
 
 _CLASSES: dict[int, type[FreshRAGError]] = {
@@ -151,6 +153,13 @@ def error_from(response: httpx.Response) -> FreshRAGError:
         retry_after=retry_after(response.headers.get("retry-after")),
         request=request,
     )
+
+
+def not_indexed_in_time(response: httpx.Response) -> TimedOut:
+    """The 202 of a long-poll on GET /documents that ended before the version was indexed,
+    as the exception `wait_for_version` raises once its own timeout has passed too."""
+    said = error_from(response)
+    return TimedOut(said.status, said.detail, body=said.body, request=said.request)
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -39,7 +39,7 @@ _ID_RE = re.compile(_ID)
 
 
 def _clean_id(value: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):  # match() would let "$" pass a trailing newline
         raise ValueError("must not contain control characters or start or end with whitespace")
     return value
 

@@ -195,6 +195,11 @@ class Publisher:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap_servers.split(","),
                 acks="all",
+                # Not idempotent: the embedded broker (Tansu) stores an idempotent batch in three
+                # writes, and a retry after a crash between them is acked as a duplicate though
+                # nothing was stored. A retry may duplicate a record instead; versions make that
+                # harmless (docs/how-to/deploy.md).
+                enable_idempotence=False,
                 linger_ms=10,
                 max_request_size=max_event_bytes,
                 **_timeouts(),

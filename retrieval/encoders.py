@@ -39,13 +39,30 @@ def resolve_model_path(model: str) -> str:
     return model  # a hub name: works only where the hub (or its cache) is reachable
 
 
+def model_label(model: str) -> str:
+    """What callers are told `model` is called: a hub name as it is, a model loaded from a
+    folder by the folder's name. A path on this host is nobody else's business."""
+    if model in _DEFAULT_MODEL_NAMES:
+        return model
+    path = Path(model).expanduser()
+    if path.is_absolute() or path.exists() or model.startswith((".", "~")):
+        return Path(os.path.abspath(path)).name or "model"  # as named, links not followed
+    return model
+
+
 class DenseEncoder:
     """Normalised sentence embeddings. Counts its inputs so tests can see what was embedded."""
 
-    def __init__(self, model: str, batch_size: int = 64, heading_cache_size: int = 65536) -> None:
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 64,
+        heading_cache_size: int = 65536,
+        name: str | None = None,
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.model_name = model
+        self.model_name = name or model_label(model)  # what callers see (hits, /readyz)
         self.batch_size = batch_size
         self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (

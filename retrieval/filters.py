@@ -26,6 +26,10 @@ MAX_PREFIX_CHARS = 512
 MAX_ANY_VALUES = 256
 # Qdrant stores integers as signed 64-bit; a bigger one cannot match and fails deep inside.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# ...said in JSON Schema as OpenAPI says it, not as minimum/maximum: past 2**53 validators
+# disagree on those (jsonschema-rs compares in floats, where 2**63 - 1 is 2**63), and
+# schemathesis 4 generates "valid" integers beyond them.
+INT64_SCHEMA = {"type": "integer", "format": "int64"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -51,7 +55,7 @@ def _check_field(name: str) -> None:
         raise FilterError(
             f"field '{name}' cannot be filtered: tenant and groups come from your API key", name
         )
-    if name not in FILTERABLE and not _METADATA_KEY.match(name):
+    if name not in FILTERABLE and not _METADATA_KEY.fullmatch(name):
         allowed = ", ".join(sorted(FILTERABLE))
         raise FilterError(
             f"unknown filter field '{name}'; use one of {allowed} or metadata.<key>", name
@@ -68,7 +72,13 @@ def _int64(name: str, v: int, what: str = "integer values") -> int:
     return v
 
 
+def _whole(v: Any) -> Any:
+    """JSON's 7.0 is the integer 7 (JSON Schema agrees), so it filters as 7."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _scalar(name: str, v: Any) -> str | int | bool:
+    v = _whole(v)
     if name in INTEGER_FIELDS and (isinstance(v, bool) or not isinstance(v, int)):
         raise FilterError(f"filter '{name}': values must be integers (got {v!r:.40})", name)
     if name in STRING_FIELDS and not isinstance(v, str):
@@ -88,6 +98,7 @@ def _scalar(name: str, v: Any) -> str | int | bool:
 
 
 def _bound(name: str, op: str, v: Any) -> float:
+    v = _whole(v)  # a whole number is an integer: it fits 64 bits like every other here
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise FilterError(f"filter '{name}': range bound '{op}' must be a number", name)
     if isinstance(v, int):
@@ -145,6 +156,48 @@ def _operators(name: str, spec: dict[str, Any]) -> list[Condition]:
     if "not_prefix" in spec:
         out.append(Not(_prefix(name, "not_prefix", spec["not_prefix"])))
     return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The grammar `parse_filters` takes, as JSON Schema: what it accepts is exactly what
+    this allows (lone surrogates aside, which JSON Schema cannot name), so the OpenAPI
+    document never allows a filter the server refuses, nor the reverse."""
+    string = {"type": "string"}
+    integer = INT64_SCHEMA
+    # A whole number is an integer (and fits 64 bits); any other finite number goes.
+    bound = {"anyOf": [integer, {"type": "number", "not": {"type": "integer"}}]}
+    prefix = {"type": "string", "minLength": 1, "maxLength": MAX_PREFIX_CHARS}
+
+    def any_of(item: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_ANY_VALUES}
+
+    def field(values: list[dict[str, Any]], ops: dict[str, Any]) -> dict[str, Any]:
+        operators = {
+            "type": "object",
+            "properties": {"not": {"anyOf": values}, **ops},
+            "additionalProperties": False,
+            "minProperties": 1,
+        }
+        return {"anyOf": [*values, operators]}
+
+    ranges = dict.fromkeys(sorted(_RANGE_OPS), bound)
+    prefixes = dict.fromkeys(("prefix", "not_prefix"), prefix)
+    text = field([string, any_of(string)], prefixes)
+    number = field([integer, any_of(integer)], ranges)
+    # metadata.<key>: strings, integers or booleans; any-of all strings or all integers.
+    meta = field(
+        [string, integer, {"type": "boolean"}, any_of(string), any_of(integer)],
+        {**ranges, **prefixes},
+    )
+    return {
+        "type": "object",
+        "properties": {
+            **dict.fromkeys(sorted(STRING_FIELDS), text),
+            **dict.fromkeys(sorted(INTEGER_FIELDS), number),
+        },
+        "patternProperties": {_METADATA_KEY.pattern: meta},
+        "additionalProperties": False,
+    }
 
 
 def parse_filters(filters: dict[str, Any] | None) -> list[Condition]:

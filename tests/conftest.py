@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Self
 
@@ -24,13 +24,22 @@ from ingest.events import DocumentEvent
 from ingest.indexer import Indexer, Outcome
 from ingest.processing import InlineProcessor
 from retrieval.encoders import DenseEncoder, SparseEncoder
+from tests.servers import (
+    KAFKA_SERVER,
+    QDRANT_SERVER,
+    REAL,
+    KafkaTarget,
+    QdrantTarget,
+    kafka_bootstrap,
+    qdrant_target,
+)
 
 # --- markers: every test says what it needs ---------------------------------------------
 
-NEEDS = ("unit", "broker", "model")
+NEEDS = ("unit", "broker", "model", "compose")
 # A fixture that brings a heavy dependency marks every test using it, directly or through
 # other fixtures, so a hand-written marker cannot forget it.
-FIXTURE_NEEDS = {"broker": "broker", "dense": "model"}
+FIXTURE_NEEDS = {"broker": "broker", "kafka": "broker", "dense": "model"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects, so added markers count there
@@ -40,6 +49,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for fixture, mark in FIXTURE_NEEDS.items():
             if fixture in used and item.get_closest_marker(mark) is None:
                 item.add_marker(mark)
+        callspec = getattr(item, "callspec", None)  # a real-server variant: `-m servers`
+        if callspec and REAL & {str(v) for v in callspec.params.values()}:
+            item.add_marker("servers")
     unmarked = [i.nodeid for i in items if not any(i.get_closest_marker(m) for m in NEEDS)]
     contradictory = [
         i.nodeid
@@ -49,7 +61,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     problems = []
     if unmarked:
-        problems.append("tests without a unit, broker or model marker:\n  " + "\n  ".join(unmarked))
+        problems.append(
+            "tests without a unit, broker, model or compose marker:\n  " + "\n  ".join(unmarked)
+        )
     if contradictory:
         problems.append(
             "tests marked unit that need the broker or the model:\n  " + "\n  ".join(contradictory)
@@ -143,26 +157,56 @@ def settings(tmp_path: Path, broker: str) -> Settings:
     return s
 
 
-def open_backend(kind: str, tmp_path: Path, dim: int):  # noqa: ANN201
+def open_backend(kind: str, tmp_path: Path, dim: int, qdrant: QdrantTarget | None = None):  # noqa: ANN201
+    """`edge`, or the server adapter over `qdrant` (default: qdrant-client's local mode)."""
     if kind == "edge":
         from retrieval.store.edge.adapter import EdgeIndex
 
         index = EdgeIndex(tmp_path / "edge", "chunks", "documents")
     else:
-        from qdrant_client import QdrantClient
-
         from retrieval.store.server import ServerIndex
 
-        index = ServerIndex(QdrantClient(location=":memory:"), "chunks", "documents")
+        qdrant = qdrant or QdrantTarget("local", path=tmp_path / "qdrant-local")
+        index = ServerIndex(qdrant.client, qdrant.name("chunks"), qdrant.name("documents"))
     index.ensure_schema(dim)
     return index
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "server", QDRANT_SERVER])
 def index(request: pytest.FixtureRequest, tmp_path: Path, dense: DenseEncoder):  # noqa: ANN201
-    idx = open_backend(request.param, tmp_path, dense.dim)
-    yield idx
-    idx.close()
+    """Qdrant Edge; the server adapter over qdrant-client's local mode (`server`); the same
+    adapter over a real Qdrant server (`qdrant-server`, with FRESHRAG_TEST_QDRANT_URL)."""
+    edge = request.param == "edge"
+    with nullcontext() if edge else qdrant_target(request.param, tmp_path) as qdrant:
+        idx = open_backend(request.param, tmp_path, dense.dim, qdrant)
+        yield idx
+        idx.close()
+
+
+@pytest.fixture(params=["local", QDRANT_SERVER])
+def qdrant(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QdrantTarget]:
+    """A Qdrant API: qdrant-client's local mode, and a real server when
+    FRESHRAG_TEST_QDRANT_URL names one (`tests/servers.py`)."""
+    with qdrant_target(request.param, tmp_path) as target:
+        yield target
+
+
+@pytest.fixture(params=["bundled", KAFKA_SERVER])
+def kafka(request: pytest.FixtureRequest) -> Iterator[KafkaTarget]:
+    """A broker: the bundled Tansu one, and Apache Kafka when FRESHRAG_TEST_KAFKA_BOOTSTRAP
+    names one (`tests/servers.py`)."""
+    if request.param == KAFKA_SERVER:
+        target = KafkaTarget(KAFKA_SERVER, kafka_bootstrap())
+    else:
+        target = KafkaTarget("bundled", request.getfixturevalue("broker"))
+    yield target
+    target.cleanup()
+
+
+@pytest.fixture
+def kafka_settings(tmp_path: Path, kafka: KafkaTarget) -> Settings:
+    """`settings` on each broker of the `kafka` fixture, its topics created."""
+    return kafka.topics(make_settings(tmp_path, kafka.bootstrap))
 
 
 @pytest.fixture

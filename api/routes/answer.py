@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from api.bodies import StrictJSONRoute
 from api.deps import Caller, LanesDep, LimiterDep, ServicesDep, StackDep
-from api.errors import documented, invalid
+from api.errors import Problem, documented, invalid
 from api.filters import conditions_of
 from api.lanes import LaneFull, Lanes
 from api.metrics import REQUEST_SECONDS
@@ -35,7 +35,7 @@ from api.models import (
 from api.services import Services
 from api.usage import ATTRIBUTION, UNATTRIBUTED, Attribution, UsageLedger
 from retrieval.answer.gateway import UnknownProvider
-from retrieval.answer.prompts import PromptError
+from retrieval.answer.prompts import PromptError, UnknownPrompt
 from retrieval.answer.service import AnswerService, Done, Prepared
 from retrieval.answer.streaming import Delta, Reset
 from retrieval.search import Principal
@@ -65,6 +65,10 @@ ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
         }
     },
     **documented(400, 401, 409, 413, 422, 429, 503, 504),
+    404: {
+        "model": Problem,
+        "description": "No prompt has the name, version or label asked for (GET /prompts).",
+    },
 }
 
 
@@ -103,8 +107,9 @@ async def respond(
     key_id: str = "",
 ) -> AnswerResponse | Response:
     """Answers on `stack` (serving or standby) with a prompt from the serving registry;
-    the answer deadline is a 504, an unknown prompt or provider a 422. A stream's status
-    is decided before its first event: failures after that are `error` events."""
+    the answer deadline is a 504, an unknown prompt a 404, a template that does not
+    render a 422. A stream's status is decided before its first event: failures after
+    that are `error` events."""
     answers = stack.answers
     if answers is None or services.prompts is None:
         raise HTTPException(503, "answers are not configured on this server")
@@ -131,6 +136,8 @@ async def respond(
             ready = await lanes.answer.run(answers.prepare, *args)
         else:
             result = await lanes.answer.run(answers.answer, *args)
+    except UnknownPrompt as exc:  # a name the request may use, for nothing that exists
+        raise HTTPException(404, str(exc)) from exc
     except PromptError as exc:
         raise invalid(("body", "prompt"), str(exc)) from exc
     except UnknownProvider as exc:

@@ -1,7 +1,8 @@
 """Documents over HTTP.
 
 GET /documents/{doc_id}: what the index holds of a document, optionally after waiting (a
-long-poll on the event loop, no thread) until a given version is searchable.
+long-poll on the event loop, no thread) until a given version is searchable; a wait that
+runs out first is a 202 saying what is indexed instead, not an error.
 
 POST /documents and DELETE /documents/{doc_id}: publish document events (the Kafka event
 contract, ingest/events.py) for keys with the publish right. The tenant is the key's; a
@@ -26,14 +27,15 @@ from starlette.convertors import PathConvertor, register_url_convertor
 
 from api.bodies import StrictJSONRoute, strict_loads
 from api.deps import Caller, LanesDep, ProducerDep, PublishCaller, ServicesDep, WatchDep
-from api.errors import documented, invalid
+from api.errors import SafeJSONResponse, documented, invalid
+from api.event_bodies import MAX_EVENTS, body_schema, portable, precheck
 from api.lanes import Lanes
-from api.models import DocumentInfo
+from api.models import DocumentInfo, DocumentPending, QueryVersion
 from api.publishing import EventProducer
 from api.services import Services
 from ingest.events import DEFAULT_ACL, DocumentEvent, MalformedEvent
 from ingest.publisher import BrokerUnreachable, default_version
-from retrieval.filters import INT64_MAX
+from retrieval.filters import printable
 from retrieval.search import Principal
 from retrieval.store.types import DocumentState
 
@@ -52,7 +54,7 @@ register_url_convertor("anypath", _AnyPath())
 
 
 def _doc_id(value: str) -> str:
-    if not _DOC_ID.match(value):
+    if not _DOC_ID.fullmatch(value):
         raise PydanticCustomError("doc_id", "doc_id must be non-empty, without control characters")
     return value
 
@@ -60,11 +62,19 @@ def _doc_id(value: str) -> str:
 router = APIRouter(tags=["documents"], route_class=StrictJSONRoute)
 
 
+_PENDING = {
+    "model": DocumentPending,
+    "description": "With `min_version`: the wait ended (after `wait` seconds, capped by "
+    "FRESHRAG_WAIT_MAX_SECONDS) before that version was searchable. Not an error, so "
+    "monitoring does not count a producer's patience as a failure: ask again.",
+}
+
+
 # No docstring: FastAPI would publish it as the operation's description.
 @router.get(
     "/documents/{doc_id:anypath}",
     response_model=DocumentInfo,
-    responses=documented(401, 404, 422, 503, 504),
+    responses={202: _PENDING, **documented(401, 404, 422, 503)},
 )
 async def document(
     doc_id: Annotated[
@@ -81,8 +91,8 @@ async def document(
     lanes: LanesDep,
     watch: WatchDep,
     min_version: Annotated[
-        int | None,
-        Query(ge=0, le=INT64_MAX, description="Wait until this version (or newer) is searchable."),
+        QueryVersion | None,
+        Query(description="Wait until this version (or newer) is searchable."),
     ] = None,
     wait: Annotated[
         float,
@@ -92,7 +102,7 @@ async def document(
             description="Seconds to wait for min_version (capped by FRESHRAG_WAIT_MAX_SECONDS).",
         ),
     ] = 10.0,
-) -> DocumentInfo:
+) -> DocumentInfo | SafeJSONResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, services.settings.wait_max_seconds)
     while True:
@@ -104,10 +114,7 @@ async def document(
                 break
             await watch.sleep(written, remaining)
     if min_version is not None and not reached:
-        have = f"version {state.version}" if state else "nothing"
-        raise HTTPException(
-            504, f"version {min_version} of '{doc_id}' not indexed in time (indexed: {have})"
-        )
+        return _pending(doc_id, min_version, state)
     if state is None:
         raise HTTPException(404, f"document '{doc_id}' is not indexed")
     if state.deleted:
@@ -123,6 +130,21 @@ async def document(
     )
 
 
+def _pending(doc_id: str, min_version: int, state: DocumentState | None) -> SafeJSONResponse:
+    """The 202 of a wait that ran out: what is indexed instead, as far as the key may know."""
+    have = f"version {state.version}" if state else "nothing"
+    pending = DocumentPending(
+        doc_id=printable(doc_id),
+        min_version=min_version,
+        version=state.version if state else None,
+        deleted=bool(state and state.deleted),
+        detail=printable(
+            f"version {min_version} of '{doc_id}' not indexed in time (indexed: {have})"
+        ),
+    )
+    return SafeJSONResponse(pending.model_dump(), 202)
+
+
 def _visible(services: Services, who: Principal, doc_id: str) -> DocumentState | None:
     """The registry entry, if this caller may read it: otherwise as if absent."""
     state = services.index.get_document(who.tenant, doc_id)
@@ -133,7 +155,6 @@ def _visible(services: Services, who: Principal, doc_id: str) -> DocumentState |
 
 # --- publishing -----------------------------------------------------------------------
 
-MAX_EVENTS = 1000  # per POST /documents
 _MAX_ERRORS = 20
 Lane = Literal["live", "backfill"]
 # A doc_id as the event contract has it (stricter than what GET accepts: no leading or
@@ -169,22 +190,13 @@ LaneQuery = Annotated[
 
 
 def _event_doc_id(value: str) -> str:
-    if not _EVENT_ID.match(value):
+    if not _EVENT_ID.fullmatch(value):
         raise PydanticCustomError(
             "doc_id",
             "doc_id must be non-empty, without control characters or leading or trailing "
             "whitespace",
         )
     return value
-
-
-def _body_schema() -> dict[str, Any]:
-    event = DocumentEvent.model_json_schema()
-    tenant = {k: v for k, v in event["properties"]["tenant"].items() if k != "default"}
-    tenant["description"] = "Default: the key's tenant; any other tenant is a 422."
-    event["properties"]["tenant"] = tenant
-    batch = {"type": "array", "items": event, "minItems": 1, "maxItems": MAX_EVENTS}
-    return {"anyOf": [event, batch]}
 
 
 _PUBLISH_RESPONSES = documented(401, 403, 413, 422, 429, 503)
@@ -211,7 +223,7 @@ _PUBLISH_RESPONSES[503] = {
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _body_schema()}},
+            "content": {"application/json": {"schema": body_schema()}},
             "description": "One document event, or a list of up to 1000, in the event "
             "contract (docs/reference/event-contract.md).",
         }
@@ -248,7 +260,7 @@ async def delete_document(
         Path(
             max_length=512,
             description="The document's id, as in its events.",
-            json_schema_extra={"pattern": EVENT_ID_PATTERN},
+            json_schema_extra={"pattern": portable(EVENT_ID_PATTERN)},
         ),
         AfterValidator(_event_doc_id),
     ],
@@ -257,10 +269,8 @@ async def delete_document(
     lanes: LanesDep,
     producer: ProducerDep,
     version: Annotated[
-        int | None,
+        QueryVersion | None,
         Query(
-            ge=0,
-            le=INT64_MAX,
             description="The delete's version; it wins only over older versions. Default: "
             "milliseconds since the epoch, as `freshrag publish --delete` (pass your own "
             "when your producers number versions themselves).",
@@ -311,6 +321,10 @@ def _parse_events(
                     "type": "tenant",
                 }
             )
+            continue
+        item, problems = precheck(item)
+        if problems:
+            errors.extend({"loc": (*at, f), "msg": m, "type": t} for f, m, t in problems)
             continue
         try:
             event = DocumentEvent.model_validate(

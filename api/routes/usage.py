@@ -4,6 +4,7 @@ own calls (scope `key`), so a team can watch its budget without an admin key."""
 
 # No `from __future__ import annotations`: FastAPI reads the query parameters' types.
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -13,10 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from api.bodies import StrictJSONRoute
 from api.deps import Caller, ServicesDep
 from api.errors import documented, invalid
+from api.models import DATE_TIME, RFC3339, UTC_OFFSET
 
 router = APIRouter(tags=["usage"], route_class=StrictJSONRoute)
 
-_WINDOW = "ISO 8601 date-time (e.g. `2026-12-07T00:00:00Z`); without an offset it is UTC."
+_WINDOW = "RFC 3339 date-time (e.g. `2026-12-07T00:00:00Z`); without an offset it is UTC."
+# The schema says RFC 3339 (with its calendar); the server also takes a time without an
+# offset as UTC, as it always did.
+_INSTANT = {"format": "date-time", "pattern": RFC3339}
+_READ = re.compile(f"{DATE_TIME}{UTC_OFFSET}?")
+# Usage lies between these: a window reaching past them is cut to them (same totals).
+_EARLIEST, _LATEST = datetime(1970, 1, 2, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @router.get("/usage", responses=documented(401, 403, 409, 422, 429))
@@ -27,11 +35,17 @@ async def usage(
     since: Annotated[
         str | None,
         Query(
-            description=f"Start of the window, inclusive. {_WINDOW} Default: 24 h before `until`."
+            description=f"Start of the window, inclusive. {_WINDOW} Default: 24 h before "
+            "`until`. Not before `until`: an empty window.",
+            json_schema_extra=_INSTANT,
         ),
     ] = None,
     until: Annotated[
-        str | None, Query(description=f"End of the window, exclusive. {_WINDOW} Default: now.")
+        str | None,
+        Query(
+            description=f"End of the window, exclusive. {_WINDOW} Default: now.",
+            json_schema_extra=_INSTANT,
+        ),
     ] = None,
     scope: Annotated[
         Literal["all", "key"] | None,
@@ -49,10 +63,8 @@ async def usage(
     scope = scope or ("all" if who.admin else "key")
     if scope == "all" and not who.admin:
         raise HTTPException(403, 'scope "all" needs an admin key ("admin": true)')
-    end = _instant("until", until) if until else datetime.now(UTC)
-    start = _instant("since", since) if since else end - timedelta(days=1)
-    if start >= end:
-        raise invalid(("query", "since"), "must be before 'until'")
+    end = _instant("until", until) if until is not None else datetime.now(UTC)
+    start = _instant("since", since) if since is not None else end - timedelta(days=1)
     if services.usage is None:
         raise HTTPException(409, "this server keeps no usage ledger")
     only = None if scope == "all" else request.state.key_id
@@ -62,14 +74,18 @@ async def usage(
 
 def _instant(field: str, text: str) -> datetime:
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        if not _READ.fullmatch(text):  # an empty one too
+            raise ValueError(text)
+        at = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
     except ValueError:
-        raise invalid(("query", field), f"must be an ISO 8601 date-time; {_WINDOW}") from None
+        raise invalid(("query", field), f"must be an {_WINDOW}") from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    if not datetime(1970, 1, 2, tzinfo=UTC) <= at <= datetime(9999, 1, 1, tzinfo=UTC):
-        raise invalid(("query", field), "is out of range")
-    return at.astimezone(UTC)
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved past the calendar by its offset
+        return _EARLIEST if at.year < 5000 else _LATEST
+    return min(max(at, _EARLIEST), _LATEST)
 
 
 def _iso(at: datetime) -> str:

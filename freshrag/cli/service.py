@@ -49,8 +49,14 @@ def up(sample: bool, sample_limit: int | None) -> None:
     broker = None
     if settings.embedded_broker:
         host, port = host_port(settings.kafka_bootstrap_servers)
-        broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
-        log.info("Tansu broker (memory-only) on %s", broker.bootstrap)
+        on_disk = settings.embedded_broker_storage == "disk"
+        broker = EmbeddedBroker(
+            host,
+            port,
+            settings.data_dir / "broker.log",
+            storage_dir=settings.data_dir / "broker" if on_disk else None,
+        ).start()
+        log.info("Tansu broker (%s) on %s", broker.mode, broker.bootstrap)
     ensure_topics(settings)
     key = None if settings.api_keys else ensure_dev_keys(settings.resolved_api_keys_file)
     keys = load_keys(settings)
@@ -76,7 +82,9 @@ def up(sample: bool, sample_limit: int | None) -> None:
         if sample and not stop.is_set():
             events, version = _publish_sample(settings, sample_limit or settings.sample_limit)
         if not stop.is_set():
-            _banner(server.url, key, broker is not None, str(settings.data_dir.resolve()))
+            _banner(
+                server.url, key, broker.mode if broker else None, str(settings.data_dir.resolve())
+            )
         if sample and not stop.is_set():
             _follow_indexing(core, events, version, stop, failed)
         while not stop.wait(0.5):
@@ -156,17 +164,22 @@ def _follow_indexing(
 
 
 def _banner(
-    url: str, key: str | None, embedded_broker: bool = False, data_dir: str = "./data"
+    url: str, key: str | None, embedded_broker: str | None = None, data_dir: str = "./data"
 ) -> None:
     shown = key or "<your key>"
-    broker_note = (
-        "\nThe embedded broker keeps events in memory only: events not yet indexed and the\n"
-        f"dead-letter topic are lost when it stops (the index under {data_dir} stays). /readyz\n"
-        "and the worker's log say so after a restart. For durable events, run Kafka and set\n"
-        "FRESHRAG_EMBEDDED_BROKER=false.\n"
-        if embedded_broker
-        else ""
-    )
+    broker_note = {
+        "memory-only": (
+            "\nThe embedded broker keeps events in memory only "
+            "(FRESHRAG_EMBEDDED_BROKER_STORAGE=memory): events\n"
+            "not yet indexed and the dead-letter topic are lost when it stops (the index under\n"
+            f"{data_dir} stays). /readyz and the worker's log say so after a restart. Unset it to\n"
+            "keep them on disk.\n"
+        ),
+        "on disk": (
+            f"\nThe embedded broker keeps events on disk under {data_dir}/broker: what a producer\n"
+            "saw acknowledged and the dead-letter topic survive a restart.\n"
+        ),
+    }.get(embedded_broker or "", "")
     print(
         f"""
 FreshRAG is up.

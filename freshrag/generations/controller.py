@@ -31,6 +31,7 @@ from freshrag.generations.pointer import (
     claim_copy,
     first_generation,
     generation_settings,
+    model_name,
     new_generation,
     open_pointer,
     release_copy,
@@ -513,7 +514,7 @@ class Deployment:
         """For operators; `public` (/readyz, no key) leaves out collection names and errors."""
 
         def describe(gen: Generation) -> dict[str, Any]:
-            out: dict[str, Any] = {"name": gen.name, "model": gen.model}
+            out: dict[str, Any] = {"name": gen.name, "model": model_name(self.settings, gen)}
             if not public:
                 out["collection"] = gen.collection
             if gen.name in self.workers:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from freshrag.errors import GenerationError
 from freshrag.files import replace_atomically
+from retrieval.encoders import model_label
 
 __all__ = ["GenerationError"]  # with the names below: the pointer's side of blue/green
 
@@ -46,7 +47,7 @@ class Generations:
     def with_standby(self, standby: Generation) -> Generations:
         if self.standby is not None:
             raise GenerationError(
-                f"generation {self.standby.name} ({self.standby.model}) is already on "
+                f"generation {self.standby.name} ({model_label(self.standby.model)}) is already on "
                 "standby: switch to it or drop it first"
             )
         return Generations(self.serving, standby, False)
@@ -113,11 +114,19 @@ def new_generation(settings: Any, current: Generations, model: str) -> Generatio
     )
 
 
+def model_name(settings: Any, gen: Generation) -> str:
+    """What callers are told `gen`'s model is called: FRESHRAG_MODEL_NAME for the model
+    FRESHRAG_MODEL names, else its folder's (or hub) name; never a path on this host."""
+    named = settings.model_name if gen.model == settings.model else None
+    return named or model_label(gen.model)
+
+
 def generation_settings(settings: Any, gen: Generation) -> Any:
     """The service's settings with this generation's model, collections and group."""
     return settings.model_copy(
         update={
             "model": gen.model,
+            "model_name": model_name(settings, gen),
             "collection": gen.collection,
             "registry_collection": gen.registry,
             "consumer_group": gen.group,

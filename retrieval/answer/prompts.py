@@ -25,6 +25,10 @@ class PromptError(ValueError):
     """Unknown prompt or a template that does not render; the API answers 4xx."""
 
 
+class UnknownPrompt(PromptError):
+    """No prompt by that name, version or label: the API answers 404."""
+
+
 @dataclass(frozen=True, slots=True)
 class Prompt:
     name: str
@@ -76,18 +80,18 @@ def select(
     candidates = sorted((p for p in every if p.name == name), key=lambda p: p.version)
     if not candidates:
         known = ", ".join(sorted({p.name for p in every})) or "none"
-        raise PromptError(f"unknown prompt '{name}'; known: {known}")
+        raise UnknownPrompt(f"unknown prompt '{name}'; known: {known}")
     if version is not None:
         for p in candidates:
             if p.version == version:
                 return p
         versions = ", ".join(str(p.version) for p in candidates)
-        raise PromptError(f"prompt '{name}' has no version {version}; versions: {versions}")
+        raise UnknownPrompt(f"prompt '{name}' has no version {version}; versions: {versions}")
     label = label or DEFAULT_LABEL
     labelled = [p for p in candidates if label in p.labels]
     if not labelled:
         known = ", ".join(sorted({lb for p in candidates for lb in p.labels})) or "none"
-        raise PromptError(f"prompt '{name}' has no version labelled '{label}'; labels: {known}")
+        raise UnknownPrompt(f"prompt '{name}' has no version labelled '{label}'; labels: {known}")
     return labelled[-1]
 
 

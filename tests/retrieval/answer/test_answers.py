@@ -181,7 +181,7 @@ def test_answer_endpoint(client):
     ).json()
     assert canary["prompt"] == "grounded-answer@2" and canary["cached"] is False
     bad = client.post("/answer", json={"query": QUESTION, "prompt": {"name": "nope"}}, headers=A)
-    assert bad.status_code == 422 and "unknown prompt 'nope'" in bad.text
+    assert bad.status_code == 404 and "unknown prompt 'nope'" in bad.text
     assert (
         client.post(
             "/answer", json={"query": QUESTION, "filters": {"acl": "x"}}, headers=A
