@@ -77,6 +77,7 @@ def create_app(services: Services) -> FastAPI:
         settings.max_query_chars,
         settings.max_top_k,
         [spec.name or spec.kind for spec in settings.llm_chain],  # as build_gateway names them
+        reranker=getattr(services.retriever, "reranker", None) is not None,
     )
     app.include_router(admin.router)
     app.include_router(operations.router)

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from api.ranking import ranking_fields
 from retrieval.filters import INT64_MAX, INT64_MIN
 from retrieval.filters import json_schema as filters_schema
 
@@ -145,11 +146,13 @@ def request_models(
     max_query_chars: int,
     max_top_k: int,
     providers: Sequence[str] | None = None,
+    reranker: bool = False,
 ) -> tuple[type[BaseModel], type[BaseModel]]:
     """(RetrieveRequest, AnswerRequest) carrying these limits in validation and schema.
 
     `providers`: the answer chain's names, which `provider` must be one of (an enum in the
-    schema, so a request the document allows is never refused); None: any name."""
+    schema, so a request the document allows is never refused); None: any name.
+    `reranker`: whether the server has one (api/ranking.py: the ranking stages' fields)."""
     query = Annotated[
         str,
         AfterValidator(partial(_query, max_query_chars)),
@@ -200,6 +203,7 @@ def request_models(
                 "matching chunk as its own hit.",
             ),
         ),
+        **ranking_fields(reranker),
     )
     provider_doc = (
         "Ask only this provider of the answer chain, with no fallback (evaluations score "
@@ -331,6 +335,9 @@ class RetrieveResponse(BaseModel):
     hits: list[Hit]
     mode: str
     took_ms: float
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Stages' own times: rerank_ms when a reranker ran."
+    )
 
 
 class DocumentInfo(BaseModel):

@@ -20,6 +20,13 @@ without chunk headers and scores each ranking step on both indexes.
     .venv/bin/python -m bench.quality [--docs N] [--dataset FILE] [--no-ablation] [--baseline REV]
 
 Writes bench/results/quality.json.
+
+`--stages` measures the optional ranking stages instead (issue 28; bench/_stages.py): one
+index, each stage alone on the dev set and the held-out FAQ, with its cost per query;
+`--reranker cross-encoder:<folder>` (or `llm`, on FRESHRAG_LLM_CHAIN) adds the reranker
+at 10, 20 and 30 candidates. Writes bench/results/quality_stages.json.
+
+    .venv/bin/python -m bench.quality --stages [--reranker SPEC] [--docs N] [--questions N]
 """
 
 from __future__ import annotations
@@ -279,7 +286,27 @@ def main() -> None:
         action="store_true",
         help="skip the ablation (a second index without chunk headers, each ranking step)",
     )
+    ap.add_argument(
+        "--stages",
+        action="store_true",
+        help="only the ranking stages' rows (bench/_stages.py), to quality_stages.json",
+    )
+    ap.add_argument(
+        "--reranker",
+        metavar="SPEC",
+        default=None,
+        help="with --stages: a FRESHRAG_RERANKER value (cross-encoder:<folder> or llm)",
+    )
+    ap.add_argument(
+        "--questions",
+        type=int,
+        default=None,
+        help="with --stages: the first N questions of each set (a smoke run)",
+    )
     args = ap.parse_args()
+    if args.stages:
+        run_stages(args)
+        return
 
     version = Settings().sample_django_version
     docs = django_docs(version, SAMPLES)
@@ -340,6 +367,48 @@ def main() -> None:
                     )
                 )
     write(result, args.out)
+
+
+def run_stages(args: argparse.Namespace) -> None:
+    """`--stages`: the ranking stages' rows on one index of the pages (headers on)."""
+    from bench import _stages
+    from retrieval.answer.service import build_gateway
+    from retrieval.encoders import DenseEncoder
+    from retrieval.rerank.factory import build_reranker
+
+    version = Settings().sample_django_version
+    docs = django_docs(version, SAMPLES)
+    dataset = args.dataset or default_path(version)
+    items = [i for i in load(dataset) if i.answerable][: args.questions]
+    every = doc_files(docs)
+    files = every
+    if args.docs is not None:
+        # The gold pages of both sets (the FAQ's are every faq/ page) and N others.
+        wanted = {d.removeprefix("django/") for i in items for d in gold_docs(i)}
+        gold = [
+            p for p in every if p.relative_to(docs).as_posix() in wanted or p.parent.name == "faq"
+        ]
+        files = gold + [p for p in every if p not in gold][: args.docs]
+    core, seconds = freshrag_index(files, docs, headers=True)
+    DenseEncoder.limit_threads(1)  # as the API serves: one torch thread per request
+    reranker = None
+    if args.reranker:
+        settings = core.settings.model_copy(update={"reranker": args.reranker})
+        gateway = build_gateway(settings, core.dense) if args.reranker == "llm" else None
+        reranker = build_reranker(settings, gateway)
+    result = {
+        "benchmark": "quality_stages",
+        "dataset": str(dataset.relative_to(ROOT)) if dataset.is_relative_to(ROOT) else str(dataset),
+        "pages": len(files),
+        "chunks": core.index.count_chunks([]),
+        "index_seconds": round(seconds, 1),
+        **_stages.stages(core, docs, items, reranker, args.questions, score),
+    }
+    core.index.close()
+    _stages.print_rows(result)
+    out = args.out if args.out != RESULTS / "quality.json" else RESULTS / "quality_stages.json"
+    write(result, out, echo=False)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from retrieval.answer.cache import AnswerCache
 from retrieval.answer.prompts import PromptRegistry
 from retrieval.answer.service import AnswerService, build_gateway
 from retrieval.encoders import DenseEncoder, SparseEncoder
+from retrieval.rerank.factory import build_reranker
 from retrieval.search import Ranking, Retriever, warm_headings
 from retrieval.store.factory import open_index
 from retrieval.store.ports import Index
@@ -320,6 +321,8 @@ class Core:
         )
         ledger = open_ledger(s.resolved_usage_db, s.prices)
         answers.gateway.on_usage = ledger.on_usage
+        # FRESHRAG_RERANKER; an LLM reranker asks the answer chain (its breakers, its usage).
+        retriever.reranker = build_reranker(s, answers.gateway)
         return Services(
             s,
             self.index,

@@ -143,6 +143,67 @@ class Settings(BaseSettings):
         "(the best this many; a longer list keeps the rest in fused order). At least "
         "3 × top_k chunks are grouped by section before top_k are kept.",
     )
+    # The optional stages (docs/explanation/ranking.md); a request may set each its own way.
+    fusion: Literal["rrf", "dbsf"] = Field(
+        "rrf",
+        description="Hybrid fusion inside Qdrant: `rrf` (weighted reciprocal-rank fusion, "
+        "FRESHRAG_FUSION_K) or `dbsf` (distribution-based score fusion: each list's scores "
+        "normalised, then summed); both weigh the lists by the two weights below.",
+    )
+    diversity: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="MMR inside Qdrant: 0 is off; above it, each next chunk trades this much "
+        "of its similarity to the query for being unlike the chunks already chosen (MMR's "
+        "lambda is 1 minus it). Replaces the page and heading boosts, which pull one page's "
+        "sections together.",
+    )
+    recency: str = Field(
+        "off",
+        pattern=r"^(?:off|([1-9][0-9]{0,4})([hdw]))$",  # retrieval.stages.HALF_LIFE_PATTERN
+        description="A half-life such as `30d`, `12h` or `2w` (hours, days, weeks), or `off`: "
+        "inside Qdrant each fused score is multiplied by 0.5^(age / half-life), age from "
+        "the chunk's `event_time` to now, so a chunk one half-life older needs twice the "
+        "score to rank level.",
+    )
+    reranker: str = Field(
+        "none",
+        pattern=r"^(?:none|llm|cross-encoder:.+)$",
+        description="`none`; `cross-encoder:<folder>`: a sentence-transformers CrossEncoder "
+        "loaded offline from that folder (e.g. ms-marco-MiniLM-L-6-v2 fetched elsewhere); "
+        "`llm`: a listwise ranking by the answer chain's LLM providers (extractive ones "
+        "skipped), counted in usage like an answer. Re-orders the best "
+        "FRESHRAG_RERANK_CANDIDATES chunks after fusion, before grouping; on for every "
+        "request that does not say `rerank: false`.",
+    )
+    rerank_candidates: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Chunks the reranker re-orders (a request may ask for up to 100). A "
+        "cross-encoder's cost grows with it: see the benchmarks for 10, 20 and 30.",
+    )
+    rerank_max_tokens: int = Field(
+        160,
+        ge=16,
+        le=512,
+        description="Word pieces of query and candidate together a cross-encoder reads (the "
+        "candidate's heading path and text are cut to fit); the LLM reranker gets 4 "
+        "characters a token of each candidate.",
+    )
+    rerank_threads: int = Field(
+        1,
+        ge=1,
+        description="Cross-encoder batches run at once, in the requests' own query threads "
+        "(each on one torch thread); more wait their turn.",
+    )
+    rerank_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="The LLM reranker's time on /retrieve (on /answer it shares the answer "
+        "deadline); when it runs out, or every provider fails, the fused order stands.",
+    )
 
     # --- embedding and chunking -------------------------------------------------------
     model: str = Field(

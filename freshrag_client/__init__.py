@@ -31,6 +31,7 @@ from freshrag_client.models import (
     PromptInfo,
     PromptSelector,
     ProviderInfo,
+    RankingOptions,
     RetrieveResponse,
 )
 from freshrag_client.streams import AnswerStream, AsyncAnswerStream
@@ -57,6 +58,7 @@ __all__ = [
     "PromptInfo",
     "PromptSelector",
     "ProviderInfo",
+    "RankingOptions",
     "RateLimited",
     "RetrieveResponse",
     "TimedOut",

@@ -39,12 +39,15 @@ def search_body(
     mode: Mode | None,
     top_k: int | None,
     group: Group | None,
+    ranking: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """/retrieve's body; a field left as None is left out, so the server's default holds."""
+    """/retrieve's body; a field left as None is left out, so the server's default holds.
+    `ranking`: the stages' fields (`RankingOptions`), sent as given."""
     body: dict[str, Any] = {"query": query}
     for name, value in (("filters", filters), ("mode", mode), ("top_k", top_k), ("group", group)):
         if value is not None:
             body[name] = dict(value) if name == "filters" else value
+    body.update({k: v for k, v in (ranking or {}).items() if v is not None})
     return body
 
 

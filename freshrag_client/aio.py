@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Any, Literal, Self, TypeVar, Unpack, overload
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -21,6 +21,7 @@ from freshrag_client.models import (
     PromptInfo,
     PromptSelector,
     ProviderInfo,
+    RankingOptions,
     RetrieveResponse,
 )
 from freshrag_client.streams import AsyncAnswerStream
@@ -78,9 +79,10 @@ class AsyncClient:
         mode: Mode | None = None,
         top_k: int | None = None,
         group: Group | None = None,
+        **ranking: Unpack[RankingOptions],
     ) -> RetrieveResponse:
         """POST /retrieve: cited hits, each with doc_id, version, section, indexed_at, score."""
-        body = common.search_body(query, filters, mode, top_k, group)
+        body = common.search_body(query, filters, mode, top_k, group, ranking)
         return await self._model(RetrieveResponse, "POST", "/retrieve", json=body)
 
     @overload
@@ -96,6 +98,7 @@ class AsyncClient:
         cache: bool | None = ...,
         provider: str | None = ...,
         stream: Literal[False] = ...,
+        **ranking: Unpack[RankingOptions],
     ) -> AnswerResponse: ...
 
     @overload
@@ -111,6 +114,7 @@ class AsyncClient:
         cache: bool | None = ...,
         provider: str | None = ...,
         stream: Literal[True],
+        **ranking: Unpack[RankingOptions],
     ) -> AsyncAnswerStream: ...
 
     async def answer(
@@ -125,10 +129,11 @@ class AsyncClient:
         cache: bool | None = None,
         provider: str | None = None,
         stream: bool = False,
+        **ranking: Unpack[RankingOptions],
     ) -> AnswerResponse | AsyncAnswerStream:
         """POST /answer; `stream=True`: an `AsyncAnswerStream` of the events, opened here
         (errors known before the first event raise here)."""
-        search = common.search_body(query, filters, mode, top_k, group)
+        search = common.search_body(query, filters, mode, top_k, group, ranking)
         body = common.answer_body(search, prompt, cache, provider, stream)
         if not stream:
             return await self._model(AnswerResponse, "POST", "/answer", json=body)

@@ -8,7 +8,7 @@ limits, so a field the caller leaves out is left out of the body too.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from api.models import (
     AnswerDelta,
@@ -27,6 +27,20 @@ from api.models import (
 # The values /retrieve and /answer accept (tests check them against the server's schema).
 Mode = Literal["hybrid", "dense", "sparse"]
 Group = Literal["section", "chunk"]
+
+
+class RankingOptions(TypedDict, total=False):
+    """The ranking stages a search may set (keyword arguments of `retrieve` and `answer`;
+    limits and meaning in the OpenAPI document). Left out: the server's default."""
+
+    fusion: Literal["rrf", "dbsf"]
+    dense_weight: float
+    sparse_weight: float
+    diversity: float
+    recency: str  # a half-life such as "30d", "12h", "2w", or "off"
+    rerank: bool
+    rerank_candidates: int
+
 
 # One event of a streamed answer, by its SSE name: `done` carries the whole answer.
 AnswerEvent = AnswerDelta | AnswerReset | AnswerResponse | AnswerStreamError
@@ -51,6 +65,7 @@ __all__ = [
     "PromptInfo",
     "PromptSelector",
     "ProviderInfo",
+    "RankingOptions",
     "RetrieveResponse",
     "hit_id",
     "hit_metadata",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Any, Literal, Self, TypeVar, Unpack, overload
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -20,6 +20,7 @@ from freshrag_client.models import (
     PromptInfo,
     PromptSelector,
     ProviderInfo,
+    RankingOptions,
     RetrieveResponse,
 )
 from freshrag_client.streams import AnswerStream
@@ -79,9 +80,10 @@ class Client:
         mode: Mode | None = None,
         top_k: int | None = None,
         group: Group | None = None,
+        **ranking: Unpack[RankingOptions],
     ) -> RetrieveResponse:
         """POST /retrieve: cited hits, each with doc_id, version, section, indexed_at, score."""
-        body = common.search_body(query, filters, mode, top_k, group)
+        body = common.search_body(query, filters, mode, top_k, group, ranking)
         return self._model(RetrieveResponse, "POST", "/retrieve", json=body)
 
     @overload
@@ -97,6 +99,7 @@ class Client:
         cache: bool | None = ...,
         provider: str | None = ...,
         stream: Literal[False] = ...,
+        **ranking: Unpack[RankingOptions],
     ) -> AnswerResponse: ...
 
     @overload
@@ -112,6 +115,7 @@ class Client:
         cache: bool | None = ...,
         provider: str | None = ...,
         stream: Literal[True],
+        **ranking: Unpack[RankingOptions],
     ) -> AnswerStream: ...
 
     def answer(
@@ -126,11 +130,12 @@ class Client:
         cache: bool | None = None,
         provider: str | None = None,
         stream: bool = False,
+        **ranking: Unpack[RankingOptions],
     ) -> AnswerResponse | AnswerStream:
         """POST /answer. `stream=True`: the events (`AnswerDelta`, `AnswerReset`, then
         `AnswerResponse` or `AnswerStreamError`); errors known before the first event
         (401, 422, 503 ...) raise here, as for a JSON answer."""
-        search = common.search_body(query, filters, mode, top_k, group)
+        search = common.search_body(query, filters, mode, top_k, group, ranking)
         body = common.answer_body(search, prompt, cache, provider, stream)
         if not stream:
             return self._model(AnswerResponse, "POST", "/answer", json=body)

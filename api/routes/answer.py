@@ -32,6 +32,7 @@ from api.models import (
     PromptSelector,
     ProviderInfo,
 )
+from api.ranking import stages_of
 from api.services import Services
 from api.usage import ATTRIBUTION, UNATTRIBUTED, Attribution, UsageLedger
 from retrieval.answer.gateway import UnknownProvider
@@ -131,6 +132,7 @@ async def respond(
             body.cache,
             body.group,
             body.provider,
+            stages_of(body),
         )
         if body.stream:
             ready = await lanes.answer.run(answers.prepare, *args)

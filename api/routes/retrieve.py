@@ -8,18 +8,21 @@ import time
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from api.bodies import StrictJSONRoute
-from api.deps import Caller, LanesDep, StackDep
+from api.deps import Caller, LanesDep, LimiterDep, StackDep
 from api.errors import documented
 from api.filters import conditions_of
 from api.lanes import Lanes
 from api.metrics import REQUEST_SECONDS
 from api.models import Hit, RetrieveResponse, SearchBody
+from api.ranking import stages_of
 from api.services import Services
+from api.usage import ATTRIBUTION, Attribution
 from retrieval.search import Principal
+from retrieval.stages import Stages
 
 
 def build_router(request_model: type[BaseModel]) -> APIRouter:
@@ -30,27 +33,42 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
     @router.post(
         "/retrieve",
         response_model=RetrieveResponse,
-        responses=documented(400, 401, 409, 413, 422, 503),
+        responses=documented(400, 401, 409, 413, 422, 429, 503),
     )
     async def retrieve(
         body: request_model,  # type: ignore[valid-type]
         who: Caller,
         stack: StackDep,
         lanes: LanesDep,
+        limiter: LimiterDep,
+        request: Request,
     ) -> RetrieveResponse:
-        return await search(body, who, stack, lanes)
+        stages = stages_of(body)
+        if stack.retriever.ranking.for_request(stages).rerank and _llm(stack):
+            # An LLM rerank is a provider call: budgeted before, billed to this key.
+            key_id: str = request.state.key_id
+            limiter.check_tokens(key_id, who.name, who.tenant)
+            ATTRIBUTION.set(Attribution(who.tenant, key_id, who.name, "rerank"))
+        return await search(body, who, stack, lanes, stages)
 
     return router
 
 
+def _llm(stack: Services) -> bool:
+    reranker = stack.retriever.reranker
+    return reranker is not None and reranker.name == "llm"
+
+
 async def search(
-    body: SearchBody, who: Principal, stack: Services, lanes: Lanes
+    body: SearchBody, who: Principal, stack: Services, lanes: Lanes, stages: Stages | None = None
 ) -> RetrieveResponse:
-    """Runs the search in the retrieve lane and times it (per mode)."""
+    """Runs the search in the retrieve lane and times it (per mode); `stages`: the
+    request's ranking choices (an LLM rerank has FRESHRAG_RERANK_TIMEOUT_S)."""
     started = time.perf_counter()
     conditions = conditions_of(body.filters)
     retriever = stack.retriever  # read once: this index and its own model, to the end
-    run = partial(retriever.retrieve, group=body.group)
+    timings: dict[str, float] = {}
+    run = partial(retriever.retrieve, group=body.group, stages=stages, timings=timings)
     hits = await lanes.retrieve.run(run, who, body.query, body.top_k, body.mode, conditions)
     took = time.perf_counter() - started
     REQUEST_SECONDS.labels("retrieve", body.mode).observe(took)
@@ -59,6 +77,7 @@ async def search(
         hits=[_hit(h.score, h.payload, model) for h in hits],
         mode=body.mode,
         took_ms=round(took * 1000, 3),
+        timings=timings,
     )
 
 

@@ -35,6 +35,7 @@ from retrieval.answer.providers import (
 from retrieval.answer.streaming import Delta, Reset, RunSync, stream_answer
 from retrieval.encoders import DenseEncoder
 from retrieval.search import Grouping, Principal, Retriever
+from retrieval.stages import Stages
 from retrieval.store.types import Condition, SearchHit, SearchMode
 
 _DELIMITERS = re.compile(r"</?source[^>]*>", re.I)
@@ -171,10 +172,12 @@ class AnswerService:
         use_cache: bool = True,
         group: Grouping = "section",
         provider: str | None = None,
+        stages: Stages | None = None,
     ) -> dict[str, Any]:
-        """`provider`: ask only this member of the chain, no fallback (`UnknownProvider`)."""
+        """`provider`: ask only this member of the chain, no fallback (`UnknownProvider`);
+        `stages`: the request's ranking choices."""
         ready = self.prepare(
-            who, query, top_k, mode, conditions, filters, prompt, use_cache, group, provider
+            who, query, top_k, mode, conditions, filters, prompt, use_cache, group, provider, stages
         )
         if ready.settled is not None:
             return self._settle(ready)
@@ -197,6 +200,7 @@ class AnswerService:
         use_cache: bool = True,
         group: Grouping = "section",
         provider: str | None = None,
+        stages: Stages | None = None,
     ) -> Prepared:
         """Everything before the provider call: embed, look up the cache, retrieve, decide
         whether to ask at all, render the prompt. Blocking: run it off the event loop."""
@@ -216,6 +220,8 @@ class AnswerService:
             mode=mode,
             top_k=top_k,
             group=group,
+            # Only when asked: a request at the defaults keeps the scope it always had.
+            **({"stages": stages.asked()} if stages is not None and stages.asked() else {}),
         )
         if cache is not None:
             with spans.span("answer.cache.lookup") as span:
@@ -227,7 +233,16 @@ class AnswerService:
                 return ready
         ready.hits = budget_contexts(
             self.retriever.retrieve(
-                who, query, top_k, mode, conditions, dense_vector=ready.vector, group=group
+                who,
+                query,
+                top_k,
+                mode,
+                conditions,
+                dense_vector=ready.vector,
+                group=group,
+                stages=stages,
+                deadline=ready.deadline,
+                timings=clock.timings,
             ),
             self.context_tokens,
         )

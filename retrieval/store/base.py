@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retrieval.store.points import PAGE, ChunkQuery, Points, Scroll
@@ -19,6 +20,7 @@ from retrieval.store.schema import DENSE, IndexKind, metadata_indexes
 from retrieval.store.types import (
     ChunkPoint,
     Condition,
+    Diversity,
     DocKey,
     DocumentState,
     Fusion,
@@ -27,6 +29,7 @@ from retrieval.store.types import (
     Not,
     Prefix,
     Range,
+    Recency,
     SearchHit,
     SearchMode,
     SparseVec,
@@ -48,6 +51,22 @@ def split_negated(
 def prefetch_limit(limit: int) -> int:
     """Candidates each side of a hybrid query contributes to RRF."""
     return max(limit * 4, 40)
+
+
+# Past this many half-lives the recency decay stops (0.5^100 ≈ 8e-31: scores stay finite
+# and non-zero in float32, so the oldest chunks keep their order by relevance).
+DECAY_HALF_LIVES = 100
+
+
+def recency_bounds(recency: Recency) -> tuple[str, str]:
+    """(now, the oldest instant the decay reaches), RFC 3339, for both engines' formulas."""
+    now = datetime.fromisoformat(recency.now)
+    span = timedelta(seconds=min(recency.half_life_s * DECAY_HALF_LIVES, 1e11))
+    oldest = now - span if now - _EPOCH > span else _EPOCH
+    return recency.now, oldest.isoformat().replace("+00:00", "Z")
+
+
+_EPOCH = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def document_conditions(tenant: str, doc_id: str) -> list[Condition]:
@@ -215,8 +234,12 @@ class IndexBase(ABC):
         limit: int,
         fusion: Fusion = Fusion(),
         with_dense: bool = False,
+        recency: Recency | None = None,
+        diversity: Diversity | None = None,
     ) -> list[SearchHit]:
-        query = ChunkQuery(mode, dense, sparse, conditions, limit, fusion, with_dense)
+        query = ChunkQuery(
+            mode, dense, sparse, conditions, limit, fusion, with_dense, recency, diversity
+        )
         return [_hit(p, with_dense) for p in self._search_points(query)]
 
     # --- registry -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from retrieval.store.types import Condition, Fusion, SearchMode, SparseVec
+from retrieval.store.types import Condition, Diversity, Fusion, Recency, SearchMode, SparseVec
 
 PAGE = 512  # points per scroll request
 
@@ -67,3 +67,5 @@ class ChunkQuery:
     limit: int
     fusion: Fusion
     with_dense: bool
+    recency: Recency | None = None  # decay the fused scores by age (a formula query)
+    diversity: Diversity | None = None  # then MMR over the candidates (needs `dense`)

@@ -17,9 +17,11 @@ from typing import Any, Protocol
 from retrieval.store.types import (
     ChunkPoint,
     Condition,
+    Diversity,
     DocKey,
     DocumentState,
     Fusion,
+    Recency,
     SearchHit,
     SearchMode,
     SparseVec,
@@ -81,8 +83,14 @@ class ChunkSearch(Protocol):
         limit: int,
         fusion: Fusion = Fusion(),
         with_dense: bool = False,
+        recency: Recency | None = None,
+        diversity: Diversity | None = None,
     ) -> list[SearchHit]:
-        """`with_dense`: each hit carries its dense vector (re-ranking compares it)."""
+        """`with_dense`: each hit carries its dense vector (re-ranking compares it).
+        `recency` decays the (fused) scores by age, then `diversity` picks the hits by MMR
+        (its order is the engine's; scores are the dense similarities): both inside the
+        engine, over prefetched candidates. MMR compares dense vectors, so it needs `dense`
+        whatever the mode."""
         ...
 
     def count_chunks(self, conditions: list[Condition]) -> int:

@@ -13,10 +13,25 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from retrieval.store.base import IndexBase, document_conditions, prefetch_limit, split_negated
+from retrieval.store.base import (
+    IndexBase,
+    document_conditions,
+    prefetch_limit,
+    recency_bounds,
+    split_negated,
+)
 from retrieval.store.points import ChunkQuery, Scroll
 from retrieval.store.schema import DENSE, INTEGER_INDEXES, KEYWORD_INDEXES, SPARSE, IndexKind
-from retrieval.store.types import ChunkPoint, Condition, Match, MatchAny, Prefix, Range, SparseVec
+from retrieval.store.types import (
+    ChunkPoint,
+    Condition,
+    Match,
+    MatchAny,
+    Prefix,
+    Range,
+    Recency,
+    SparseVec,
+)
 
 _SERVER_KINDS = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
@@ -237,33 +252,97 @@ class ServerIndex(IndexBase):
 
     def _search_points(self, query: ChunkQuery) -> list[Any]:
         flt = to_server_filter(query.conditions)
-        vectors = [DENSE] if query.with_dense else False
-        common: dict[str, Any] = {
-            "query_filter": flt,
-            "limit": query.limit,
-            "with_payload": True,
-            "with_vectors": vectors,
-        }
-        if query.mode == "dense":
-            res = self.client.query_points(
-                self.collection, query=query.dense, using=DENSE, **common
-            )
-        elif query.mode == "sparse":
-            res = self.client.query_points(
-                self.collection, query=_sparse(query.sparse), using=SPARSE, **common
-            )
-        else:
-            n = prefetch_limit(query.limit)
-            fusion = query.fusion
-            res = self.client.query_points(
-                self.collection,
-                prefetch=[
-                    qm.Prefetch(query=query.dense, using=DENSE, filter=flt, limit=n),
-                    qm.Prefetch(query=_sparse(query.sparse), using=SPARSE, filter=flt, limit=n),
-                ],
-                query=qm.RrfQuery(
-                    rrf=qm.Rrf(k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight])
-                ),
-                **common,
-            )
+        res = self.client.query_points(
+            self.collection,
+            **chunk_query(query, flt),
+            query_filter=flt,
+            limit=query.limit,
+            with_payload=True,
+            with_vectors=[DENSE] if query.with_dense else False,
+        )
         return res.points
+
+
+# --- a chunk search as one Query API request ---------------------------------------------
+# The mode's list (nearest points, or both fused), then the optional stages, each over the
+# one before as a nested prefetch: the recency decay (a formula), then MMR. With no stage
+# on, the request is the plain one. The same plan as retrieval/store/edge/queries.py.
+
+
+def chunk_query(query: ChunkQuery, flt: qm.Filter | None) -> dict[str, Any]:
+    """`query_points` arguments (query, using, prefetch) for a search."""
+    n = prefetch_limit(query.limit)
+    stage = _ranked(query, flt, n)
+    if query.recency is not None:
+        stage = {"query": _decay(query.recency), "prefetch": [_prefetch(stage, n, flt)]}
+    if query.diversity is not None:
+        d = query.diversity
+        candidates = max(d.candidates, n)
+        mmr = qm.Mmr(diversity=d.diversity, candidates_limit=candidates)
+        stage = {
+            "query": qm.NearestQuery(nearest=query.dense, mmr=mmr),
+            "using": DENSE,
+            "prefetch": [_prefetch(stage, candidates, flt)],
+        }
+    return stage
+
+
+def _ranked(query: ChunkQuery, flt: qm.Filter | None, n: int) -> dict[str, Any]:
+    dense = {"query": query.dense, "using": DENSE}
+    if query.mode == "dense":
+        return dense
+    sparse = {"query": _sparse(query.sparse), "using": SPARSE}
+    if query.mode == "sparse":
+        return sparse
+    lists = [qm.Prefetch(**dense, filter=flt, limit=n), qm.Prefetch(**sparse, filter=flt, limit=n)]
+    fusion = query.fusion
+    if fusion.method == "rrf":
+        weights = [fusion.dense_weight, fusion.sparse_weight]
+        return {"query": qm.RrfQuery(rrf=qm.Rrf(k=fusion.k, weights=weights)), "prefetch": lists}
+    dbsf = qm.FusionQuery(fusion=qm.Fusion.DBSF)
+    if fusion.dense_weight == fusion.sparse_weight:
+        return {"query": dbsf, "prefetch": lists}
+    # Weighted DBSF: each list normalised on its own, then summed with its weight.
+    normalised = [qm.Prefetch(prefetch=[p], query=dbsf, limit=n) for p in lists]
+    weighted = qm.SumExpression(
+        sum=[
+            qm.MultExpression(mult=[fusion.dense_weight, "$score[0]"]),
+            qm.MultExpression(mult=[fusion.sparse_weight, "$score[1]"]),
+        ]
+    )
+    formula = qm.FormulaQuery(formula=weighted, defaults={"$score[0]": 0.0, "$score[1]": 0.0})
+    return {"query": formula, "prefetch": normalised}
+
+
+def _decay(recency: Recency) -> qm.FormulaQuery:
+    """score × 0.5^(age / half-life): Qdrant's exp decay is `midpoint` at `scale` away."""
+    now, oldest = recency_bounds(recency)
+    age_from = qm.MaxExpression(
+        max=[
+            qm.MinExpression(
+                min=[
+                    qm.DatetimeKeyExpression(datetime_key=recency.field),
+                    qm.DatetimeExpression(datetime=now),
+                ]
+            ),
+            qm.DatetimeExpression(datetime=oldest),
+        ]
+    )
+    decay = qm.ExpDecayExpression(
+        exp_decay=qm.DecayParamsExpression(
+            x=age_from,
+            target=qm.DatetimeExpression(datetime=now),
+            scale=recency.half_life_s,
+            midpoint=0.5,
+        )
+    )
+    # A chunk without the field is not decayed (every chunk FreshRAG writes has one).
+    return qm.FormulaQuery(
+        formula=qm.MultExpression(mult=["$score", decay]), defaults={recency.field: now}
+    )
+
+
+def _prefetch(stage: dict[str, Any], limit: int, flt: qm.Filter | None) -> qm.Prefetch:
+    """A stage as the prefetch of the next; a search of vectors (no prefetch) filtered."""
+    searches = "prefetch" not in stage
+    return qm.Prefetch(**stage, limit=limit, filter=flt if searches else None)

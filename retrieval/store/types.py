@@ -35,14 +35,45 @@ def document_point_id(tenant: str, doc_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{tenant}\x00{doc_id}"))
 
 
+FusionMethod = Literal["rrf", "dbsf"]
+
+
 @dataclass(frozen=True, slots=True)
 class Fusion:
-    """Weighted reciprocal-rank fusion of the dense and sparse lists, as Qdrant computes it:
-    a point at rank r (1-based) of a list with weight w adds 1 / (r / w + k - 1)."""
+    """How hybrid search fuses the dense and sparse lists inside the engine.
+
+    `rrf`: weighted reciprocal-rank fusion, as Qdrant computes it: a point at rank r
+    (1-based) of a list with weight w adds 1 / (r / w + k - 1). `dbsf`: distribution-based
+    score fusion: each list's scores normalised by their mean ± 3 standard deviations,
+    then summed, each list's times its weight (equal weights: Qdrant's own DBSF).
+    """
 
     k: int = 60
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
+    method: FusionMethod = "rrf"
+
+
+@dataclass(frozen=True, slots=True)
+class Recency:
+    """A decay on a datetime payload field, applied to the fused scores inside the engine:
+    score × 0.5^(age / half_life_s), age measured from `now` (RFC 3339). A date after
+    `now` counts as `now`; past 100 half-lives the decay stops, so very old chunks keep
+    their order by relevance instead of all tying at 0."""
+
+    half_life_s: float
+    now: str
+    field: str = "event_time"
+
+
+@dataclass(frozen=True, slots=True)
+class Diversity:
+    """Maximal marginal relevance over the best `candidates` points, by dense vectors:
+    each next point maximises (1 - d) × sim(query, p) - d × max sim(p, already chosen),
+    d = `diversity` in (0, 1] (Qdrant's own parameter; MMR's λ is 1 - d)."""
+
+    diversity: float
+    candidates: int
 
 
 # --- neutral filter conditions (all must hold) -------------------------------------------

@@ -37,7 +37,7 @@ def test_the_tools_and_the_resource_say_what_they_take_and_return():
     props = search.input_schema["properties"]
     assert set(props) == {"query", "filters", "mode", "top_k", "group"}
     assert {"enum": ["hybrid", "dense", "sparse"], "type": "string"} in props["mode"]["anyOf"]
-    assert set(search.output_schema["properties"]) == {"hits", "mode", "took_ms"}
+    assert set(search.output_schema["properties"]) == {"hits", "mode", "took_ms", "timings"}
     assert "citations" in by_name["answer"].output_schema["properties"]
     assert all(t.annotations.read_only_hint for t in tools)
     assert [t.uri_template for t in templates] == [DOCUMENT_URI]

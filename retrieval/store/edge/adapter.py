@@ -16,13 +16,13 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from retrieval.store.base import IndexBase, document_conditions, pages, prefetch_limit
+from retrieval.store.base import IndexBase, document_conditions, pages
 from retrieval.store.edge.answers import open_answers
-from retrieval.store.edge.filters import sparse_vector, to_edge_filter
 from retrieval.store.edge.layout import op_logs, open_shard, shard_dirs, state_path
 from retrieval.store.edge.oplog import EDGE_KINDS, Record
 from retrieval.store.edge.optimizer import EdgeOptimizer
 from retrieval.store.edge.points import EdgePoints
+from retrieval.store.edge.queries import chunk_request
 from retrieval.store.edge.shards import ChunkShards
 from retrieval.store.edge.tuning import (
     FILTERED_BY_EVERY_QUERY,
@@ -31,7 +31,7 @@ from retrieval.store.edge.tuning import (
     search_params,
 )
 from retrieval.store.points import PAGE, ChunkQuery, Scroll
-from retrieval.store.schema import DENSE, INTEGER_INDEXES, KEYWORD_INDEXES, SPARSE, IndexKind
+from retrieval.store.schema import INTEGER_INDEXES, KEYWORD_INDEXES, IndexKind
 from retrieval.store.types import ChunkPoint
 
 _NOT_OPEN = "index not initialised: call ensure_schema(dim) first"
@@ -209,43 +209,6 @@ class EdgeIndex(IndexBase):
         )
 
     def _search_points(self, query: ChunkQuery) -> list[Any]:
-        flt = to_edge_filter(query.conditions)
-        params = self._search_params
-        vectors = [DENSE] if query.with_dense else False
-        if query.mode == "dense":
-            req = qe.QueryRequest(
-                limit=query.limit,
-                query=qe.Query.Nearest(query.dense, using=DENSE),
-                filter=flt,
-                with_payload=True,
-                with_vector=vectors,
-                params=params,
-            )
-        elif query.mode == "sparse":
-            req = qe.QueryRequest(
-                limit=query.limit,
-                query=qe.Query.Nearest(sparse_vector(query.sparse), using=SPARSE),
-                filter=flt,
-                with_payload=True,
-                with_vector=vectors,
-            )
-        else:
-            n = prefetch_limit(query.limit)
-            fusion = query.fusion
-            dense = qe.Query.Nearest(query.dense, using=DENSE)
-            sparse = qe.Query.Nearest(sparse_vector(query.sparse), using=SPARSE)
-            req = qe.QueryRequest(
-                limit=query.limit,
-                prefetches=[
-                    qe.Prefetch(limit=n, query=dense, filter=flt, params=params),
-                    qe.Prefetch(limit=n, query=sparse, filter=flt),
-                ],
-                query=qe.Fusion.Rrf(
-                    k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight]
-                ),
-                filter=flt,
-                with_payload=True,
-                with_vector=vectors,
-            )
+        req = chunk_request(query, self._search_params)
         with _opened_store(self._chunks).reading() as shard:
             return shard.query(req)
