@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import httpx
 
 from api.app import create_app
 from api.auth import KeyStore
-from bench.harness import RESULTS, free_port, loadavg, pct, sample_pages, write
+from bench.harness import RESULTS, free_port, loadavg, pct, sample_pages, scratch_dir, write
 from freshrag.runtime import Core, ServerThread
 from freshrag.settings import ProviderSpec, Settings
 from tests.llm_servers import ScriptedLLM
@@ -149,7 +148,7 @@ def main() -> None:
 
     chunks = answer_text(args.tokens)
     llm = ScriptedLLM("openai", default=("stream", chunks, args.token_s)).start()
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     settings = Settings(
         data_dir=tmp,
         api_keys=KEYS,

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import queue
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from bench.harness import (
     loadavg,
     pct,
     sample_pages,
+    scratch_dir,
     serve,
     write,
 )
@@ -185,7 +185,7 @@ def main() -> None:
     from freshrag.settings import Settings
     from retrieval.store.types import Match
 
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-bench-")), api_keys=KEYS)
+    settings = Settings(data_dir=scratch_dir("freshrag-bench-"), api_keys=KEYS)
     core = Core.open(settings)
     _, events, _ = sample_pages(settings.sample_django_version, args.docs)
     index_pages(core, events)

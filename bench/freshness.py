@@ -32,7 +32,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ from bench.harness import (
     free_port,
     loadavg,
     sample_pages,
+    scratch_dir,
     write,
 )
 from freshrag.runtime import Core, EmbeddedBroker, ServerThread
@@ -195,7 +195,7 @@ def main() -> None:
     def want(name: str) -> bool:
         return wanted is None or name in wanted
 
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
     settings = Settings(
         data_dir=tmp,

@@ -3,12 +3,15 @@ command that made it, and child processes that run this checkout's code."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -47,6 +50,15 @@ def free_port() -> int:
 
 
 Method = Literal["nearest", "linear", "floor"]
+
+
+def scratch_dir(prefix: str = "freshrag-bench-") -> Path:
+    """A temporary data dir removed when the benchmark exits (an index, a broker's log:
+    hundreds of MB a run); FRESHRAG_BENCH_KEEP=1 keeps it for a post-mortem."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("FRESHRAG_BENCH_KEEP") != "1":
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def pct(values: Sequence[float], p: float, method: Method = "nearest") -> float:

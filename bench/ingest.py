@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import RESULTS, WorkerThread, free_port, loadavg, sample_pages, write
+from bench.harness import (
+    RESULTS,
+    WorkerThread,
+    free_port,
+    loadavg,
+    sample_pages,
+    scratch_dir,
+    write,
+)
 from freshrag.runtime import Core, EmbeddedBroker
 from freshrag.settings import Settings
 from ingest.broker import ensure_topics
@@ -37,7 +44,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
     settings = Settings(data_dir=tmp, kafka_bootstrap_servers=broker.bootstrap, poll_timeout_ms=200)
     try:

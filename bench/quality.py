@@ -36,14 +36,22 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.harness import RESULTS, ROOT, SAMPLES, child_env, django_events, llama_minilm, write
+from bench.harness import (
+    RESULTS,
+    ROOT,
+    SAMPLES,
+    child_env,
+    django_events,
+    llama_minilm,
+    scratch_dir,
+    write,
+)
 from evals.dataset import EvalItem, default_path, load
 from evals.metrics import ir_scores
 from freshrag.runtime import Core
@@ -128,9 +136,7 @@ ABLATION: list[tuple[str, Ranking, Grouping]] = [
 
 def freshrag_index(files: list[Path], docs: Path, headers: bool) -> tuple[Core, float]:
     """The pages indexed as the service indexes them; `headers`: FRESHRAG_CHUNK_HEADERS."""
-    settings = Settings(
-        data_dir=Path(tempfile.mkdtemp(prefix="freshrag-quality-")), chunk_headers=headers
-    )
+    settings = Settings(data_dir=scratch_dir("freshrag-quality-"), chunk_headers=headers)
     core = Core.open(settings)
     events = django_events(docs, files)
     indexer = core.indexer()
@@ -193,7 +199,7 @@ from ingest.publisher import build_events
 from retrieval.search import Principal, Retriever
 from freshrag.settings import Settings
 files, docs, questions, out, k = json.loads(sys.argv[1])
-core = Core.open(Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-baseline-"))))
+core = Core.open(Settings(data_dir=scratch_dir("freshrag-baseline-")))
 events = build_events([Path(f) for f in files], root=Path(docs), mime="text/x-rst",
                       prefix="django/", version=1)
 indexer = core.indexer()
@@ -210,7 +216,7 @@ Path(out).write_text(json.dumps(ranked))
 
 def baseline(rev: str, files: list[Path], docs: Path, items: list[EvalItem]) -> dict[str, dict]:
     """FreshRAG as of commit `rev` (a git worktree, this venv), scored like the rest."""
-    work = Path(tempfile.mkdtemp(prefix="freshrag-baseline-src-"))
+    work = scratch_dir("freshrag-baseline-src-")
     subprocess.run(["git", "worktree", "add", "--detach", str(work), rev], cwd=ROOT, check=True)
     try:
         out = work / "ranked.json"

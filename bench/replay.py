@@ -15,12 +15,20 @@ Writes bench/results/replay.json.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, SAMPLES, WorkerThread, free_port, llama_minilm, loadavg, write
+from bench.harness import (
+    RESULTS,
+    SAMPLES,
+    WorkerThread,
+    free_port,
+    llama_minilm,
+    loadavg,
+    scratch_dir,
+    write,
+)
 from freshrag.runtime import Core, EmbeddedBroker
 from freshrag.settings import Settings
 from ingest.broker import ensure_topics
@@ -81,7 +89,7 @@ def freshrag(old: dict[str, str], new: dict[str, str], section: str, tmp: Path) 
 
 
 def _events(texts: dict[str, str], version: int) -> list:
-    tmp = Path(tempfile.mkdtemp(prefix="replay-pages-"))
+    tmp = scratch_dir("replay-pages-")
     for d, text in texts.items():
         (tmp / d).parent.mkdir(parents=True, exist_ok=True)
         (tmp / d).write_text(text)
@@ -124,7 +132,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "replay.json")
     args = ap.parse_args()
     old, new = pages(args.old, args.section), pages(args.new, args.section)
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     chunk_size = Settings().chunk_size
     load_before = loadavg()
     ours = freshrag(old, new, args.section, tmp)

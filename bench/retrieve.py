@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -38,6 +37,7 @@ from bench.harness import (
     loadavg,
     pct,
     sample_pages,
+    scratch_dir,
     serve,
     write,
 )
@@ -83,7 +83,7 @@ def main() -> None:
         return under_writes(args)
     args.out = args.out or RESULTS / "retrieve.json"
 
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     settings = Settings(
         data_dir=tmp, api_keys={"bench": {"tenant": "default", "groups": ["public"]}}
     )
@@ -263,7 +263,7 @@ def under_writes(args: argparse.Namespace) -> None:
     from ingest.broker import ensure_topics
     from ingest.publisher import Publisher
 
-    tmp = Path(tempfile.mkdtemp(prefix="freshrag-bench-"))
+    tmp = scratch_dir("freshrag-bench-")
     broker = EmbeddedBroker(port=free_port(), log_path=tmp / "broker.log").start()
     settings = Settings(
         data_dir=tmp,
