@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m bench.retrieve
 	$(PY) -m bench.retrieve --write-load
 	$(PY) -m bench.client
+	$(PY) -m bench.broker
 	$(PY) -m bench.quality
 
 clean:
