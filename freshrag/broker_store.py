@@ -38,6 +38,18 @@ def _request(method: str, url: str, timeout: float = 1.0) -> int:
         return exc.code
 
 
+def end_process(proc: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout_s` (the broker and its
+    object store stop alike)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 class DiskObjectStore:
     """alocals3 on a free loopback port with its bucket under `root`, for one Tansu."""
 
@@ -131,12 +143,7 @@ class DiskObjectStore:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        end_process(self._proc, timeout_s)
         self._proc = None
 
     def kill(self) -> None:

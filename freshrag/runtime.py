@@ -18,7 +18,7 @@ from api.app import Services
 from api.auth import KeyStore
 from api.usage import open_ledger
 from api.waits import DocumentWatch
-from freshrag.broker_store import DiskObjectStore
+from freshrag.broker_store import DiskObjectStore, end_process
 from freshrag.settings import Settings
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
@@ -122,12 +122,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         started = time.monotonic()
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        end_process(self._proc, timeout_s)
         self._proc = None
         if self.store:  # after the broker, within the same time: it writes into the store
             self.store.stop(max(0.5, timeout_s - (time.monotonic() - started)))
