@@ -24,6 +24,7 @@ from retrieval.stages import Stages
 from retrieval.store.types import SearchHit
 from tests.conftest import make_indexer, upsert
 from tests.llm_servers import ScriptedLLM
+from tests.retrieval.test_ranking_stages import DOCS as STAGE_DOCS
 
 WHO = Principal("t", "acme", ("eng",))
 
@@ -160,15 +161,7 @@ def test_a_failing_or_late_llm_leaves_the_fused_order(llm):
 # --- the cross-encoder in the read path ----------------------------------------------------
 
 DOCS = {
-    "pool": "# Pooling\n\n## Persistent connections\n\nKeep database connections open and "
-    "reuse them between requests with CONN_MAX_AGE.\n\n## Health checks\n\nA connection "
-    "is checked before reuse when CONN_HEALTH_CHECKS is on.",
-    "tz": "# Time zones\n\n## Sessions\n\nEach database connection sets its session time "
-    "zone when it opens.",
-    "tests": "# Testing\n\n## Connections\n\nThe test runner closes database connections "
-    "between tests, so no test sees another's session.",
-    "release": "# Release notes\n\n## 5.1\n\nDatabase connections are now reused when "
-    "CONN_MAX_AGE is set, and health checks are new.",
+    **STAGE_DOCS,  # the ranking stages' pages, and one more
     "cache": "# Caching\n\n## Backends\n\nThe database cache backend keeps entries in a table.",
 }
 QUERY = "keep database connections open between requests"
