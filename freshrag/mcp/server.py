@@ -5,7 +5,9 @@ The tools return the API's own response models, so an agent gets as structured o
 exactly what /retrieve or /answer returns for the same request (and the JSON of it as
 text, for clients that read only text). Arguments an agent leaves out are left out of
 the request, so the server's defaults and limits apply; the API's 422 comes back as a
-tool error naming the argument.
+tool error naming the argument. The ranking stages (fusion, weights, diversity, recency,
+rerank) are typed as the API types them (api/ranking.py), so a bad value is refused with
+the API's own rule and words before any request is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import ToolAnnotations
 from pydantic import Field, StrictInt
 
+from api.ranking import ranking_fields
 from freshrag.mcp.api import Api, ApiUnreachable, message
 from freshrag.mcp.keys import NoKey
 from freshrag_client import AnswerResponse, AsyncClient, FreshRAGError, NotFound, RetrieveResponse
@@ -59,7 +62,32 @@ Grouping = Annotated[
     Field(description="section (default): one hit per document section; chunk: every chunk."),
 ]
 
+# The ranking stages, each with the type, limits and validators of the API's own field
+# (api/ranking.py), so the tool's schema shows the same limits and refuses what the API
+# would. `rerank` as a server with a reranker takes it: whether this one has one is the
+# API's to say (a 422 that comes back as a tool error naming `rerank`).
+_STAGES = ranking_fields(reranker=True)
+
+
+def _stage(name: str) -> Any:
+    kind, field = _STAGES[name]
+    return Annotated[kind, Field(description=field.description)]
+
+
+FusionMethod = _stage("fusion")
+DenseWeight = _stage("dense_weight")
+SparseWeight = _stage("sparse_weight")
+Diversity = _stage("diversity")
+Recency = _stage("recency")
+Rerank = _stage("rerank")
+RerankCandidates = _stage("rerank_candidates")
+
 KeyOf = Callable[[Context], str]
+
+
+def _ranking(**stages: Any) -> dict[str, Any]:
+    """The stages the agent set; those it left out keep the server's defaults."""
+    return {name: value for name, value in stages.items() if value is not None}
 
 
 def build_server(api: Api, key_of: KeyOf) -> MCPServer:
@@ -101,12 +129,30 @@ def build_server(api: Api, key_of: KeyOf) -> MCPServer:
         mode: SearchMode = None,
         top_k: TopK = None,
         group: Grouping = None,
+        fusion: FusionMethod = None,
+        dense_weight: DenseWeight = None,
+        sparse_weight: SparseWeight = None,
+        diversity: Diversity = None,
+        recency: Recency = None,
+        rerank: Rerank = None,
+        rerank_candidates: RerankCandidates = None,
     ) -> RetrieveResponse:
         """Cited passages for a query: each hit's text with its doc_id, version, section,
-        path, indexed_at and score (what POST /retrieve returns), best first."""
+        path, indexed_at and score (what POST /retrieve returns), best first. Optional
+        ranking stages: `diversity` for breadth over one page's sections, `recency` to
+        prefer newer documents, `fusion` and its weights, `rerank`."""
+        stages = _ranking(
+            fusion=fusion,
+            dense_weight=dense_weight,
+            sparse_weight=sparse_weight,
+            diversity=diversity,
+            recency=recency,
+            rerank=rerank,
+            rerank_candidates=rerank_candidates,
+        )
         async with tool_call(ctx) as client:
             return await client.retrieve(
-                query, filters=filters, mode=mode, top_k=top_k, group=group
+                query, filters=filters, mode=mode, top_k=top_k, group=group, **stages
             )
 
     @server.tool(title="Answer from documents", annotations=reading)
@@ -116,12 +162,29 @@ def build_server(api: Api, key_of: KeyOf) -> MCPServer:
         filters: Filters = None,
         mode: SearchMode = None,
         top_k: TopK = None,
+        fusion: FusionMethod = None,
+        dense_weight: DenseWeight = None,
+        sparse_weight: SparseWeight = None,
+        diversity: Diversity = None,
+        recency: Recency = None,
+        rerank: Rerank = None,
+        rerank_candidates: RerankCandidates = None,
     ) -> AnswerResponse:
         """An answer written only from the passages a search finds, each claim cited as [n]
         (`citations` lists n, doc_id, version and the cited text); `refused` when the
-        passages do not answer the question (what POST /answer returns)."""
+        passages do not answer the question (what POST /answer returns). The search takes
+        the same ranking stages as `search`."""
+        stages = _ranking(
+            fusion=fusion,
+            dense_weight=dense_weight,
+            sparse_weight=sparse_weight,
+            diversity=diversity,
+            recency=recency,
+            rerank=rerank,
+            rerank_candidates=rerank_candidates,
+        )
         async with tool_call(ctx) as client:
-            return await client.answer(query, filters=filters, mode=mode, top_k=top_k)
+            return await client.answer(query, filters=filters, mode=mode, top_k=top_k, **stages)
 
     @server.resource(
         DOCUMENT_URI,

@@ -7,8 +7,8 @@ client."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from api.app import create_app
 from freshrag.mcp.transports import http_app
 from freshrag.runtime import ServerThread
+from ingest.events import DocumentEvent
 from tests.conftest import free_port, make_indexer, make_services, make_settings, upsert
 from tests.llm_servers import ScriptedLLM
 
@@ -69,27 +70,34 @@ class Service:
     llm: ScriptedLLM
 
 
-@pytest.fixture
-def service(tmp_path: Path, edge_index, dense, sparse):  # noqa: ANN001, ANN201
+@contextmanager
+def serving(tmp_path: Path, index, dense, sparse, events: list[DocumentEvent]) -> Iterator[Service]:  # noqa: ANN001
+    """The API over `events` indexed, and `freshrag mcp` over HTTP in front of it."""
     llm = ScriptedLLM("openai", default=("ok", ANSWER)).start()
     primary = {"kind": "openai", "base_url": llm.base_url, "model": "gpt-x", "retries": 0}
     settings = make_settings(tmp_path, llm_chain=[primary], answer_require_names=False)
-    indexer = make_indexer(edge_index, dense, sparse)
-    indexer.apply(
-        [
-            upsert(doc_id, text, 1, tenant=tenant, acl=[group])
-            for (tenant, group), docs in CORPUS.items()
-            for doc_id, text in docs.items()
-        ]
-    )
+    make_indexer(index, dense, sparse).apply(events)
     api = ServerThread(
-        create_app(make_services(settings, edge_index, dense, sparse)), "127.0.0.1", free_port()
+        create_app(make_services(settings, index, dense, sparse)), "127.0.0.1", free_port()
     ).start()
     mcp = ServerThread(http_app(api.url), "127.0.0.1", free_port()).start()
-    yield Service(api.url, f"{mcp.url}/mcp", llm)
-    mcp.stop()
-    api.stop()
-    llm.stop()
+    try:
+        yield Service(api.url, f"{mcp.url}/mcp", llm)
+    finally:
+        mcp.stop()
+        api.stop()
+        llm.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, edge_index, dense, sparse):  # noqa: ANN001, ANN201
+    events = [
+        upsert(doc_id, text, 1, tenant=tenant, acl=[group])
+        for (tenant, group), docs in CORPUS.items()
+        for doc_id, text in docs.items()
+    ]
+    with serving(tmp_path, edge_index, dense, sparse, events) as running:
+        yield running
 
 
 @asynccontextmanager

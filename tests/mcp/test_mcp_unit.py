@@ -9,7 +9,9 @@ import asyncio
 import httpx
 import pytest
 from click.testing import CliRunner
+from mcp.server.mcpserver.exceptions import ToolError
 
+from api.models import request_models
 from freshrag.cli import cli
 from freshrag.mcp.api import Api, message
 from freshrag.mcp.keys import fixed_key, presented_key
@@ -21,6 +23,15 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.unit
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+STAGES = (
+    "fusion",
+    "dense_weight",
+    "sparse_weight",
+    "diversity",
+    "recency",
+    "rerank",
+    "rerank_candidates",
+)
 
 
 def test_the_tools_and_the_resource_say_what_they_take_and_return():
@@ -35,7 +46,8 @@ def test_the_tools_and_the_resource_say_what_they_take_and_return():
     search = by_name["search"]
     assert search.input_schema["required"] == ["query"]
     props = search.input_schema["properties"]
-    assert set(props) == {"query", "filters", "mode", "top_k", "group"}
+    assert set(props) == {"query", "filters", "mode", "top_k", "group", *STAGES}
+    assert set(by_name["answer"].input_schema["properties"]) >= set(STAGES)
     assert {"enum": ["hybrid", "dense", "sparse"], "type": "string"} in props["mode"]["anyOf"]
     assert set(search.output_schema["properties"]) == {"hits", "mode", "took_ms", "timings"}
     assert "citations" in by_name["answer"].output_schema["properties"]
@@ -111,3 +123,63 @@ def test_the_command_wants_one_key_on_stdio_and_none_on_http(tmp_path, monkeypat
     )
     hosts = runner.invoke(cli, ["mcp", "--allowed-host", "mcp.example:443"])
     assert hosts.exit_code == 2 and "--allowed-host is for --transport http" in hosts.output
+
+
+def _typed(schema: dict) -> list[dict]:
+    """A property's schema without its words (title, description, default)."""
+    words = {"title", "description", "default"}
+    return [{k: v for k, v in s.items() if k not in words} for s in schema["anyOf"]]
+
+
+def test_the_ranking_stages_take_what_the_api_takes_and_refuse_the_rest_before_asking():
+    """The stages are the API's own field types (api/ranking.py): the same schema as
+    /retrieve's on a server with a reranker, and a bad value is a tool error naming the
+    argument in the API's words, raised before any request (nothing listens at the URL:
+    a value that passes gets as far as trying to connect)."""
+    server = build_server(Api(f"http://127.0.0.1:{free_port()}"), fixed_key("k"))
+    retrieve, _ = request_models(1000, 100, reranker=True)
+    on_http = retrieve.model_json_schema()["properties"]
+
+    async def call(arguments: dict) -> str:
+        with pytest.raises(ToolError) as failed:
+            await server.call_tool("search", {"query": "x", **arguments})
+        return str(failed.value)
+
+    async def go() -> None:
+        tools = {t.name: t for t in await server.list_tools()}
+        for tool in ("search", "answer"):
+            props = tools[tool].input_schema["properties"]
+            for name in STAGES:
+                assert _typed(props[name]) == _typed(on_http[name]), (tool, name)
+                assert props[name]["description"] == on_http[name]["description"]
+        bad = [
+            ("fusion", "max", "Input should be 'rrf' or 'dbsf'"),
+            ("dense_weight", 0, "greater than or equal to 0.01"),
+            ("sparse_weight", 101, "less than or equal to 100"),
+            ("dense_weight", "2", "Input should be a valid number"),
+            ("diversity", 1.5, "less than or equal to 1"),
+            ("diversity", True, "Input should be a valid number"),
+            ("recency", "30 days", "recency must be 'off' or a half-life"),
+            ("recency", "0d", "recency must be 'off' or a half-life"),
+            ("recency", 30, "Input should be a valid string"),
+            ("rerank", "yes", "Input should be a valid boolean"),
+            ("rerank_candidates", 0, "greater than or equal to 1"),
+            ("rerank_candidates", 101, "less than or equal to 100"),
+            ("rerank_candidates", 2.5, "Input should be a valid integer"),
+        ]
+        for name, value, said in bad:
+            error = await call({name: value})
+            assert f"\n{name}\n  " in error and said in error, (name, value, error)
+            assert "does not answer" not in error, (name, value)
+        every = {
+            "fusion": "dbsf",
+            "dense_weight": 1.5,
+            "sparse_weight": 0.5,
+            "diversity": 0.3,
+            "recency": "30d",
+            "rerank": True,
+            "rerank_candidates": 20.0,  # as on the API: 20.0 is 20
+        }
+        assert "does not answer" in await call(every)
+
+    asyncio.run(go())
