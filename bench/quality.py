@@ -192,14 +192,14 @@ def freshrag(
 # Run inside a checkout of an older commit (its own code first on PYTHONPATH): index the
 # pages as that version did and dump each question's ranked (doc_id, text) per mode as JSON.
 _BASELINE = """
-import json, sys, tempfile
+import json, shutil, sys, tempfile
 from pathlib import Path
 from freshrag.runtime import Core
 from ingest.publisher import build_events
 from retrieval.search import Principal, Retriever
 from freshrag.settings import Settings
 files, docs, questions, out, k = json.loads(sys.argv[1])
-core = Core.open(Settings(data_dir=scratch_dir("freshrag-baseline-")))
+core = Core.open(Settings(data_dir=Path(tempfile.mkdtemp(prefix="freshrag-baseline-"))))
 events = build_events([Path(f) for f in files], root=Path(docs), mime="text/x-rst",
                       prefix="django/", version=1)
 indexer = core.indexer()
@@ -211,6 +211,8 @@ ranked = {mode: {qid: [(h.payload["doc_id"], h.payload["text"])
                        for h in retriever.retrieve(who, q, k, mode)]
                  for qid, q in questions.items()} for mode in ("hybrid", "dense", "sparse")}
 Path(out).write_text(json.dumps(ranked))
+core.index.close()
+shutil.rmtree(core.settings.data_dir, ignore_errors=True)
 """
 
 
