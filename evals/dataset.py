@@ -17,6 +17,8 @@ Shipped sets (`evals/datasets/`):
   FAQ pages as `heldout_faq` rewrites them (question headings replaced by neutral ones),
   so the question text is not in the index. Scored only when the eval indexes those pages
   (`freshrag eval --heldout-faq`).
+- `sphinx-VERSION.vN.jsonl`: questions about a second corpus, Sphinx's manual
+  (`ingest.second_corpus`), each labelled `named` or `paraphrased` (`phrasing`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -45,6 +48,12 @@ class EvalItem(BaseModel):
     gold_passages: list[str] = Field(default_factory=list)
     answerable: bool = Field(
         True, description="false: the docs do not answer it; the expected answer is a refusal"
+    )
+    phrasing: Literal["named", "paraphrased"] | None = Field(
+        None,
+        description="the writer's label: the question names its subject (the API, option or "
+        "term its gold section is about) or describes the need without those names; "
+        "unlabelled sets are split by `evals.subjects.names_subject`",
     )
 
     @model_validator(mode="after")
