@@ -21,7 +21,7 @@ from api.bodies import BodyLimit
 from api.lanes import Lanes
 from api.models import request_models
 from api.publishing import EventProducer
-from api.routes import admin, answer, documents, operations, retrieve, usage
+from api.routes import admin, answer, documents, operations, retrieve, tune, usage
 from api.services import Services
 from api.tracing import telemetry_config
 from api.waits import DocumentWatch
@@ -80,6 +80,7 @@ def create_app(services: Services) -> FastAPI:
         reranker=getattr(services.retriever, "reranker", None) is not None,
     )
     app.include_router(admin.router)
+    app.include_router(tune.router)
     app.include_router(operations.router)
     app.include_router(retrieve.build_router(retrieve_request))
     app.include_router(answer.build_router(answer_request))

@@ -388,6 +388,28 @@ class ReindexRequest(BaseModel):
     )
 
 
+class TuneRequest(BaseModel):
+    """`POST /admin/tune`: which chunks to learn from, and how long."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Learn from this tenant's chunks only; absent: every tenant's.",
+    )
+    steps: int | None = Field(
+        None, ge=10, le=5000, description="Training steps. Default: FRESHRAG_TUNE_STEPS."
+    )
+    max_seconds: float | None = Field(
+        None,
+        ge=30,
+        le=86400,
+        description="Training time budget. Default: FRESHRAG_TUNE_MAX_SECONDS.",
+    )
+
+
 class SwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     force: StrictBool = Field(

@@ -37,6 +37,19 @@ class Deployment(Protocol):
     def drop_standby(self) -> dict[str, Any]: ...
 
 
+class Tuner(Protocol):
+    """`freshrag tune`'s job (freshrag/tuning/job.py, above the API). `start` raises
+    TuneError when one runs already or the scope is too small to learn from."""
+
+    def start(
+        self, tenant: str | None, steps: int | None, max_seconds: float | None
+    ) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def cancel(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -58,3 +71,5 @@ class Services:
     deployment: Deployment | None = None
     # Every provider call's tokens and cost (api/usage.py); None: not accounted (tests).
     usage: UsageLedger | None = None
+    # Corpus adaptation of the embedding model (`freshrag tune`); None: not offered.
+    tuner: Tuner | None = None

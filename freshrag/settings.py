@@ -332,6 +332,36 @@ class Settings(BaseSettings):
         "stays uncommitted); then its child processes are killed, and the log says so.",
     )
 
+    # --- corpus adaptation (`freshrag tune`) ----------------------------------------------
+    tune_steps: int = Field(
+        150,
+        ge=10,
+        le=5000,
+        description="Training steps of `freshrag tune` (each one batch of mined pairs); a "
+        "request may ask for another count within these limits.",
+    )
+    tune_max_seconds: float = Field(
+        900.0,
+        ge=30,
+        le=86400,
+        description="Time budget of a tune's training: it stops at the steps or at this, "
+        "whichever comes first, and the model is saved either way.",
+    )
+    tune_batch_size: int = Field(
+        32, ge=4, le=512, description="Pairs per training step (in-batch negatives)."
+    )
+    tune_learning_rate: float = Field(2e-5, gt=0, le=1e-3)
+    tune_keep: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the tuned model when averaged with the base one (1: the "
+        "tuned weights alone). Averaging keeps what the base knew (WiSE-FT).",
+    )
+    tune_threads: int = Field(
+        0, ge=0, description="torch threads of the niced training process (0: every core)."
+    )
+
     # --- API --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000

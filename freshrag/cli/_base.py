@@ -142,6 +142,37 @@ class Unreachable(click.ClickException):
     exit_code = 3
 
 
+def _admin_api(url: str | None, api_key: str | None):  # noqa: ANN202
+    """`call(method, path, **httpx kwargs) -> JSON` against the service's admin API, with
+    `api_key` or this machine's first admin key; transport failures exit 3, HTTP errors
+    print the service's detail."""
+    import httpx
+
+    settings = Settings()
+    url = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if api_key is None:
+        keys = _local_keys(settings)
+        api_key = next((k for k, spec in keys.items() if spec.get("admin")), None)
+        if api_key is None:
+            raise click.UsageError(
+                'no admin key: pass --api-key, or add "admin": true to a key in '
+                f"{settings.resolved_api_keys_file}"
+            )
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
+
+    def call(method: str, path: str, **kwargs) -> dict:  # noqa: ANN003
+        try:
+            r = http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the service at {url} does not answer: {exc}") from exc
+        if r.status_code >= 400:
+            detail = r.json().get("detail", r.text) if r.content else r.reason_phrase
+            raise click.ClickException(f"{r.status_code}: {detail}")
+        return r.json()
+
+    return call
+
+
 def _client_logging() -> None:
     """Commands that talk to a broker as a client report failures themselves, once."""
     from ingest.publisher import quiet_kafka_logs

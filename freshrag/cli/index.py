@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from freshrag.cli._base import (
-    Unreachable,
+    _admin_api,
     _client_logging,
-    _local_keys,
     cli,
     log,
     tqdm,
@@ -140,30 +139,11 @@ def reindex(model, do_switch, force, drop_standby, url, api_key) -> None:  # noq
     `freshrag eval --generation standby`, then --switch (atomic; --switch again goes
     back) and, once satisfied, --drop-standby. Without options: the current state.
     """
-    import httpx
-
-    settings = Settings()
     _client_logging()
-    url = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    if api_key is None:
-        keys = _local_keys(settings)
-        api_key = next((k for k, spec in keys.items() if spec.get("admin")), None)
-        if api_key is None:
-            raise click.UsageError(
-                'no admin key: pass --api-key, or add "admin": true to a key in '
-                f"{settings.resolved_api_keys_file}"
-            )
-    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120)
+    admin = _admin_api(url, api_key)
 
     def call(method: str, path: str, **kwargs) -> dict:  # noqa: ANN003
-        try:
-            r = http.request(method, f"/admin/generations{path}", **kwargs)
-        except httpx.TransportError as exc:
-            raise Unreachable(f"the service at {url} does not answer: {exc}") from exc
-        if r.status_code >= 400:
-            detail = r.json().get("detail", r.text) if r.content else r.reason_phrase
-            raise click.ClickException(f"{r.status_code}: {detail}")
-        return r.json()
+        return admin(method, f"/admin/generations{path}", **kwargs)
 
     state = call("GET", "")
     if model:

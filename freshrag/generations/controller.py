@@ -39,6 +39,7 @@ from freshrag.generations.pointer import (
 )
 from freshrag.runtime import Core
 from freshrag.settings import Settings
+from freshrag.tuning.job import TuneJob
 from ingest.broker import group_lag
 from ingest.chunker import Chunker
 from ingest.consumer import IngestWorker
@@ -78,6 +79,8 @@ class Deployment:
         self._keys: KeyStore | None = None
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        # `freshrag tune` learns from the serving generation's chunks, for its model.
+        self.tuner = TuneJob(settings, lambda: (self.core.index, self.gens.serving.model))
         # Copies of a standby: whether this process takes them (API processes do, workers
         # do not), who it is in the lease, and who else holds the lease if not this one.
         self.copies = False
@@ -253,6 +256,7 @@ class Deployment:
         self._services = self.core.services(keys)
         self._services.watch = self.watch
         self._services.deployment = self
+        self._services.tuner = self.tuner
         self._stacks[self.gens.serving.name] = self._services
         return self._services
 
@@ -553,6 +557,7 @@ class Deployment:
         with self._lock:  # a pointer poll holding the lock finishes before; none starts after
             self._closing.set()
             self._copy_stop.set()
+        self.tuner.close()
         self.stop_workers()
         for timer in self._drops:  # the service stops: no request is left to finish
             if timer.is_alive():
