@@ -42,6 +42,8 @@ bench: install
 	$(PY) -m bench.client
 	$(PY) -m bench.broker
 	$(PY) -m bench.quality
+	$(PY) -m bench.stages_off
+	$(PY) -m bench.tune --second --keep 0,0.5,1
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -19,8 +19,9 @@ def readme_table(data: dict, variant: str = "keep 0.5") -> str:
     """Page MRR@10, base → tuned, hybrid and dense, per set and phrasing."""
     recipe = data["recipe"]
     load = ", ".join(f"{x:g}" for x in data["machine"]["loadavg"])
+    command = "python -m " + data["command"].split(" -m ", 1)[-1]
     lines = [
-        f"Page MRR@10, MiniLM → tuned ({recipe['steps']} steps, {variant}; `{data['command']}`"
+        f"Page MRR@10, MiniLM → tuned ({recipe['steps']} steps, {variant}; `{command}`"
         f", load average {load}; named / paraphrased: whether the question uses its "
         "subject's names):",
         "",

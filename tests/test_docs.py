@@ -137,3 +137,13 @@ def test_readme_is_short_and_links_resolve() -> None:
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
     for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", readme):
         assert (ROOT / target).is_file(), f"README links to a missing file: {target}"
+
+
+def test_readme_tune_table_is_the_one_its_json_makes() -> None:
+    """The README's `freshrag tune` table is generated (`python -m bench._tune_table`),
+    never typed: a re-run benchmark without a regenerated table fails here."""
+    from bench import _tune_table
+
+    readme = (ROOT / "README.md").read_text()
+    data = json.loads(_tune_table.RESULTS.read_text())
+    assert _tune_table.readme_block(readme) == _tune_table.block(data)
