@@ -8,16 +8,19 @@ import tarfile
 from pathlib import Path
 
 
-def django_docs(version: str, cache_dir: Path) -> Path:
-    """Download (once) and unpack Django's sdist; return its docs folder."""
-    target = cache_dir / f"django-{version}"
-    docs = target / "docs"
-    if docs.is_dir():
-        return docs
+def sdist_folder(name: str, version: str, folder: str, cache_dir: Path) -> Path:
+    """Download (once) `name==version`'s sdist and unpack only `folder`; return it.
+
+    An sdist already in `cache_dir` is used as is, so a cached corpus needs no network.
+    """
+    root = f"{name}-{version}"
+    target = cache_dir / root / folder
+    if target.is_dir():
+        return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    sdist = cache_dir / f"django-{version}.tar.gz"
+    sdist = cache_dir / f"{root}.tar.gz"
     if not sdist.exists():
-        print(f"downloading the Django {version} source distribution from PyPI…", flush=True)
+        print(f"downloading the {name} {version} source distribution from PyPI…", flush=True)
         subprocess.run(
             [
                 sys.executable,
@@ -28,16 +31,23 @@ def django_docs(version: str, cache_dir: Path) -> Path:
                 "--no-deps",
                 "--no-binary",
                 ":all:",
-                f"django=={version}",
+                f"{name}=={version}",
                 "-d",
                 str(cache_dir),
             ],
             check=True,
         )
     with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(f"django-{version}/docs/")]
+        members = [m for m in tar.getmembers() if m.name.startswith(f"{root}/{folder}/")]
+        if not members:
+            raise FileNotFoundError(f"{sdist} has no {folder}/ folder")
         tar.extractall(cache_dir, members=members, filter="data")
-    return docs
+    return target
+
+
+def django_docs(version: str, cache_dir: Path) -> Path:
+    """Download (once) and unpack Django's sdist; return its docs folder."""
+    return sdist_folder("django", version, "docs", cache_dir)
 
 
 def doc_files(docs: Path, limit: int | None = None) -> list[Path]:

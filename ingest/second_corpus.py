@@ -14,12 +14,12 @@ Doc ids mirror the Django sample's: `sphinx/` + the path under `doc/`, e.g.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 from ingest.events import DocumentEvent
+from ingest.sample import sdist_folder
+
+__all__ = ["corpus_events", "doc_files", "doc_id", "sdist_folder", "sphinx_docs"]
 
 NAME = "sphinx"
 VERSION = "9.0.4"  # pinned: the question set was checked against this release's pages
@@ -29,43 +29,6 @@ _DOCS = "doc"
 _RELEASE_NOTES = "changes"
 # Not pages of the manual: Sphinx's build internals, and (unless asked for) the release notes.
 _SKIP = {"_static", "_templates", "_themes", _RELEASE_NOTES}
-
-
-def sdist_folder(name: str, version: str, folder: str, cache_dir: Path) -> Path:
-    """Download (once) `name==version`'s sdist and unpack only `folder`; return it.
-
-    An sdist already in `cache_dir` is used as is, so a cached corpus needs no network.
-    """
-    root = f"{name}-{version}"
-    target = cache_dir / root / folder
-    if target.is_dir():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sdist = cache_dir / f"{root}.tar.gz"
-    if not sdist.exists():
-        print(f"downloading the {name} {version} source distribution from PyPI…", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                f"{name}=={version}",
-                "-d",
-                str(cache_dir),
-            ],
-            check=True,
-        )
-    with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(f"{root}/{folder}/")]
-        if not members:
-            raise FileNotFoundError(f"{sdist} has no {folder}/ folder")
-        tar.extractall(cache_dir, members=members, filter="data")
-    return target
 
 
 def sphinx_docs(cache_dir: Path, version: str = VERSION) -> Path:
