@@ -377,6 +377,18 @@ def main() -> None:
     write(result, args.out)
 
 
+def gold_and_others(
+    every: list[Path], docs: Path, items: list[EvalItem], n: int | None
+) -> list[Path]:
+    """Every page (`n` None), or the gold pages of `items` and of the FAQ (every faq/
+    page: the held-out set's gold) and `n` others."""
+    if n is None:
+        return every
+    wanted = {d.removeprefix("django/") for i in items for d in gold_docs(i)}
+    gold = [p for p in every if p.relative_to(docs).as_posix() in wanted or p.parent.name == "faq"]
+    return gold + [p for p in every if p not in gold][:n]
+
+
 def run_stages(args: argparse.Namespace) -> None:
     """`--stages`: the ranking stages' rows on one index of the pages (headers on)."""
     from bench import _stages
@@ -388,15 +400,7 @@ def run_stages(args: argparse.Namespace) -> None:
     docs = django_docs(version, SAMPLES)
     dataset = args.dataset or default_path(version)
     items = [i for i in load(dataset) if i.answerable][: args.questions]
-    every = doc_files(docs)
-    files = every
-    if args.docs is not None:
-        # The gold pages of both sets (the FAQ's are every faq/ page) and N others.
-        wanted = {d.removeprefix("django/") for i in items for d in gold_docs(i)}
-        gold = [
-            p for p in every if p.relative_to(docs).as_posix() in wanted or p.parent.name == "faq"
-        ]
-        files = gold + [p for p in every if p not in gold][: args.docs]
+    files = gold_and_others(doc_files(docs), docs, items, args.docs)
     core, seconds = freshrag_index(files, docs, headers=True)
     DenseEncoder.limit_threads(1)  # as the API serves: one torch thread per request
     reranker = None

@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.harness import RESULTS, SAMPLES, child_env, django_events, scratch_dir, write
-from bench.quality import CANDIDATES, first_hit, gold_docs, probe, words
+from bench.quality import CANDIDATES, first_hit, gold_and_others, gold_docs, probe, words
 from evals import subjects
 from evals.dataset import (
     DATASET_VERSION,
@@ -198,13 +198,7 @@ def django_sets(args: argparse.Namespace) -> tuple[list[DocumentEvent], dict]:
     dev = [i for i in load(default_path(version)) if i.answerable]
     faq = build_heldout_faq(docs)
     every = doc_files(docs)
-    files = every
-    if args.docs is not None:
-        wanted = {d.removeprefix("django/") for i in dev for d in gold_docs(i)}
-        gold = [
-            p for p in every if p.relative_to(docs).as_posix() in wanted or p.parent.name == "faq"
-        ]
-        files = gold + [p for p in every if p not in gold][: args.docs]
+    files = gold_and_others(every, docs, dev, args.docs)
     events = [e for e in django_events(docs, files) if e.doc_id not in faq.pages] + [
         file_event(path, doc_id, version=1, mime="text/x-rst", data=text.encode())
         for doc_id, (path, text) in faq.pages.items()
