@@ -261,9 +261,10 @@ class Core:
                     if failures >= 5:
                         log.info("embedding section headings ahead stopped: %s", exc)
                         return
-                    log.warning(
-                        "embedding section headings ahead failed (%s); retrying", exc, exc_info=True
-                    )
+                    # One line: a retired generation's closed index ends up here at every
+                    # shutdown, and its traceback would read as a crash. Debug keeps it.
+                    log.warning("embedding section headings ahead failed (%s); retrying", exc)
+                    log.debug("embedding section headings ahead failed", exc_info=True)
                     time.sleep(interval_s * 2**failures)
                     continue
                 if added:
