@@ -361,6 +361,14 @@ class Settings(BaseSettings):
     tune_threads: int = Field(
         0, ge=0, description="torch threads of the niced training process (0: every core)."
     )
+    tune_nice: int = Field(10, ge=0, le=19, description="Niceness of the training process.")
+    tune_idle: bool = Field(
+        True,
+        description="Train under SCHED_IDLE (Linux): the tune gets a core only when queries "
+        "and the ingest children leave one idle, so it never slows them; on a saturated "
+        "machine it waits, and stops at tune_max_seconds with what it learned. Off: the "
+        "niceness alone, which keeps the tune a guaranteed share of every core.",
+    )
 
     # --- API --------------------------------------------------------------------------
     host: str = "127.0.0.1"

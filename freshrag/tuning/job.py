@@ -141,6 +141,8 @@ class TuneJob:
             learning_rate=s.tune_learning_rate,
             keep=s.tune_keep,
             threads=s.tune_threads,
+            nice=s.tune_nice,
+            idle=s.tune_idle,
             card=self._card(corpus, model),
         )
         spec.dump(work / "spec.json")

@@ -1,7 +1,8 @@
 """The training child: `python -m freshrag.tuning.train SPEC.json`.
 
-A process of its own, niced, so a tune never takes the API's or the ingest worker's
-cores first and a crash or a kill cannot touch the serving process. It trains a copy of
+A process of its own, at a lower priority (niced, SCHED_IDLE by default) so a tune never
+takes the API's or the ingest worker's cores and a crash or a kill cannot touch the
+serving process. It trains a copy of
 the base model with sentence-transformers' own trainer (MultipleNegativesRankingLoss:
 in-batch negatives, no duplicate texts in a batch), stops at `steps` or `max_seconds`,
 then interpolates the tuned weights with the base ones (`keep` of the tuned side: a
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.priority import lower_priority
+
 
 @dataclass(slots=True)
 class TuneSpec:
@@ -36,6 +39,7 @@ class TuneSpec:
     max_seq_length: int = 256
     threads: int = 0  # torch threads; 0: every core
     nice: int = 10
+    idle: bool = False  # SCHED_IDLE: a core only when nothing else wants one
     seed: int = 0
     card: dict[str, Any] = field(default_factory=dict)  # what the corpus was, for the card
 
@@ -195,8 +199,8 @@ def train(spec: TuneSpec) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = TuneSpec.load(Path(argv[1]))
-    if spec.nice:
-        os.nice(spec.nice)
+    # Before torch starts its thread pool: the policy is per thread, and inherited.
+    lower_priority(spec.nice, spec.idle)
     try:
         train(spec)
     except BaseException as exc:  # the parent reads why from the progress file

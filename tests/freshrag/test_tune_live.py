@@ -5,6 +5,7 @@ the model folder and its card, one tune at a time, cancel, a too-small index, an
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,19 @@ def test_tune_makes_a_model_folder_with_its_card_and_serving_is_untouched(servic
     assert not list(folder.parent.glob(".work-*")) and not list(folder.parent.glob("*.partial"))
 
 
+def assert_trains_beneath_serving(pid: int) -> None:
+    """The training process runs at SCHED_IDLE and niceness +10 (FRESHRAG_TUNE_IDLE and
+    FRESHRAG_TUNE_NICE's defaults): it takes no CPU that queries or edits want."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    deadline = time.monotonic() + 60
+    while os.sched_getscheduler(pid) != os.SCHED_IDLE:  # set first thing in the child
+        assert time.monotonic() < deadline, "the training process never lowered its priority"
+        time.sleep(0.1)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(ours + 10, 19)
+
+
 def test_one_tune_at_a_time_and_cancel_keeps_nothing(service):
     url, dep = service
     with admin(url) as http:
@@ -127,6 +141,7 @@ def test_one_tune_at_a_time_and_cancel_keeps_nothing(service):
         assert first.status_code == 202, first.text
         second = http.post("/admin/tune", json={})
         assert second.status_code == 409 and "already running" in second.json()["detail"]
+        assert_trains_beneath_serving(dep.tuner._child.pid)
         cancelled = http.delete("/admin/tune").json()
         assert cancelled["state"] == "cancelled" and "model" not in cancelled
         tuned = dep.settings.data_dir / "models" / "tuned"

@@ -14,7 +14,8 @@ import pytest
 from ingest.chunker import Chunker
 from ingest.indexer import Indexer
 from ingest.parser import UnsupportedDocument
-from ingest.processing import ChildProcessor, InlineProcessor, lower_priority
+from ingest.priority import lower_priority
+from ingest.processing import ChildProcessor, InlineProcessor
 from tests.conftest import upsert
 
 DOC = "# Guide\n\n" + "\n\n".join(

@@ -1,0 +1,189 @@
+"""Serving and freshness while `freshrag tune` trains beside them: does a tune take the
+CPU that queries and edits need?
+
+The freshness benchmark's live service (a real worker and the API in one process on the
+bundled Tansu broker, over Django pages), 2 query clients in another process and
+one-line edits at 2/s (bench.freshness's `queries_during_edits`), in rounds of three
+phases, the order reversed every other round:
+
+- `none`: no tune, the round's baseline;
+- `nice`: a tune training at niceness 10 alone (`FRESHRAG_TUNE_IDLE=false`);
+- `idle`: a tune training under SCHED_IDLE (`FRESHRAG_TUNE_IDLE=true`, the default).
+
+A tune phase starts once the training process has taken a step, and the tune is
+cancelled when the phase ends. Before each phase, the tune's steps per second with
+nothing else running are measured too, so each phase also says what the load cost the
+tune. The figures are ratios to the round's `none` phase: query p50/p99 and edit lag
+p50/p99.
+
+    .venv/bin/python -m bench.tune_load [--docs 200] [--seconds 60] [--rounds 2]
+
+Writes bench/results/tune_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from bench._freshness_lag import LagClock, drain, edit_stream
+from bench.freshness import KEY, KEYS, live_phase
+from bench.harness import (
+    RESULTS,
+    QueryLoad,
+    command,
+    free_port,
+    index_pages,
+    loadavg,
+    sample_pages,
+    scratch_dir,
+    serve,
+    write,
+)
+from freshrag.runtime import Core, EmbeddedBroker
+from freshrag.settings import Settings
+from freshrag.tuning.job import TuneJob
+from ingest.broker import ensure_topics
+from ingest.publisher import Publisher
+
+POLICIES = {"nice": False, "idle": True}  # phase → tune_idle
+RATIOS = ("query_p50_ms", "query_p99_ms", "lag_p50_s", "lag_p99_s")
+
+
+def _step(job: TuneJob) -> tuple[int, float]:
+    st = job.status()
+    return int(st.get("step") or 0), time.monotonic()
+
+
+def _rate(before: tuple[int, float], after: tuple[int, float]) -> float:
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
+def start_tune(settings: Settings, core: Core, idle: bool, timeout_s: float = 600) -> TuneJob:
+    """A tune of every tenant at this policy, returned once it has taken its first step
+    (the model loaded, the trainer's threads up): what a phase measures is training."""
+    job = TuneJob(
+        settings.model_copy(update={"tune_idle": idle}), lambda: (core.index, settings.model)
+    )
+    job.start(None, steps=5000, max_seconds=7200)
+    deadline = time.monotonic() + timeout_s
+    while job.status().get("step", 0) < 1:
+        if job.status()["state"] != "training" or time.monotonic() > deadline:
+            job.cancel()
+            raise RuntimeError(f"the tune took no step: {job.status()}")
+        time.sleep(0.5)
+    return job
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--docs", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
+    ap.add_argument("--alone", type=float, default=20.0, help="seconds of the tune alone")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", type=int, default=2, help="query clients")
+    ap.add_argument("--rate", type=float, default=2.0, help="one-line edits per second")
+    ap.add_argument("--out", type=Path, default=RESULTS / "tune_load.json")
+    args = ap.parse_args()
+
+    tmp = scratch_dir("freshrag-bench-")
+    broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
+    settings = Settings(
+        data_dir=tmp,
+        kafka_bootstrap_servers=broker.bootstrap,
+        api_keys=KEYS,
+        poll_timeout_ms=100,
+        kafka_session_timeout_ms=6000,
+        kafka_max_poll_interval_ms=6000,
+    )
+    result: dict = {
+        "benchmark": "tune_load",
+        "command": command(),
+        "docs": args.docs,
+        "phase_seconds": args.seconds,
+        "clients": args.clients,
+        "edits_per_s": args.rate,
+        "settings": {
+            "tune_nice": settings.tune_nice,
+            "tune_threads": settings.tune_threads,
+            "tune_batch_size": settings.tune_batch_size,
+            "ingest_nice": settings.ingest_nice,
+            "query_threads": settings.query_threads,
+        },
+        "rounds": [],
+    }
+    try:
+        ensure_topics(settings)
+        _, pages, _ = sample_pages(settings.sample_django_version, args.docs, 0)
+        core = Core.open(settings)
+        index_pages(core, pages)
+        server = serve(core, KEYS)
+        clock = LagClock(core)
+        core.watch = clock  # type: ignore[assignment]  # the worker's write hook
+        worker = core.worker()
+        thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+        thread.start()
+        worker.ready.wait(300)
+        live = Publisher(settings.kafka_bootstrap_servers, settings.topic)
+        edit_stream(live, pages, clock, 2, 3)  # warm: the children have embedded an edit
+        drain(clock, 300)
+        clock.take()
+        QueryLoad(server.url, KEY, 2, 3, tag="warm").result()
+        for r in range(args.rounds):
+            order = ["none", *POLICIES] if r % 2 == 0 else [*reversed(POLICIES), "none"]
+            phases: dict[str, dict] = {}
+            for name in order:
+                job = None
+                alone: dict = {}
+                if name != "none":
+                    job = start_tune(settings, core, POLICIES[name])
+                    first = _step(job)
+                    time.sleep(args.alone)
+                    alone = {"tune_steps_per_s_alone": _rate(first, _step(job))}
+                before = _step(job) if job else None
+                phase = live_phase(
+                    f"round {r + 1} {name}", core, live, pages, clock, rate=args.rate,
+                    seconds=args.seconds, url=server.url, clients=args.clients,
+                )  # fmt: skip
+                if job is not None and before is not None:
+                    phase |= alone | {"tune_steps_per_s": _rate(before, _step(job))}
+                    phase["tune_speed_kept"] = round(
+                        phase["tune_steps_per_s"] / max(alone["tune_steps_per_s_alone"], 1e-9), 2
+                    )
+                    job.cancel()
+                phases[name] = phase
+            for name in POLICIES:
+                phases[name]["vs_none"] = {
+                    k: round(phases[name][k] / max(phases["none"][k], 1e-9), 2) for k in RATIOS
+                }
+            result["rounds"].append(phases)
+        result["summary"] = {
+            name: {
+                k: statistics.median(rd[name]["vs_none"][k] for rd in result["rounds"])
+                for k in RATIOS
+            }
+            | {
+                "tune_speed_kept": statistics.median(
+                    rd[name]["tune_speed_kept"] for rd in result["rounds"]
+                )
+            }
+            for name in POLICIES
+        }
+        result["loadavg_end"] = loadavg()
+        worker.stop()
+        thread.join(60)
+        live.close()
+        server.stop()
+        core.index.close()
+    finally:
+        broker.stop()
+    write(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""A lower CPU priority for background work (the ingest children, the tune's training).
+
+Its own module, with nothing but `os`: a child calls it before importing anything heavy,
+so that even its imports run beneath serving.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def lower_priority(nice: int, idle: bool = False) -> None:
+    """Give the calling thread (and the threads it starts later) a smaller CPU share.
+
+    A niceness keeps a guaranteed share under any load (CFS weights: nice 5 gets about
+    a quarter of a core beside one busy nice-0 thread); SCHED_IDLE (`idle`) gets a core
+    only when nothing else wants one, so a busy neighbour stops the work for good.
+    Otherwise the policy is SCHED_BATCH: same weights, but a child that wakes with work
+    does not preempt a running query thread (a sleeper's wake-up credit would let it,
+    whatever its niceness); it waits for the next tick. On Linux both are per thread:
+    call this before a child starts its worker threads (torch's OpenMP pool), so they
+    inherit it.
+    """
+    if nice:
+        os.nice(nice)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
