@@ -8,13 +8,14 @@ phases, the order reversed every other round:
 
 - `none`: no tune, the round's baseline;
 - `nice`: a tune training at niceness 10 alone (`FRESHRAG_TUNE_IDLE=false`);
-- `idle`: a tune training under SCHED_IDLE (`FRESHRAG_TUNE_IDLE=true`, the default).
+- `idle`: a tune training under SCHED_IDLE (`FRESHRAG_TUNE_IDLE=true`, the default);
+- `idle_1thread`: the same with one torch thread (`FRESHRAG_TUNE_THREADS=1`).
 
 A tune phase starts once the training process has taken a step, and the tune is
-cancelled when the phase ends. Before each phase, the tune's steps per second with
-nothing else running are measured too, so each phase also says what the load cost the
-tune. The figures are ratios to the round's `none` phase: query p50/p99 and edit lag
-p50/p99.
+cancelled when the phase ends. The tune's CPU (cores it used, from /proc) is measured
+for a while with nothing else running, then during the phase: `tune_cpu_kept` is what the
+load left it. The figures are ratios to the round's `none` phase: query p50/p99 and edit
+lag p50/p99.
 
     .venv/bin/python -m bench.tune_load [--docs 200] [--seconds 60] [--rounds 2]
 
@@ -24,6 +25,7 @@ Writes bench/results/tune_load.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -49,25 +51,29 @@ from freshrag.tuning.job import TuneJob
 from ingest.broker import ensure_topics
 from ingest.publisher import Publisher
 
-POLICIES = {"nice": False, "idle": True}  # phase → tune_idle
+POLICIES: dict[str, dict] = {  # phase → the settings its tune runs with
+    "nice": {"tune_idle": False},
+    "idle": {"tune_idle": True},
+    "idle_1thread": {"tune_idle": True, "tune_threads": 1},
+}
 RATIOS = ("query_p50_ms", "query_p99_ms", "lag_p50_s", "lag_p99_s")
 
 
-def _step(job: TuneJob) -> tuple[int, float]:
-    st = job.status()
-    return int(st.get("step") or 0), time.monotonic()
+def _cpu(job: TuneJob) -> tuple[float, float]:
+    """(CPU seconds the training process has used, over all its threads; now)."""
+    fields = Path(f"/proc/{job.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
-def _rate(before: tuple[int, float], after: tuple[int, float]) -> float:
+def _cores(before: tuple[float, float], after: tuple[float, float]) -> float:
     return round((after[0] - before[0]) / (after[1] - before[1]), 3)
 
 
-def start_tune(settings: Settings, core: Core, idle: bool, timeout_s: float = 600) -> TuneJob:
+def start_tune(settings: Settings, core: Core, update: dict, timeout_s: float = 600) -> TuneJob:
     """A tune of every tenant at this policy, returned once it has taken its first step
     (the model loaded, the trainer's threads up): what a phase measures is training."""
-    job = TuneJob(
-        settings.model_copy(update={"tune_idle": idle}), lambda: (core.index, settings.model)
-    )
+    job = TuneJob(settings.model_copy(update=update), lambda: (core.index, settings.model))
     job.start(None, steps=5000, max_seconds=7200)
     deadline = time.monotonic() + timeout_s
     while job.status().get("step", 0) < 1:
@@ -138,23 +144,22 @@ def main() -> None:
             order = ["none", *POLICIES] if r % 2 == 0 else [*reversed(POLICIES), "none"]
             phases: dict[str, dict] = {}
             for name in order:
-                job = None
-                alone: dict = {}
-                if name != "none":
-                    job = start_tune(settings, core, POLICIES[name])
-                    first = _step(job)
+                job = start_tune(settings, core, POLICIES[name]) if name != "none" else None
+                if job is not None:
+                    first = _cpu(job)
                     time.sleep(args.alone)
-                    alone = {"tune_steps_per_s_alone": _rate(first, _step(job))}
-                before = _step(job) if job else None
+                    alone = _cores(first, before := _cpu(job))
                 phase = live_phase(
                     f"round {r + 1} {name}", core, live, pages, clock, rate=args.rate,
                     seconds=args.seconds, url=server.url, clients=args.clients,
                 )  # fmt: skip
-                if job is not None and before is not None:
-                    phase |= alone | {"tune_steps_per_s": _rate(before, _step(job))}
-                    phase["tune_speed_kept"] = round(
-                        phase["tune_steps_per_s"] / max(alone["tune_steps_per_s_alone"], 1e-9), 2
-                    )
+                if job is not None:
+                    during = _cores(before, _cpu(job))
+                    phase |= {
+                        "tune_cores_alone": alone,
+                        "tune_cores": during,
+                        "tune_cpu_kept": round(during / max(alone, 1e-9), 2),
+                    }
                     job.cancel()
                 phases[name] = phase
             for name in POLICIES:
@@ -168,8 +173,8 @@ def main() -> None:
                 for k in RATIOS
             }
             | {
-                "tune_speed_kept": statistics.median(
-                    rd[name]["tune_speed_kept"] for rd in result["rounds"]
+                "tune_cpu_kept": statistics.median(
+                    rd[name]["tune_cpu_kept"] for rd in result["rounds"]
                 )
             }
             for name in POLICIES

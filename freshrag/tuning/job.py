@@ -226,6 +226,12 @@ class TuneJob:
                     state["state"] = "saving"
             return state
 
+    @property
+    def pid(self) -> int | None:
+        """The training process while one runs (to watch what it costs the machine)."""
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
+
     def cancel(self) -> dict[str, Any]:
         """Stops a running tune; nothing of it is kept."""
         with self._lock:
