@@ -7,9 +7,12 @@ one-line edits at 2/s (bench.freshness's `queries_during_edits`), in rounds of t
 phases, the order reversed every other round:
 
 - `none`: no tune, the round's baseline;
-- `nice`: a tune training at niceness 10 alone (`FRESHRAG_TUNE_IDLE=false`);
-- `idle`: a tune training under SCHED_IDLE (`FRESHRAG_TUNE_IDLE=true`, the default);
-- `idle_1thread`: the same with one torch thread (`FRESHRAG_TUNE_THREADS=1`).
+- `nice`: a tune training at niceness 10 alone (`FRESHRAG_TUNE_IDLE=false`,
+  `FRESHRAG_TUNE_YIELD=false`);
+- `idle`: a tune training under SCHED_IDLE (`FRESHRAG_TUNE_YIELD=false`);
+- `yield`: the defaults: SCHED_IDLE, and the training process held stopped while the
+  service encodes queries or has edits in hand (`FRESHRAG_TUNE_YIELD`,
+  freshrag/tuning/yielding.py).
 
 A tune phase starts once the training process has taken a step, and the tune is
 cancelled when the phase ends. The tune's CPU (cores it used, from /proc) is measured
@@ -52,9 +55,9 @@ from ingest.broker import ensure_topics
 from ingest.publisher import Publisher
 
 POLICIES: dict[str, dict] = {  # phase → the settings its tune runs with
-    "nice": {"tune_idle": False},
-    "idle": {"tune_idle": True},
-    "idle_1thread": {"tune_idle": True, "tune_threads": 1},
+    "nice": {"tune_idle": False, "tune_yield": False},
+    "idle": {"tune_idle": True, "tune_yield": False},
+    "yield": {"tune_idle": True, "tune_yield": True},
 }
 RATIOS = ("query_p50_ms", "query_p99_ms", "lag_p50_s", "lag_p99_s")
 
@@ -73,7 +76,9 @@ def _cores(before: tuple[float, float], after: tuple[float, float]) -> float:
 def start_tune(settings: Settings, core: Core, update: dict, timeout_s: float = 600) -> TuneJob:
     """A tune of every tenant at this policy, returned once it has taken its first step
     (the model loaded, the trainer's threads up): what a phase measures is training."""
-    job = TuneJob(settings.model_copy(update=update), lambda: (core.index, settings.model))
+    tuned = settings.model_copy(update=update)
+    busy = lambda: core.busy(tuned.tune_quiet_s)  # noqa: E731
+    job = TuneJob(tuned, lambda: (core.index, settings.model), busy=busy)
     job.start(None, steps=5000, max_seconds=7200)
     deadline = time.monotonic() + timeout_s
     while job.status().get("step", 0) < 1:
@@ -149,6 +154,7 @@ def main() -> None:
                     first = _cpu(job)
                     time.sleep(args.alone)
                     alone = _cores(first, before := _cpu(job))
+                    held = job.status().get("paused_s", 0.0)
                 phase = live_phase(
                     f"round {r + 1} {name}", core, live, pages, clock, rate=args.rate,
                     seconds=args.seconds, url=server.url, clients=args.clients,
@@ -159,6 +165,7 @@ def main() -> None:
                         "tune_cores_alone": alone,
                         "tune_cores": during,
                         "tune_cpu_kept": round(during / max(alone, 1e-9), 2),
+                        "tune_held_s": round(job.status().get("paused_s", 0.0) - held, 1),
                     }
                     job.cancel()
                 phases[name] = phase

@@ -208,6 +208,13 @@ class Core:
         for over a second without a break: a burst, a long document, a backfill)."""
         return any(w.indexer.processor.busy() for w in self.workers)
 
+    def busy(self, window_s: float) -> bool:
+        """Whether this process encoded a query or had edits in its write path within the
+        last `window_s` (background work such as a tune then steps aside)."""
+        return self.dense.queries_active(window_s) or any(
+            w.indexer.processor.active(window_s) for w in self.workers
+        )
+
     def workers_ready(self) -> bool:
         """Every worker warmed up (children and model loaded) and in its group."""
         return all(w.ready.is_set() for w in self.workers)

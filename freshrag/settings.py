@@ -364,10 +364,22 @@ class Settings(BaseSettings):
     tune_nice: int = Field(10, ge=0, le=19, description="Niceness of the training process.")
     tune_idle: bool = Field(
         True,
-        description="Train under SCHED_IDLE (Linux): the tune gets a core only when queries "
-        "and the ingest children leave one idle, so it never slows them; on a saturated "
-        "machine it waits, and stops at tune_max_seconds with what it learned. Off: the "
-        "niceness alone, which keeps the tune a guaranteed share of every core.",
+        description="Train under SCHED_IDLE (Linux): the tune gets a core only when nothing "
+        "else wants one. Off: the niceness alone, a guaranteed share of every core.",
+    )
+    tune_yield: bool = Field(
+        True,
+        description="Hold the training process stopped while this service answers queries "
+        "or indexes edits, and let it run after tune_quiet_s without either: the only way "
+        "we measured that keeps a tune from slowing /retrieve and edits (scheduling alone "
+        "does not). A tune on a busy service then trains in its quiet moments only; "
+        "tune_max_seconds counts the time it ran.",
+    )
+    tune_quiet_s: float = Field(
+        0.5,
+        ge=0.05,
+        le=60,
+        description="Seconds without a query or an edit in hand before a held tune runs again.",
     )
 
     # --- API --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from ingest.chunker import Chunk, Chunker
 from ingest.parser import UnsupportedDocument, parse
-from ingest.priority import lower_priority
+from retrieval.background import lower_priority
 from retrieval.encoders import DenseEncoder
 
 log = logging.getLogger("freshrag.ingest")
@@ -108,6 +108,10 @@ class Processor(Protocol):
         """Whether the write path is using the CPU now (the query side then holds back)."""
         ...
 
+    def active(self, window_s: float) -> bool:
+        """Whether the write path had work in hand within the last `window_s`."""
+        ...
+
     def close(self, timeout_s: float | None = None) -> int:
         """Stop; work in hand may take `timeout_s`, then it is killed. Returns kills."""
         ...
@@ -137,12 +141,17 @@ class InlineProcessor:
     def __init__(self, chunker: Chunker, dense: DenseEncoder, max_chunks: int = 5000) -> None:
         self.chunker, self.dense, self.max_chunks = chunker, dense, max_chunks
         self.fingerprint = fingerprint(chunker, max_chunks)
+        self._last = float("-inf")  # when work in hand last began or ended
 
     def warm_up(self) -> None:
         pass
 
     def prepare(self, body: str | bytes, mime: str) -> PreparedDocument:
-        return prepare_document(body, mime, self.chunker, self.max_chunks)
+        self._last = time.monotonic()
+        try:
+            return prepare_document(body, mime, self.chunker, self.max_chunks)
+        finally:
+            self._last = time.monotonic()
 
     def prepare_many(
         self,
@@ -161,10 +170,17 @@ class InlineProcessor:
                 yield exc
 
     def encode(self, texts: list[str]) -> list[list[float]]:
-        return self.dense.encode(texts)
+        self._last = time.monotonic()
+        try:
+            return self.dense.encode(texts)
+        finally:
+            self._last = time.monotonic()
 
     def busy(self) -> bool:
         return False  # in-line work shares the query encoder's own lock
+
+    def active(self, window_s: float) -> bool:
+        return time.monotonic() - self._last < window_s
 
     def close(self, timeout_s: float | None = None) -> int:
         return 0
@@ -269,6 +285,10 @@ class _Activity:
         with self._lock:
             working = self._running > 0 or now - self._ended < self.quiet_s
             return working and self._since is not None and now - self._since >= self.sustained_s
+
+    def active(self, window_s: float) -> bool:
+        with self._lock:
+            return self._running > 0 or time.monotonic() - self._ended < window_s
 
 
 class _Lane:
@@ -494,6 +514,9 @@ class ChildProcessor:
     def busy(self) -> bool:
         """Whether the write path is using (or just used) its children."""
         return self.activity.busy()
+
+    def active(self, window_s: float) -> bool:
+        return self.activity.active(window_s)
 
     def warm_up(self) -> None:
         """Start every child, load the model and the parsers now, not on the first document."""

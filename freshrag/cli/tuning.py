@@ -80,7 +80,9 @@ def _follow(call, state: dict) -> dict:  # noqa: ANN001
             time.sleep(2)
             state = call("GET", "/admin/tune")
             bar.n = state.get("step", 0)
-            bar.set_postfix(seconds=round(state.get("seconds") or 0), state=state["state"])
+            # "held": stopped while the service answers queries or indexes edits.
+            shown = "held" if state.get("paused") else state["state"]
+            bar.set_postfix(seconds=round(state.get("seconds") or 0), state=shown)
             bar.refresh()
     return state
 
@@ -91,6 +93,9 @@ def _echo(state: dict) -> None:
         line += f", step {state['step']}/{state['steps']}"
     if state.get("seconds"):
         line += f", {state['seconds']:.0f} s"
+    if state.get("paused_s"):
+        held = "held now" if state.get("paused") else "held"
+        line += f" ({held} {state['paused_s']:.0f} s while the service worked)"
     click.echo(line)
     if state.get("model"):
         click.echo(f"model: {state['model']}")

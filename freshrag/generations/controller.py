@@ -80,7 +80,12 @@ class Deployment:
         self._lock = threading.RLock()
         self._closing = threading.Event()
         # `freshrag tune` learns from the serving generation's chunks, for its model.
-        self.tuner = TuneJob(settings, lambda: (self.core.index, self.gens.serving.model))
+        # It steps aside while any generation here serves a query or indexes an edit.
+        self.tuner = TuneJob(
+            settings,
+            lambda: (self.core.index, self.gens.serving.model),
+            busy=lambda: any(c.busy(settings.tune_quiet_s) for c in list(self.cores.values())),
+        )
         # Copies of a standby: whether this process takes them (API processes do, workers
         # do not), who it is in the lease, and who else holds the lease if not this one.
         self.copies = False

@@ -31,6 +31,7 @@ from freshrag.settings import Settings
 from freshrag.tuning.corpus import Corpus, TuneInputError, read_corpus
 from freshrag.tuning.pairs import count_kinds, mine_pairs
 from freshrag.tuning.train import TuneSpec
+from freshrag.tuning.yielding import YieldToServing
 from ingest.chunker import Chunker
 from retrieval.encoders import model_label
 
@@ -55,9 +56,18 @@ def _name(base: str) -> str:
 class TuneJob:
     """`start`, `status`, `cancel`; `close` at shutdown. Thread-safe."""
 
-    def __init__(self, settings: Settings, serving: Callable[[], tuple[Any, str]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        serving: Callable[[], tuple[Any, str]],
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.settings = settings
         self._serving = serving  # () → the serving generation's (index, model), at start
+        # () → whether this process is serving queries or indexing edits right now: the
+        # training process is held stopped meanwhile (FRESHRAG_TUNE_YIELD).
+        self._busy = busy
+        self._yield: YieldToServing | None = None
         self._lock = threading.Lock()
         self._lock_file: Any = None
         self._child: subprocess.Popen | None = None
@@ -143,6 +153,7 @@ class TuneJob:
             threads=s.tune_threads,
             nice=s.tune_nice,
             idle=s.tune_idle,
+            paused_file=str(work / "paused.json"),
             card=self._card(corpus, model),
         )
         spec.dump(work / "spec.json")
@@ -154,6 +165,8 @@ class TuneJob:
             start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
         )
         log_file.close()
+        if s.tune_yield and self._busy is not None:
+            self._yield = YieldToServing(self._child.pid, self._busy, work / "paused.json").start()
         self._work, self._cancelled = work, False
         self._state = {
             "state": "training",
@@ -191,6 +204,7 @@ class TuneJob:
 
     def _follow(self, child: subprocess.Popen, work: Path) -> None:
         code = child.wait()
+        held = self._stop_yielding()
         with self._lock:
             progress = self._progress(work)
             if self._cancelled:
@@ -208,6 +222,8 @@ class TuneJob:
                 seconds=progress.get("seconds"),
                 ended_at=time.time(),
             )
+            if held:
+                self._state.update(paused=False, paused_s=round(held, 1))
             if state["state"] != "done":  # a killed child leaves its half-written folder
                 shutil.rmtree(self._state.pop("model") + ".partial", ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
@@ -224,7 +240,19 @@ class TuneJob:
                 state["seconds"] = progress.get("seconds", 0.0)
                 if progress.get("state") == "saving":
                     state["state"] = "saving"
+                if self._yield is not None:
+                    state["paused"] = self._yield.paused  # held while the service works
+                    state["paused_s"] = round(self._yield.paused_s, 1)
             return state
+
+    def _stop_yielding(self) -> float:
+        """Stops pacing the child (continued: a stopped process would not act on
+        SIGTERM); the seconds it was held."""
+        pacer, self._yield = self._yield, None
+        if pacer is None:
+            return 0.0
+        pacer.stop()
+        return pacer.paused_s
 
     @property
     def pid(self) -> int | None:
@@ -239,6 +267,7 @@ class TuneJob:
             if child is None or child.poll() is not None:
                 return dict(self._state)
             self._cancelled = True
+        self._stop_yielding()
         end_process(child, 10.0)
         for _ in range(100):  # `_follow` records the end
             if self._child is None:

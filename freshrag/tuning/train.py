@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.priority import lower_priority
+from freshrag.tuning.yielding import RunningClock
+from retrieval.background import die_with_parent, lower_priority
 
 
 @dataclass(slots=True)
@@ -40,6 +41,7 @@ class TuneSpec:
     threads: int = 0  # torch threads; 0: every core
     nice: int = 10
     idle: bool = False  # SCHED_IDLE: a core only when nothing else wants one
+    paused_file: str = ""  # where the service counts the seconds it held this process
     seed: int = 0
     card: dict[str, Any] = field(default_factory=dict)  # what the corpus was, for the card
 
@@ -134,12 +136,14 @@ def train(spec: TuneSpec) -> dict[str, Any]:
     model = SentenceTransformer(path, device="cpu")
     model.max_seq_length = min(model.max_seq_length or spec.max_seq_length, spec.max_seq_length)
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    started = time.monotonic()
+    # The budget counts the time this process ran, not the time the service held it
+    # stopped while it served (freshrag/tuning/yielding.py).
+    clock = RunningClock(spec.paused_file)
     _progress(spec, state="training", step=0, steps=spec.steps, seconds=0.0)
 
     class Budget(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
-            seconds = time.monotonic() - started
+            seconds = clock.seconds()
             _progress(
                 spec, state="training", step=state.global_step, steps=spec.steps, seconds=seconds
             )
@@ -174,7 +178,7 @@ def train(spec: TuneSpec) -> dict[str, Any]:
     )
     trainer.train()
     steps = trainer.state.global_step
-    seconds = time.monotonic() - started
+    seconds = clock.seconds()
     _progress(spec, state="saving", step=steps, steps=spec.steps, seconds=seconds)
     _interpolate(model, base_state, spec.keep)
     shutil.rmtree(work / "trainer", ignore_errors=True)
@@ -199,6 +203,7 @@ def train(spec: TuneSpec) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = TuneSpec.load(Path(argv[1]))
+    die_with_parent()  # a service killed while it holds this process stopped
     # Before torch starts its thread pool: the policy is per thread, and inherited.
     lower_priority(spec.nice, spec.idle)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,47 @@ def test_one_tune_at_a_time_and_cancel_keeps_nothing(service):
         again = http.post("/admin/tune", json={"tenant": "acme"})  # the lock was released
         assert again.status_code == 202, again.text
         assert wait_until_ended(http)["state"] == "done"
+
+
+def stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_tune_is_held_while_the_service_answers_queries(service):
+    url, dep = service
+    querying = threading.Event()
+
+    def queries() -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": "key-a"}) as c:
+            n = 0
+            while querying.is_set():  # distinct texts: no cached query vector
+                c.post("/retrieve", json={"query": f"restore the cache {n}"})
+                n += 1
+
+    with admin(url) as http:
+        assert http.post("/admin/tune", json={}).status_code == 202
+        pid = dep.tuner.pid
+        querying.set()
+        load = threading.Thread(target=queries)
+        load.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (held := http.get("/admin/tune").json()).get("paused"):
+                assert time.monotonic() < deadline, held
+                time.sleep(0.05)
+            assert stopped(pid)
+            time.sleep(1.5)
+            still = http.get("/admin/tune").json()
+            assert still["paused"] and still["step"] == held["step"] and still["paused_s"] >= 1.4
+            assert stopped(pid)
+        finally:
+            querying.clear()
+            load.join()
+        # Quiet again: it runs, and ends as a tune does, saying how long it was held.
+        ended = wait_until_ended(http)
+        assert ended["state"] == "done" and ended["paused_s"] >= 1.4
+        assert not ended["paused"]
 
 
 def test_bad_requests_and_an_empty_scope_say_why(service):

@@ -14,8 +14,8 @@ import pytest
 from ingest.chunker import Chunker
 from ingest.indexer import Indexer
 from ingest.parser import UnsupportedDocument
-from ingest.priority import lower_priority
 from ingest.processing import ChildProcessor, InlineProcessor
+from retrieval.background import lower_priority
 from tests.conftest import upsert
 
 DOC = "# Guide\n\n" + "\n\n".join(
@@ -42,6 +42,19 @@ def test_the_child_chunks_and_embeds_like_the_inline_path(child, dense):
     texts = [c.text for c in here.chunks]
     a, b = np.asarray(child.encode(texts)), np.asarray(dense.encode(texts))
     assert (np.sum(a * b, axis=1) > 0.999).all()
+
+
+@pytest.mark.model
+def test_the_write_path_says_when_it_had_work_in_hand(child, dense):
+    """What a tune steps aside for (Core.busy): work in hand, then a quiet window."""
+    inline = InlineProcessor(Chunker(128, 0, model="all-MiniLM-L6-v2"), dense)
+    for proc in (child, inline):
+        time.sleep(0.3)
+        assert not proc.active(0.2)
+        proc.encode([p.text for p in proc.prepare(DOC, "text/markdown").chunks])
+        assert proc.active(0.2)
+        time.sleep(0.3)
+        assert not proc.active(0.2) and proc.active(10)
 
 
 @pytest.mark.model

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
+from retrieval.background import die_with_parent
 from retrieval.memory import rss_mb, trim_heap
 from retrieval.store.edge.oplog import replay
 from retrieval.store.edge.rebuild import needs_rebuild, rebuild_in_steps
@@ -25,20 +26,9 @@ from retrieval.store.edge.warming import warm
 _REINDEX_POINTS = 5_000  # fewer new points than this stay in the appendable segment
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL if the process that started it dies."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: the parent kills the child on close
-        pass
-
-
 def main() -> None:
     """One optimisation cycle on the spare shard (run as a separate, niced process)."""
-    _die_with_parent()
+    die_with_parent()
     try:
         cmd = json.loads(sys.stdin.readline())
         tuning = EdgeTuning(**cmd["tuning"])

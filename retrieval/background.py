@@ -1,7 +1,8 @@
-"""A lower CPU priority for background work (the ingest children, the tune's training).
+"""What the service's background processes (the ingest children, the Edge optimiser, the
+tune's training) do first: go beneath serving, and go with it.
 
-Its own module, with nothing but `os`: a child calls it before importing anything heavy,
-so that even its imports run beneath serving.
+Its own module, with nothing heavy: a child calls it before importing anything else, so
+that even its imports run beneath serving.
 """
 
 from __future__ import annotations
@@ -27,3 +28,15 @@ def lower_priority(nice: int, idle: bool = False) -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     elif hasattr(os, "SCHED_BATCH"):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies (a child
+    stopped or busy would otherwise outlive a killed service)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the parent ends its children when it closes
+        pass
