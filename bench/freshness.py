@@ -57,6 +57,7 @@ from bench.harness import (
 from freshrag.runtime import Core, EmbeddedBroker, ServerThread
 from freshrag.settings import Settings
 from ingest.broker import ensure_topics
+from ingest.consumer import IngestWorker
 from ingest.events import DocumentEvent
 from ingest.publisher import Publisher
 
@@ -102,6 +103,39 @@ def long_documents(docs: Path, n: int, words: int = 50_000) -> list[DocumentEven
             if len(out) == n:
                 break
     return out
+
+
+def live_settings(tmp: Path) -> tuple[EmbeddedBroker, Settings]:
+    """The bundled broker, started, and the settings of a live service over `tmp`."""
+    broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
+    settings = Settings(
+        data_dir=tmp,
+        kafka_bootstrap_servers=broker.bootstrap,
+        api_keys=KEYS,
+        poll_timeout_ms=100,
+        kafka_session_timeout_ms=6000,
+        kafka_max_poll_interval_ms=6000,
+    )
+    return broker, settings
+
+
+def start_live(
+    core: Core, pages: list[DocumentEvent], url: str
+) -> tuple[LagClock, IngestWorker, threading.Thread, Publisher]:
+    """The worker running with a lag clock as its write hook, and warm: the HTTP path is
+    hot, the children have parsed and embedded an edit."""
+    clock = LagClock(core)
+    core.watch = clock  # type: ignore[assignment]  # the worker's write hook
+    worker = core.worker()
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    thread.start()
+    worker.ready.wait(300)
+    live = Publisher(core.settings.kafka_bootstrap_servers, core.settings.topic)
+    edit_stream(live, pages, clock, 2, 3)
+    drain(clock, 300)
+    clock.take()
+    QueryLoad(url, KEY, 2, 3, tag="warm").result()
+    return clock, worker, thread, live
 
 
 def live_phase(
@@ -196,15 +230,7 @@ def main() -> None:
         return wanted is None or name in wanted
 
     tmp = scratch_dir("freshrag-bench-")
-    broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
-    settings = Settings(
-        data_dir=tmp,
-        kafka_bootstrap_servers=broker.bootstrap,
-        api_keys=KEYS,
-        poll_timeout_ms=100,
-        kafka_session_timeout_ms=6000,
-        kafka_max_poll_interval_ms=6000,
-    )
+    broker, settings = live_settings(tmp)
     result: dict = {
         "benchmark": "freshness",
         "command": command(),
@@ -235,18 +261,7 @@ def main() -> None:
             "127.0.0.1",
             free_port(),
         ).start()
-        clock = LagClock(core)
-        core.watch = clock  # type: ignore[assignment]  # the worker's write hook
-        worker = core.worker()
-        thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-        thread.start()
-        worker.ready.wait(300)
-        live = Publisher(settings.kafka_bootstrap_servers, settings.topic)
-        # Warm up: the HTTP path is hot, the children have parsed and embedded an edit.
-        edit_stream(live, pages, clock, 2, 3)
-        drain(clock, 300)
-        clock.take()
-        QueryLoad(server.url, KEY, 2, 3, tag="warm").result()
+        clock, worker, thread, live = start_live(core, pages, server.url)
         common = dict(url=server.url, clients=args.clients)
         via_http = HttpPublisher(server.url, PUBLISH_KEY)
         if want("queries_idle"):

@@ -30,17 +30,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
-from bench._freshness_lag import LagClock, drain, edit_stream
-from bench.freshness import KEY, KEYS, live_phase
+from bench.freshness import KEYS, live_phase, live_settings, start_live
 from bench.harness import (
     RESULTS,
-    QueryLoad,
     command,
-    free_port,
     index_pages,
     loadavg,
     sample_pages,
@@ -48,11 +44,10 @@ from bench.harness import (
     serve,
     write,
 )
-from freshrag.runtime import Core, EmbeddedBroker
+from freshrag.runtime import Core
 from freshrag.settings import Settings
 from freshrag.tuning.job import TuneJob
 from ingest.broker import ensure_topics
-from ingest.publisher import Publisher
 
 POLICIES: dict[str, dict] = {  # phase → the settings its tune runs with
     "nice": {"tune_idle": False, "tune_yield": False},
@@ -103,15 +98,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = scratch_dir("freshrag-bench-")
-    broker = EmbeddedBroker(port=free_port(), log_path=tmp / "tansu.log").start()
-    settings = Settings(
-        data_dir=tmp,
-        kafka_bootstrap_servers=broker.bootstrap,
-        api_keys=KEYS,
-        poll_timeout_ms=100,
-        kafka_session_timeout_ms=6000,
-        kafka_max_poll_interval_ms=6000,
-    )
+    broker, settings = live_settings(tmp)
     result: dict = {
         "benchmark": "tune_load",
         "command": command(),
@@ -134,17 +121,7 @@ def main() -> None:
         core = Core.open(settings)
         index_pages(core, pages)
         server = serve(core, KEYS)
-        clock = LagClock(core)
-        core.watch = clock  # type: ignore[assignment]  # the worker's write hook
-        worker = core.worker()
-        thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-        thread.start()
-        worker.ready.wait(300)
-        live = Publisher(settings.kafka_bootstrap_servers, settings.topic)
-        edit_stream(live, pages, clock, 2, 3)  # warm: the children have embedded an edit
-        drain(clock, 300)
-        clock.take()
-        QueryLoad(server.url, KEY, 2, 3, tag="warm").result()
+        clock, worker, thread, live = start_live(core, pages, server.url)
         for r in range(args.rounds):
             order = ["none", *POLICIES] if r % 2 == 0 else [*reversed(POLICIES), "none"]
             phases: dict[str, dict] = {}
