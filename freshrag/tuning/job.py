@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -157,14 +158,7 @@ class TuneJob:
             card=self._card(corpus, model),
         )
         spec.dump(work / "spec.json")
-        log_file = open(work / "train.log", "wb")  # noqa: SIM115 (the child's, closed at exit)
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "freshrag.tuning.train", str(work / "spec.json")],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
-        )
-        log_file.close()
+        self._child = self._spawn(work)
         if s.tune_yield and self._busy is not None:
             self._yield = YieldToServing(self._child.pid, self._busy, work / "paused.json").start()
         self._work, self._cancelled = work, False
@@ -185,8 +179,34 @@ class TuneJob:
         log.info(
             "tune %s: %d pairs from %s, child %d", name, len(pairs), corpus.scope, self._child.pid
         )
-        threading.Thread(target=self._follow, args=(self._child, work), daemon=True).start()
         return dict(self._state)
+
+    def _spawn(self, work: Path) -> subprocess.Popen:
+        """The training process, started from a thread of its own that then follows it to
+        its end: Linux ties the child's die-with-parent signal to the thread that started
+        it, and a request's worker thread ends long before a tune does."""
+        handed: queue.Queue[subprocess.Popen | BaseException] = queue.Queue(maxsize=1)
+
+        def run() -> None:
+            try:
+                with open(work / "train.log", "wb") as log_file:
+                    child = subprocess.Popen(
+                        [sys.executable, "-m", "freshrag.tuning.train", str(work / "spec.json")],
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # a Ctrl-C at the server's terminal is its own
+                    )
+            except BaseException as exc:
+                handed.put(exc)
+                return
+            handed.put(child)
+            self._follow(child, work)
+
+        threading.Thread(target=run, name="tune-child", daemon=True).start()
+        got = handed.get()
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
     def _card(self, corpus: Corpus, model: str) -> dict[str, Any]:
         return {
@@ -204,8 +224,8 @@ class TuneJob:
 
     def _follow(self, child: subprocess.Popen, work: Path) -> None:
         code = child.wait()
-        held = self._stop_yielding()
-        with self._lock:
+        with self._lock:  # after `_start` has recorded the tune, however fast the child
+            held = self._stop_yielding()
             progress = self._progress(work)
             if self._cancelled:
                 state = {"state": "cancelled"}
@@ -240,9 +260,10 @@ class TuneJob:
                 state["seconds"] = progress.get("seconds", 0.0)
                 if progress.get("state") == "saving":
                     state["state"] = "saving"
-                if self._yield is not None:
-                    state["paused"] = self._yield.paused  # held while the service works
-                    state["paused_s"] = round(self._yield.paused_s, 1)
+                pacer = self._yield
+                if pacer is not None:
+                    state["paused"] = pacer.paused  # held while the service works
+                    state["paused_s"] = round(pacer.paused_s, 1)
             return state
 
     def _stop_yielding(self) -> float:

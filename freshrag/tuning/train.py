@@ -1,14 +1,14 @@
 """The training child: `python -m freshrag.tuning.train SPEC.json`.
 
-A process of its own, at a lower priority (niced, SCHED_IDLE by default) so a tune never
-takes the API's or the ingest worker's cores and a crash or a kill cannot touch the
-serving process. It trains a copy of
-the base model with sentence-transformers' own trainer (MultipleNegativesRankingLoss:
-in-batch negatives, no duplicate texts in a batch), stops at `steps` or `max_seconds`,
-then interpolates the tuned weights with the base ones (`keep` of the tuned side: a
-tuned model forgets what the base knew; the average keeps most of both, as WiSE-FT
-does), and writes the folder under a temporary name that becomes the final one only
-when complete. Progress goes to `progress_file` as one JSON object, rewritten.
+A process of its own, beneath serving (niced, SCHED_IDLE, and held stopped while the
+service works: freshrag/tuning/yielding.py), so that a crash or a kill cannot touch the
+serving process, and gone with the service. It trains a copy of the base model with
+sentence-transformers' own trainer (MultipleNegativesRankingLoss: in-batch negatives, no
+duplicate texts in a batch), stops at `steps` or `max_seconds` of training, then
+interpolates the tuned weights with the base ones (`keep` of the tuned side: a tuned
+model forgets what the base knew; the average keeps most of both, as WiSE-FT does), and
+writes the folder under a temporary name that becomes the final one only when complete.
+Progress goes to `progress_file` as one JSON object, rewritten.
 """
 
 from __future__ import annotations

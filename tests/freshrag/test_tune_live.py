@@ -193,6 +193,27 @@ def test_a_tune_is_held_while_the_service_answers_queries(service):
         assert not ended["paused"]
 
 
+def test_a_tune_outlives_the_thread_that_started_it(service):
+    """As a request's worker thread ends, long before the tune it started: the child dies
+    with the service, not with that thread."""
+    _, dep = service
+
+    def start() -> None:
+        dep.tuner.start("acme")
+        assert_trains_beneath_serving(dep.tuner.pid)  # it has asked to die with its parent
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    time.sleep(1.0)
+    assert dep.tuner.pid is not None
+    deadline = time.monotonic() + 300
+    while dep.tuner.status()["state"] in ("training", "saving"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert dep.tuner.status()["state"] == "done"
+
+
 def test_bad_requests_and_an_empty_scope_say_why(service):
     url, _ = service
     with admin(url) as http:
