@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -261,7 +262,11 @@ def test_adopt_drops_the_standby_when_the_gate_fails(service, tmp_path: Path):
     args = ["tune", "--adopt", "--dataset", str(questions), "--min-gain", "1.0"]
     out = CliRunner().invoke(cli, [*args, "--url", url, "--api-key", ADMIN])
     assert out.exit_code == 1, out.output
-    assert "hybrid  mrr@10" in out.output and "gains less than 1" in out.output
+    # Refused for either reason the gate gives: ten steps on eight questions may move
+    # hybrid MRR by more than the noise allowance either way, never by +1.
+    hybrid = re.search(r"hybrid  mrr@10 [^\n]*", out.output)  # after a model-loading bar
+    assert hybrid, out.output
+    assert "gains less than 1" in hybrid[0] or "loses more than 0.01" in hybrid[0], hybrid[0]
     assert "not adopted" in out.output
     with admin(url) as http:
         generations = http.get("/admin/generations").json()
