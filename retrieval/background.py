@@ -31,8 +31,10 @@ def lower_priority(nice: int, idle: bool = False) -> None:
 
 
 def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the process that started it dies (a child
-    stopped or busy would otherwise outlive a killed service)."""
+    """Linux: this process gets SIGKILL when its parent dies (a child stopped or busy
+    would otherwise outlive a killed service). Linux counts the *thread* that started it
+    as the parent: start such a child from a thread that outlives it (the Edge optimiser's
+    loop, the tune's own follower thread), never from a request's worker thread."""
     try:
         import ctypes
         import signal
